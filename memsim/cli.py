@@ -1,0 +1,380 @@
+"""The memsim command line: a thin shell over the Python API.
+
+Errors a user can cause end with one line on stderr naming file, line and field, and a
+non-zero exit (2: bad input, 3: infeasible, 4: solver trouble); never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any
+
+import click
+
+from memsim import resources
+from memsim.bank import Bank, load_bank
+from memsim.errors import InfeasibleError, InputError, MemsimError, SolverError
+from memsim.estimate import DEFAULT_SAMPLES, estimate
+from memsim.layout import Layout, load_layout
+from memsim.optimize import DEFAULT_SCENARIOS, optimize
+from memsim.profile import Profile, load_profile
+from memsim.report import bank_text, estimate_text, profile_text, table
+from memsim.units import UnitError, format_size, format_time, parse_size
+
+DEFAULT_PROFILE = "paper-hypothetical"
+DEFAULT_BANK = "paper-storage-example"
+EXIT_CODES = {InputError: 2, InfeasibleError: 3, SolverError: 4}
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"memsim: error: {message}", err=True)
+    sys.exit(code)
+
+
+def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn memsim errors into one line and an exit code; keep tracebacks for MEMSIM_DEBUG."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except MemsimError as exc:
+            _fail(str(exc), next((c for t, c in EXIT_CODES.items() if isinstance(exc, t)), 1))
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+        except click.exceptions.Exit:
+            raise
+        except click.ClickException:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bug must still not dump a traceback on users
+            if os.environ.get("MEMSIM_DEBUG"):
+                raise
+            _fail(f"internal error: {type(exc).__name__}: {exc} "
+                  "(set MEMSIM_DEBUG=1 for the traceback, and please report it)", 70)
+
+    return wrapper
+
+
+def _emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, allow_nan=False))
+
+
+def _size_option(value: str | None, name: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        return parse_size(value)
+    except UnitError as exc:
+        raise InputError(str(exc), field=name) from None
+
+
+def _levels_option(value: str | None, name: str) -> list[int]:
+    if not value:
+        return []
+    out = []
+    for part in value.split(","):
+        text = part.strip().upper().removeprefix("L")
+        if not text.isdigit() or int(text) < 1:
+            raise InputError(f"cannot read level {part.strip()!r} in {value!r}; expected e.g. "
+                             "'2' or '2,3'", field=name)
+        out.append(int(text))
+    return out
+
+
+def _ref_near(ref: str, base: str | None) -> str:
+    """A bank/profile named in a layout file: a path is relative to the layout's folder."""
+    if base and ("/" in ref or ref.endswith((".yaml", ".yml"))) and not Path(ref).is_absolute():
+        candidate = Path(base).parent / ref
+        if candidate.exists():
+            return str(candidate)
+    return ref
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="memsim")
+def main() -> None:
+    """Place a hierarchical memory bank on a storage hierarchy and predict its fetch time.
+
+    Profiles, banks and layouts are YAML files; shipped ones can be named instead of a path
+    (see `memsim profile list`, `memsim bank list`, `memsim layout list`).
+    """
+
+
+# ---------------------------------------------------------------- profile
+@main.group()
+def profile() -> None:
+    """Device profiles: the tiers of a storage hierarchy."""
+
+
+@profile.command("list")
+@handle_errors
+def profile_list() -> None:
+    """Shipped device profiles."""
+    rows = []
+    for name in resources.shipped_names("device_profiles"):
+        p = load_profile(name)
+        rows.append([name, ", ".join(p.tier_names), p.description])
+    click.echo(table(["profile", "tiers", "description"], rows))
+
+
+@profile.command("show")
+@click.argument("profile_ref", metavar="PROFILE")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (base units).")
+@handle_errors
+def profile_show(profile_ref: str, as_json: bool) -> None:
+    """Print the tiers of PROFILE (a file or a shipped name)."""
+    p = load_profile(profile_ref)
+    if as_json:
+        _emit_json(_profile_json(p))
+    else:
+        click.echo(profile_text(p))
+
+
+def _profile_json(p: Profile) -> dict[str, Any]:
+    tiers = []
+    for t in p.tiers:
+        tiers.append({
+            "name": t.name, "kind": t.kind, "capacity_bytes": t.capacity,
+            "latency": t.latency.model_dump(by_alias=True),
+            "latency_mean_s": t.latency.mean(),
+            "bandwidth_bytes_per_s": t.bandwidth,
+            "aggregate_bandwidth_bytes_per_s": t.total_bandwidth,
+            "concurrency": t.concurrency, "request_overhead_s": t.request_overhead,
+            "cost": t.cost.model_dump() if t.cost else None, "store": t.store,
+            "source": t.source,
+        })
+    return {"name": p.name, "description": p.description, "tiers": tiers}
+
+
+@profile.command("validate")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+def profile_validate(files: tuple[str, ...]) -> None:
+    """Check profile FILES; print one line per file, exit non-zero if any is invalid."""
+    bad = 0
+    for file in files:
+        try:
+            p = load_profile(file)
+        except MemsimError as exc:
+            bad += 1
+            click.echo(f"memsim: error: {exc}", err=True)
+        else:
+            click.echo(f"{file}: ok ({len(p.tiers)} tiers: {', '.join(p.tier_names)})")
+    if bad:
+        sys.exit(2)
+
+
+# ---------------------------------------------------------------- bank
+@main.group()
+def bank() -> None:
+    """Memory banks: tree shape, multipliers per level, memory type and anchor."""
+
+
+@bank.command("list")
+@handle_errors
+def bank_list() -> None:
+    """Bank presets."""
+    rows = []
+    for name in resources.shipped_names("banks"):
+        b = load_bank(name)
+        rows.append([name, b.anchor.name, str(b.levels), format_size(b.fetched_bytes),
+                     format_size(b.bank_bytes), b.description])
+    click.echo(table(["bank", "anchor", "multipliers", "fetched", "bank size", "description"],
+                     rows))
+
+
+@bank.command("show")
+@click.argument("bank_ref", metavar="BANK")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (base units).")
+@handle_errors
+def bank_show(bank_ref: str, as_json: bool) -> None:
+    """Print the levels of BANK (a file or a preset: A2, B2, C2, paper-storage-example)."""
+    b = load_bank(bank_ref)
+    if as_json:
+        _emit_json(_bank_json(b))
+    else:
+        click.echo(bank_text(b))
+
+
+def _bank_json(b: Bank) -> dict[str, Any]:
+    return {
+        "name": b.name, "memory_type": b.memory_type, "branching": b.branching,
+        "dtype": b.dtype, "anchor": b.anchor.model_dump(), "anchor_params": b.anchor_params,
+        "anchor_bytes": b.anchor_bytes, "unit_params": b.unit_params,
+        "levels": [{"depth": lv.depth, "multiplier": lv.multiplier, "blocks": lv.blocks,
+                    "block_params": lv.block_params, "block_bytes": lv.block_bytes,
+                    "level_params": lv.params, "level_bytes": lv.bytes}
+                   for lv in b.all_levels],
+        "fetched_params": b.fetched_params, "fetched_bytes": b.fetched_bytes,
+        "bank_params": b.bank_params, "bank_bytes": b.bank_bytes,
+    }
+
+
+# ---------------------------------------------------------------- layout
+@main.group()
+def layout() -> None:
+    """Layouts: which tier holds each level, and which levels stay resident."""
+
+
+@layout.command("list")
+@handle_errors
+def layout_list() -> None:
+    """Shipped layouts."""
+    rows = []
+    for name in resources.shipped_names("layouts"):
+        lay = load_layout(name)
+        rows.append([name, lay.fetch, ", ".join(f"{d}:{t}" for d, t in lay.placement.items()),
+                     ",".join(map(str, lay.resident)) or "-", lay.description])
+    click.echo(table(["layout", "fetch", "placement", "resident", "description"], rows))
+
+
+# ---------------------------------------------------------------- schema
+SCHEMAS = {"profile": Profile, "bank": Bank, "layout": Layout}
+
+
+@main.command()
+@click.argument("kind", type=click.Choice(sorted(SCHEMAS)))
+def schema(kind: str) -> None:
+    """Print the JSON Schema of a YAML format, for editors to complete and check files.
+
+    For example, with the YAML language server, put at the top of a profile:
+    `# yaml-language-server: $schema=profile.schema.json`.
+    """
+    data = SCHEMAS[kind].model_json_schema(mode="validation")
+    data["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    _emit_json(data)
+
+
+# ---------------------------------------------------------------- estimate
+def _load_trio(profile_ref: str | None, bank_ref: str | None, layout_ref: str
+               ) -> tuple[Profile, Bank, Layout]:
+    lay = load_layout(layout_ref)
+    profile_ref = profile_ref or (lay.profile and _ref_near(lay.profile, lay.file))
+    bank_ref = bank_ref or (lay.bank and _ref_near(lay.bank, lay.file))
+    if not profile_ref:
+        raise InputError("no profile given: use --profile, or set 'profile' in the layout",
+                         file=lay.file, field="profile")
+    if not bank_ref:
+        raise InputError("no bank given: use --bank, or set 'bank' in the layout",
+                         file=lay.file, field="bank")
+    return load_profile(profile_ref), load_bank(bank_ref), lay
+
+
+@main.command("estimate")
+@click.option("--profile", "profile_ref", metavar="PROFILE",
+              help="Device profile file or shipped name [default: the layout's].")
+@click.option("--bank", "bank_ref", metavar="BANK",
+              help="Bank file or preset [default: the layout's].")
+@click.option("--layout", "layout_ref", metavar="LAYOUT", required=True,
+              help="Layout file or shipped name.")
+@click.option("--samples", type=click.IntRange(min=1), default=DEFAULT_SAMPLES,
+              show_default=True, help="Queries sampled when latencies are distributions.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (base units).")
+@handle_errors
+def estimate_cmd(profile_ref: str | None, bank_ref: str | None, layout_ref: str,
+                 samples: int, seed: int, as_json: bool) -> None:
+    """Fetch time of one query under LAYOUT on an otherwise idle machine.
+
+    Each request waits its tier's latency, then transfers at the tier's bandwidth; blocks on one
+    tier share its bandwidth and concurrency; levels on different tiers run in parallel (the
+    slowest tier decides) or in sequence (times add up); resident levels cost nothing.
+    """
+    p, b, lay = _load_trio(profile_ref, bank_ref, layout_ref)
+    est = estimate(p, b, lay, samples=samples, seed=seed)
+    if as_json:
+        _emit_json({"profile": p.name, "bank": b.name, "layout": lay.name or layout_ref,
+                    **est.to_json()})
+    else:
+        title = f"layout {lay.name or layout_ref} on {p.name}, bank {b.name}"
+        click.echo(estimate_text(est, title))
+
+
+# ---------------------------------------------------------------- optimize
+@main.command("optimize")
+@click.option("--profile", "profile_ref", metavar="PROFILE", default=DEFAULT_PROFILE,
+              show_default=True, help="Device profile file or shipped name.")
+@click.option("--bank", "bank_ref", metavar="BANK", default=DEFAULT_BANK, show_default=True,
+              help="Bank file or preset.")
+@click.option("--fetch", type=click.Choice(["parallel", "sequential"]), default="parallel",
+              show_default=True, help="Fetch levels at once (max) or one after another (sum).")
+@click.option("--resident", "resident", metavar="LEVELS",
+              help="Levels that may stay resident in RAM because consecutive queries share "
+              "them, e.g. '2' or '2,3'. [default: none]")
+@click.option("--resident-budget", metavar="SIZE",
+              help="RAM for resident blocks, e.g. '500 MB'. [default: what RAM has free]")
+@click.option("--solver", type=click.Choice(["auto", "highs", "cbc"]), default="auto",
+              show_default=True, help="auto = HiGHS if installed, else CBC.")
+@click.option("--time-limit", type=float, metavar="SECONDS", help="Stop the solver after this.")
+@click.option("--gap", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Relative optimality gap at which the solver may stop.")
+@click.option("--scenarios", type=click.IntRange(min=1), default=DEFAULT_SCENARIOS,
+              show_default=True,
+              help="Latency draws the objective averages over (when latencies vary).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Write the chosen layout here (YAML), e.g. layouts/mine.yaml.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (base units).")
+@handle_errors
+def optimize_cmd(profile_ref: str, bank_ref: str, fetch: str, resident: str | None,
+                 resident_budget: str | None, solver: str, time_limit: float | None, gap: float,
+                 scenarios: int, seed: int, out: str | None, as_json: bool) -> None:
+    """Choose the tier of every level to minimise the expected fetch time.
+
+    Solves an integer program (HiGHS, or CBC) under the tiers' capacities, with the anchor
+    model held in RAM, and compares with a greedy baseline. With no options it places the
+    paper's storage-example bank on the paper's hypothetical device.
+    """
+    p, b = load_profile(profile_ref), load_bank(bank_ref)
+    name = Path(out).stem if out else f"{b.name}-on-{p.name}"
+    result = optimize(
+        p, b, fetch=fetch, resident_levels=_levels_option(resident, "resident"),
+        resident_budget=_size_option(resident_budget, "resident-budget"),
+        solver=solver, time_limit=time_limit, gap=gap, scenarios=scenarios, seed=seed,
+        name=name,
+    )
+    if out:
+        header = (f"Chosen by: memsim optimize --profile {profile_ref} --bank {bank_ref} "
+                  f"--fetch {fetch}\nsolver {result.solver}, status {result.status}, expected "
+                  f"fetch time {format_time(result.objective_s)}")
+        result.layout.save(out, header)
+    if as_json:
+        data = result.to_json()
+        data.update({"profile": p.name, "bank": b.name, "out": out})
+        _emit_json(data)
+        return
+    rows = []
+    for lv in b.active_levels:
+        where = result.layout.placement[lv.depth]
+        if lv.depth in result.layout.resident:
+            where += " (resident)"
+        base = result.baseline.placement[lv.depth] if result.baseline else "-"
+        rows.append([lv.depth, format_size(lv.block_bytes), format_size(lv.bytes), where, base])
+    click.echo(f"bank {b.name} on {p.name}, {fetch} fetch")
+    click.echo(table(["level", "block", "level size", "tier", "greedy"], rows))
+    click.echo("")
+    status = result.status + ("" if result.status == "optimal" else
+                              " (stopped at the time limit: may not be optimal)")
+    click.echo(f"solver: {result.solver}, {status}, {result.solve_time_s * 1e3:.0f} ms")
+    what = "expected fetch time"
+    if result.scenarios > 1:
+        what += f" over {result.scenarios} latency scenarios"
+    click.echo(f"{what}: {format_time(result.objective_s)}")
+    if result.baseline_s is not None:
+        gain = result.baseline_s / result.objective_s if result.objective_s > 0 else float("inf")
+        click.echo(f"greedy baseline: {format_time(result.baseline_s)} ({gain:.2f}x the optimum)")
+    else:
+        click.echo("greedy baseline: found no feasible placement")
+    f = result.estimate.fetch_time_s
+    click.echo(f"estimator: mean {format_time(f['mean'])}, p50 {format_time(f['p50'])}, "
+               f"p99 {format_time(f['p99'])}")
+    if out:
+        click.echo(f"layout written to {out}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,42 @@
+"""Errors a user can cause, carrying where in which file they happened."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class MemsimError(Exception):
+    """A problem with the user's input or environment, reported as one line, never a traceback."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | Path | None = None,
+        line: int | None = None,
+        field: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.file = str(file) if file is not None else None
+        self.line = line
+        self.field = field
+
+    def __str__(self) -> str:
+        where = ""
+        if self.file:
+            where = self.file + (f":{self.line}" if self.line else "")
+        parts = [p for p in (where, f"field '{self.field}'" if self.field else "") if p]
+        return (": ".join(parts) + ": " if parts else "") + self.message
+
+
+class InputError(MemsimError):
+    """Malformed or invalid input file or argument."""
+
+
+class InfeasibleError(MemsimError):
+    """No placement satisfies the constraints; the message says which and by how much."""
+
+
+class SolverError(MemsimError):
+    """The solver failed or is unavailable."""

@@ -1,0 +1,137 @@
+"""Layout optimizer: choose the tier of every level to minimise the expected fetch time.
+
+The pieces are separate, as in FlexGen: the policy is a plain `Layout`; `tables` evaluates
+policies with the shared cost model; `ilp` states the integer program; `solver` runs it;
+`greedy` gives the baseline it must beat.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from memsim.bank import Bank
+from memsim.errors import InfeasibleError, InputError, SolverError
+from memsim.estimate import DEFAULT_SAMPLES, Estimate, estimate
+from memsim.layout import FetchMode, Layout
+from memsim.optimize.diagnose import precheck, shortfall_message
+from memsim.optimize.greedy import greedy_placement
+from memsim.optimize.ilp import GB, build_model
+from memsim.optimize.solver import SolverName, solve
+from memsim.optimize.tables import CostTables, build_tables
+from memsim.profile import Profile
+
+__all__ = ["OptimizeResult", "optimize", "greedy_placement", "build_tables", "CostTables"]
+
+DEFAULT_SCENARIOS = 64
+
+
+@dataclass
+class OptimizeResult:
+    """The chosen layout, how the solve went, and the greedy baseline beside it."""
+
+    layout: Layout
+    status: str
+    solver: str
+    objective_s: float
+    bound_s: float | None
+    gap: float | None
+    solve_time_s: float
+    scenarios: int
+    baseline_s: float | None
+    baseline: Layout | None
+    estimate: Estimate
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "solver": self.solver,
+            "fetch": self.layout.fetch,
+            "objective_s": self.objective_s,
+            "bound_s": self.bound_s,
+            "gap": self.gap,
+            "solve_time_s": self.solve_time_s,
+            "scenarios": self.scenarios,
+            "placement": {str(d): t for d, t in sorted(self.layout.placement.items())},
+            "resident": sorted(self.layout.resident),
+            "baseline_s": self.baseline_s,
+            "baseline_placement": (
+                {str(d): t for d, t in sorted(self.baseline.placement.items())}
+                if self.baseline else None),
+            "fetch_time_s": self.estimate.fetch_time_s,
+        }
+
+
+def optimize(
+    profile: Profile,
+    bank: Bank,
+    *,
+    fetch: FetchMode = "parallel",
+    resident_levels: Sequence[int] = (),
+    resident_budget: int | None = None,
+    solver: SolverName = "auto",
+    time_limit: float | None = None,
+    gap: float = 0.0,
+    scenarios: int = DEFAULT_SCENARIOS,
+    seed: int = 0,
+    samples: int = DEFAULT_SAMPLES,
+    name: str = "",
+) -> OptimizeResult:
+    """The level placement with the least expected fetch time, under capacity constraints.
+
+    `resident_levels` may stay resident in RAM (levels that consecutive queries share), within
+    `resident_budget` bytes if given, always within the RAM tier's capacity. With latency
+    distributions, the objective is the mean over `scenarios` seeded draws; the chosen layout
+    is then estimated with `samples` fresh draws.
+    """
+    if scenarios < 1:
+        raise InputError(f"scenarios must be at least 1, got {scenarios}", field="scenarios")
+    if resident_budget is not None and resident_budget < 0:
+        raise InputError("the resident budget must not be negative", field="resident-budget")
+    if time_limit is not None and not time_limit > 0:
+        raise InputError(f"time limit must be positive, got {time_limit}", field="time-limit")
+    active = [lv.depth for lv in bank.active_levels]
+    for depth in resident_levels:
+        if depth not in active:
+            raise InputError(f"resident level {depth} is not a non-empty level of bank "
+                             f"'{bank.name}' (levels {', '.join(map(str, active))})",
+                             field="resident")
+    precheck(profile, bank)
+    tables = build_tables(profile, bank, fetch, scenarios, seed)
+    model = build_model(tables, resident_levels, resident_budget)
+    outcome = solve(model.problem, solver, time_limit, gap)
+    if outcome.status == "infeasible":
+        slack_model = build_model(tables, resident_levels, resident_budget,
+                                  capacity_slack=True)
+        slack_outcome = solve(slack_model.problem, solver, time_limit, gap)
+        slack = {}
+        if slack_outcome.status in ("optimal", "time_limit"):
+            slack = {t: (v.value() or 0.0) * GB for t, v in slack_model.slack.items()}
+        raise InfeasibleError(shortfall_message(profile, bank, slack), file=profile.file,
+                              field="tiers")
+    if outcome.status not in ("optimal", "time_limit") or outcome.objective is None:
+        raise SolverError(
+            f"{outcome.solver} found no placement ({outcome.status}"
+            + (f", time limit {time_limit:g} s" if time_limit else "") + ")")
+    placement, resident = model.placement()
+    layout = Layout(
+        name=name, bank=bank.name, profile=profile.name, fetch=fetch,
+        placement=dict(sorted(placement.items())), resident=sorted(resident),
+        description="chosen by memsim optimize",
+    )
+    objective_s = tables.evaluate(placement, resident)
+    greedy = greedy_placement(tables, resident_levels, resident_budget)
+    baseline = baseline_s = None
+    if greedy is not None:
+        g_place, g_res = greedy
+        baseline_s = tables.evaluate(g_place, g_res)
+        baseline = Layout(name="greedy", bank=bank.name, profile=profile.name, fetch=fetch,
+                          placement=dict(sorted(g_place.items())), resident=sorted(g_res))
+    bound_s = outcome.bound / 1e3 if outcome.bound is not None else None
+    return OptimizeResult(
+        layout=layout, status=outcome.status, solver=outcome.solver, objective_s=objective_s,
+        bound_s=bound_s, gap=outcome.gap, solve_time_s=outcome.seconds,
+        scenarios=tables.scenarios, baseline_s=baseline_s, baseline=baseline,
+        estimate=estimate(profile, bank, layout, samples=samples, seed=seed),
+    )

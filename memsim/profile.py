@@ -1,0 +1,201 @@
+"""Device profiles: the ordered tiers of a storage hierarchy, fast to slow."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+
+from memsim import resources, yamlio
+from memsim.errors import InputError
+from memsim.latency import ConstantLatency, Latency, LatencyField, Seconds
+from memsim.units import parse_rate, parse_size
+from memsim.validation import validate
+
+TierKind = Literal["ram", "flash", "disk", "cloud", "other"]
+
+
+def _positive_rate(value: Any) -> float:
+    rate = parse_rate(value)
+    if rate <= 0:
+        raise ValueError(f"bandwidth must be positive, got {value!r}")
+    return rate
+
+
+def _capacity(value: Any) -> int | None:
+    if value is None or (isinstance(value, str) and value.strip().lower() in {
+            "unlimited", "infinite", "inf", "none"}):
+        return None
+    size = parse_size(value)
+    if size <= 0:
+        raise ValueError(f"capacity must be positive (or 'unlimited'), got {value!r}")
+    return size
+
+
+Rate = Annotated[float, BeforeValidator(_positive_rate), WithJsonSchema({
+    "anyOf": [{"type": "string", "description": 'a rate such as "4 GB/s", "250 MB/s", '
+               '"1 Gbit/s"'}, {"type": "number", "exclusiveMinimum": 0,
+                               "description": "bytes per second"}]})]
+Capacity = Annotated[int | None, BeforeValidator(_capacity), WithJsonSchema({
+    "anyOf": [{"type": "string", "description": 'a size such as "64 GB", "1.5 TiB", or '
+               '"unlimited"'}, {"type": "integer", "exclusiveMinimum": 0,
+                                "description": "bytes"}]})]
+NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]*$"
+
+
+def _dollars(value: Any) -> float:
+    if isinstance(value, str):
+        value = value.strip().lstrip("$").strip()
+        try:
+            value = float(value)
+        except ValueError:
+            raise ValueError(f"cannot read {value!r} as dollars") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"expected a dollar amount, got {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"a cost must be a finite, non-negative amount, got {value!r}")
+    return float(value)
+
+
+Dollars = Annotated[float, BeforeValidator(_dollars), WithJsonSchema({
+    "anyOf": [{"type": "number", "minimum": 0},
+              {"type": "string", "description": 'dollars, e.g. "$0.023"'}]})]
+
+
+class TierCost(BaseModel):
+    """What a tier costs: storage in $ per GB-month (GB = 10^9 B), requests in $ per 1,000."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    storage_usd_per_gb_month: Dollars = 0.0
+    usd_per_1000_requests: Dollars = 0.0
+
+
+class Tier(BaseModel):
+    """One storage device class: capacity, latency, bandwidth, concurrency and cost."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=NAME_PATTERN, description="Unique name, used by layouts.")
+    kind: TierKind = Field(description="ram, flash, disk, cloud or other.")
+    capacity: Capacity = Field(
+        default=None, description='Bytes the tier can hold ("64 GB"), or "unlimited".'
+    )
+    latency: LatencyField = Field(
+        default=ConstantLatency(value=0.0),
+        description="Time to first byte of a request: a time, {p50, p99} or {quantiles}.",
+    )
+    bandwidth: Rate = Field(description='Bytes per second of one request stream ("4 GB/s").')
+    aggregate_bandwidth: Rate | None = Field(
+        default=None, description="Bytes per second of all streams together (default: bandwidth)."
+    )
+    concurrency: int = Field(default=1, ge=1, description="Requests served at once.")
+    request_overhead: Seconds = Field(
+        default=0.0, description="Fixed time added to every request (software, protocol).")
+    cost: TierCost | None = None
+    store: str | None = Field(
+        default=None, description="Where the tier's data lives: file:///path, s3://bucket/prefix, "
+        "memory://",
+    )
+    source: str = Field(default="", description="Where the numbers come from.")
+
+    @field_validator("store")
+    @classmethod
+    def _store_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if not re.match(r"^(file|s3|memory)://", value):
+            raise ValueError(
+                f"store {value!r} must start with file://, s3:// or memory://"
+            )
+        return value
+
+    @property
+    def capacity_bytes(self) -> float:
+        """Capacity as a number; unlimited tiers hold infinitely many bytes."""
+        return math.inf if self.capacity is None else float(self.capacity)
+
+    @property
+    def total_bandwidth(self) -> float:
+        """Aggregate bandwidth of the tier in B/s."""
+        return self.aggregate_bandwidth if self.aggregate_bandwidth is not None else self.bandwidth
+
+    @property
+    def stream_bandwidth(self) -> float:
+        """Bandwidth a single request can get, never above the aggregate."""
+        return min(self.bandwidth, self.total_bandwidth)
+
+
+class Profile(BaseModel):
+    """A storage hierarchy: tiers ordered from fastest to slowest."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="Name of the device or machine.")
+    description: str = ""
+    source: str = ""
+    tiers: list[Tier] = Field(min_length=1, description="Tiers, fastest first.")
+
+    _doc: yamlio.Document | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _unique(self) -> Profile:
+        seen: set[str] = set()
+        for tier in self.tiers:
+            if tier.name in seen:
+                raise ValueError(f"tier name '{tier.name}' is used twice")
+            seen.add(tier.name)
+        return self
+
+    @property
+    def tier_names(self) -> list[str]:
+        return [t.name for t in self.tiers]
+
+    def tier(self, name: str) -> Tier:
+        """The tier called `name`."""
+        for t in self.tiers:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+    @property
+    def ram(self) -> Tier | None:
+        """The first tier of kind ram: where the anchor model and resident blocks live."""
+        return next((t for t in self.tiers if t.kind == "ram"), None)
+
+    @property
+    def file(self) -> str | None:
+        return self._doc.file if self._doc else None
+
+    def line_of(self, *loc: str | int) -> int | None:
+        return self._doc.line_of(loc) if self._doc else None
+
+
+def load_profile(ref: str | Path) -> Profile:
+    """A profile from a YAML file, or a shipped one by name (`paper-hypothetical`)."""
+    path = resources.resolve(ref, "device_profiles")
+    doc = yamlio.load(path)
+    profile = validate(Profile, doc)
+    profile._doc = doc
+    return profile
+
+
+def profile_from_dict(data: dict[str, Any], file: str = "<dict>") -> Profile:
+    """A profile from plain data (notebooks, tests); errors name `file`."""
+    return validate(Profile, yamlio.Document(data=data, file=file))
+
+
+__all__ = ["Profile", "Tier", "TierCost", "Latency", "load_profile", "profile_from_dict",
+           "InputError"]

@@ -1,0 +1,101 @@
+"""Human-readable tables for the CLI (JSON output is built by each result's `to_json`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from memsim.bank import Bank
+from memsim.estimate import Estimate
+from memsim.latency import ConstantLatency, EmpiricalLatency, ExponentialLatency, LognormalLatency
+from memsim.profile import Profile, Tier
+from memsim.units import format_rate, format_size, format_time
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """Columns aligned; numbers (anything starting with a digit) right-aligned."""
+    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+
+    def fmt(row: list[str]) -> str:
+        out = []
+        for i, cell in enumerate(row):
+            numeric = cell[:1].isdigit() or cell[:1] == "-" and cell[1:2].isdigit()
+            out.append(cell.rjust(widths[i]) if numeric else cell.ljust(widths[i]))
+        return "  ".join(out).rstrip()
+
+    lines = [fmt(cells[0]), "  ".join("-" * w for w in widths)]
+    lines += [fmt(r) for r in cells[1:]]
+    return "\n".join(lines)
+
+
+def describe_latency(tier: Tier) -> str:
+    lat = tier.latency
+    if isinstance(lat, ConstantLatency):
+        return format_time(lat.value)
+    if isinstance(lat, LognormalLatency):
+        return f"lognormal p50 {format_time(lat.p50)}, p99 {format_time(lat.p99)}"
+    if isinstance(lat, EmpiricalLatency):
+        return f"empirical p50 {format_time(lat.quantile(0.5))}, p99 {format_time(lat.quantile(0.99))}"
+    if isinstance(lat, ExponentialLatency):
+        return f"exponential mean {format_time(lat.mean())}"
+    return str(lat)
+
+
+def profile_text(profile: Profile) -> str:
+    rows = []
+    for t in profile.tiers:
+        cost = ""
+        if t.cost is not None:
+            cost = (f"${t.cost.storage_usd_per_gb_month:g}/GB-mo, "
+                    f"${t.cost.usd_per_1000_requests:g}/1k req")
+        rows.append([t.name, t.kind, format_size(t.capacity_bytes), describe_latency(t),
+                     format_rate(t.bandwidth), format_rate(t.total_bandwidth), t.concurrency,
+                     format_time(t.request_overhead), cost or "-"])
+    head = f"profile {profile.name}" + (f": {profile.description}" if profile.description else "")
+    body = table(["tier", "kind", "capacity", "latency", "stream bw", "aggregate bw",
+                  "concurrency", "overhead", "cost"], rows)
+    return f"{head}\n{body}"
+
+
+def _count(n: int) -> str:
+    for scale, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if n >= scale:
+            return f"{n / scale:.4g}{suffix}"
+    return str(n)
+
+
+def bank_text(bank: Bank) -> str:
+    rows = []
+    for lv in bank.all_levels:
+        if lv.empty:
+            rows.append([lv.depth, f"{lv.blocks:,}", 0, "-", "-", "-", "(empty)"])
+            continue
+        rows.append([lv.depth, f"{lv.blocks:,}", lv.multiplier, _count(lv.block_params),
+                     format_size(lv.block_bytes), _count(lv.params), format_size(lv.bytes)])
+    head = (f"bank {bank.name}: {bank.memory_type} memories, branching {bank.branching}, "
+            f"{bank.dtype}, anchor {bank.anchor.name} ({_count(bank.anchor_params)} params, "
+            f"{format_size(bank.anchor_bytes)})")
+    body = table(["level", "blocks", "multiplier", "block params", "block size",
+                  "level params", "level size"], rows)
+    foot = (f"fetched per query: {_count(bank.fetched_params)} params "
+            f"({bank.fetched_params:,}), {format_size(bank.fetched_bytes)}\n"
+            f"bank: {_count(bank.bank_params)} params ({bank.bank_params:,}), "
+            f"{format_size(bank.bank_bytes)}")
+    return f"{head}\n{body}\n{foot}"
+
+
+def estimate_text(est: Estimate, title: str = "") -> str:
+    rows = [[lv.depth, lv.tier + (" (resident)" if lv.resident else ""),
+             format_size(lv.block_bytes), format_time(lv.time_s)] for lv in est.per_level]
+    levels = table(["level", "tier", "block", "time"], rows)
+    tiers = table(["tier", "levels", "bytes", "time"],
+                  [[t.tier, ",".join(map(str, t.levels)), format_size(t.bytes),
+                    format_time(t.time_s)] for t in est.per_tier])
+    f = est.fetch_time_s
+    summary = (f"fetch time ({est.fetch}): mean {format_time(f['mean'])}, p50 "
+               f"{format_time(f['p50'])}, p95 {format_time(f['p95'])}, p99 {format_time(f['p99'])}")
+    if est.samples > 1:
+        summary += f"  [{est.samples:,} sampled queries, seed {est.seed}]"
+    parts = [title] if title else []
+    parts += [levels, "", tiers, "", summary]
+    return "\n".join(parts)

@@ -1,0 +1,178 @@
+"""Parse and print sizes, times and rates.
+
+Inside memsim everything is in SI base units: bytes, seconds, bytes per second. Units appear
+only at the edges. Decimal prefixes are powers of 1000 (GB = 10^9 B), binary ones powers of
+1024 (GiB = 2^30 B); the two are never mixed. Parsing is exact (decimal arithmetic), so
+"1.5 TiB" is exactly 1,649,267,441,664 bytes.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from decimal import Decimal, InvalidOperation
+
+__all__ = [
+    "UnitError",
+    "parse_size",
+    "parse_time",
+    "parse_rate",
+    "format_size",
+    "format_time",
+    "format_rate",
+]
+
+
+class UnitError(ValueError):
+    """A quantity that could not be read; the message quotes the offending text."""
+
+
+_DECIMAL = {"": 1, "k": 10**3, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15,
+            "E": 10**18}
+_BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+
+SIZE_UNITS: dict[str, int] = {}
+for _p, _m in {**_DECIMAL, **_BINARY}.items():
+    SIZE_UNITS[f"{_p}B"] = _m
+SIZE_UNITS.update({"bytes": 1, "byte": 1})
+
+BIT_UNITS: dict[str, Decimal] = {}
+for _p, _m in {**_DECIMAL, **_BINARY}.items():
+    BIT_UNITS[f"{_p}bit"] = Decimal(_m) / 8
+    BIT_UNITS[f"{_p}b"] = Decimal(_m) / 8
+
+TIME_UNITS: dict[str, Decimal] = {
+    "ns": Decimal("1e-9"), "us": Decimal("1e-6"), "µs": Decimal("1e-6"), "μs": Decimal("1e-6"),
+    "ms": Decimal("1e-3"), "s": Decimal(1), "sec": Decimal(1), "min": Decimal(60),
+    "h": Decimal(3600),
+}
+
+_NUMBER = r"[+-]?(?:\d+(?:_\d+)*(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
+_QUANTITY = re.compile(rf"^\s*(?P<num>{_NUMBER})\s*(?P<unit>[^\d\s].*?)?\s*$")
+
+_SIZE_HINT = 'a size like "39 GB", "1.5 TiB" or "4096 B"'
+_TIME_HINT = 'a time like "80 us", "8 ms" or "1.5 s"'
+_RATE_HINT = 'a rate like "4 GB/s", "250 MB/s" or "1 Gbit/s"'
+
+
+def _split(value: object, kind: str, hint: str) -> tuple[Decimal, str]:
+    """Split `value` into an exact number and a unit string ('' when there is none)."""
+    if isinstance(value, bool):
+        raise UnitError(f"expected {hint}, got {value!r}")
+    if isinstance(value, (int, float)):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UnitError(f"{kind} must be a finite number, got {value!r}")
+        return Decimal(repr(value)) if isinstance(value, float) else Decimal(value), ""
+    if not isinstance(value, str):
+        raise UnitError(f"expected {hint}, got {value!r}")
+    text = value.strip()
+    if text.lower() in {"nan", "inf", "+inf", "-inf", "infinity", ".nan", ".inf"}:
+        raise UnitError(f"{kind} must be a finite number, got \"{value}\"")
+    match = _QUANTITY.match(text)
+    if not match:
+        raise UnitError(f"cannot read \"{value}\" as {hint}")
+    try:
+        number = Decimal(match["num"].replace("_", ""))
+    except InvalidOperation:
+        raise UnitError(f"cannot read the number in \"{value}\"") from None
+    return number, (match["unit"] or "")
+
+
+def _nonnegative(number: Decimal, value: object, kind: str) -> None:
+    if number < 0:
+        raise UnitError(f"{kind} must not be negative, got \"{value}\"")
+
+
+def parse_size(value: object) -> int:
+    """Bytes in `value` ("39 GB", "1.5 TiB", 4096). A plain number is bytes."""
+    number, unit = _split(value, "a size", _SIZE_HINT)
+    _nonnegative(number, value, "a size")
+    if unit in SIZE_UNITS:
+        exact = number * SIZE_UNITS[unit]
+    elif unit == "":
+        exact = number
+    elif unit in BIT_UNITS:
+        raise UnitError(f"unit '{unit}' in \"{value}\" is bits; sizes are in bytes (e.g. \"GB\")")
+    else:
+        raise UnitError(f"unknown size unit '{unit}' in \"{value}\"; expected {_SIZE_HINT}")
+    if exact != exact.to_integral_value():
+        raise UnitError(f"\"{value}\" is not a whole number of bytes")
+    return int(exact)
+
+
+def parse_time(value: object) -> float:
+    """Seconds in `value` ("80 us", "8 ms", 0.5). A plain number is seconds."""
+    number, unit = _split(value, "a time", _TIME_HINT)
+    _nonnegative(number, value, "a time")
+    if unit == "":
+        return float(number)
+    if unit not in TIME_UNITS:
+        raise UnitError(f"unknown time unit '{unit}' in \"{value}\"; expected {_TIME_HINT}")
+    return float(number * TIME_UNITS[unit])
+
+
+def parse_rate(value: object) -> float:
+    """Bytes per second in `value` ("4 GB/s", "1 Gbit/s", "100 Mbps"). A plain number is B/s."""
+    number, unit = _split(value, "a rate", _RATE_HINT)
+    _nonnegative(number, value, "a rate")
+    if unit == "":
+        return float(number)
+    per_second: Decimal | None = None
+    if unit.endswith("ps") and unit[:-2] + "it" in BIT_UNITS:  # "Mbps", "Gbps"
+        per_second = BIT_UNITS[unit[:-2] + "it"]
+    elif "/" in unit:
+        head, _, tail = unit.partition("/")
+        if tail.strip() in {"s", "sec"}:
+            head = head.strip()
+            if head in SIZE_UNITS:
+                per_second = Decimal(SIZE_UNITS[head])
+            elif head in BIT_UNITS:
+                per_second = BIT_UNITS[head]
+    if per_second is None:
+        raise UnitError(f"unknown rate unit '{unit}' in \"{value}\"; expected {_RATE_HINT}")
+    return float(number * per_second)
+
+
+def _significant(x: float, digits: int) -> str:
+    text = f"{x:.{digits}g}"
+    if "e" in text:  # keep plain notation for people
+        text = f"{x:.{max(digits - 1 - int(math.floor(math.log10(abs(x)))), 0)}f}"
+    return text
+
+
+def _scaled(x: float, steps: list[tuple[float, str]], digits: int) -> str:
+    if x != x:
+        return "nan"
+    if math.isinf(x):
+        return "unlimited" if x > 0 else "-inf"
+    for scale, name in steps:
+        if abs(x) >= scale:
+            return f"{_significant(x / scale, digits)} {name}"
+    scale, name = steps[-1]
+    return f"{_significant(x / scale, digits)} {name}"
+
+
+_SI_SIZE = [(1e18, "EB"), (1e15, "PB"), (1e12, "TB"), (1e9, "GB"), (1e6, "MB"), (1e3, "kB"),
+            (1.0, "B")]
+_BIN_SIZE = [(2.0**60, "EiB"), (2.0**50, "PiB"), (2.0**40, "TiB"), (2.0**30, "GiB"),
+             (2.0**20, "MiB"), (2.0**10, "KiB"), (1.0, "B")]
+_TIMES = [(3600.0, "h"), (60.0, "min"), (1.0, "s"), (1e-3, "ms"), (1e-6, "us"), (1e-9, "ns")]
+
+
+def format_size(n: float, *, binary: bool = False, digits: int = 4) -> str:
+    """Human size: `format_size(38654705664)` -> "38.65 GB"."""
+    if n == 0:
+        return "0 B"
+    return _scaled(float(n), _BIN_SIZE if binary else _SI_SIZE, digits)
+
+
+def format_time(t: float, *, digits: int = 4) -> str:
+    """Human time: `format_time(0.03775)` -> "37.75 ms"."""
+    if t == 0:
+        return "0 s"
+    return _scaled(float(t), _TIMES, digits)
+
+
+def format_rate(r: float, *, binary: bool = False, digits: int = 4) -> str:
+    """Human rate: `format_rate(4e9)` -> "4 GB/s"."""
+    return format_size(r, binary=binary, digits=digits) + "/s"
