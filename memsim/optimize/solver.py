@@ -6,6 +6,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,7 +40,9 @@ def _highs(time_limit: float | None, gap: float) -> pulp.LpSolver | None:
 
 
 def _cbc(time_limit: float | None, gap: float) -> pulp.LpSolver | None:
-    solver = pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit, gapRel=gap)
+    with warnings.catch_warnings():  # PuLP 3.x warns that the bundled CBC goes away in 4.0
+        warnings.simplefilter("ignore", DeprecationWarning)
+        solver = pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit, gapRel=gap)
     return solver if solver.available() else None
 
 
