@@ -179,6 +179,21 @@ class Profile(BaseModel):
     def file(self) -> str | None:
         return self._doc.file if self._doc else None
 
+    def with_tier(self, name: str, **changes: Any) -> Profile:
+        """A validated copy with tier `name` changed, for what-if studies.
+
+        `profile.with_tier("disk", bandwidth="2 GB/s")` accepts the same values as the YAML;
+        unlike pydantic's `model_copy`, the new values are checked and units are parsed.
+        """
+        if name not in self.tier_names:
+            raise InputError(f"unknown tier '{name}' (profile '{self.name}' has "
+                             f"{', '.join(self.tier_names)})", field="tiers")
+        data = self.model_dump(by_alias=True)
+        for tier in data["tiers"]:
+            if tier["name"] == name:
+                tier.update(changes)
+        return profile_from_dict(data, file=f"<{self.name} with {name} changed>")
+
     def line_of(self, *loc: str | int) -> int | None:
         return self._doc.line_of(loc) if self._doc else None
 

@@ -35,7 +35,8 @@ def describe_latency(tier: Tier) -> str:
     if isinstance(lat, LognormalLatency):
         return f"lognormal p50 {format_time(lat.p50)}, p99 {format_time(lat.p99)}"
     if isinstance(lat, EmpiricalLatency):
-        return f"empirical p50 {format_time(lat.quantile(0.5))}, p99 {format_time(lat.quantile(0.99))}"
+        p50, p99 = format_time(lat.quantile(0.5)), format_time(lat.quantile(0.99))
+        return f"empirical p50 {p50}, p99 {p99}"
     if isinstance(lat, ExponentialLatency):
         return f"exponential mean {format_time(lat.mean())}"
     return str(lat)

@@ -145,3 +145,15 @@ def test_short_latency_forms(tmp_path):
     profile = memsim.load_profile(path)
     assert profile.tiers[0].latency.quantile(0.99) == pytest.approx(3e-3)
     assert profile.tiers[1].latency.mean() == pytest.approx(2e-3)
+
+
+def test_with_tier_validates_what_if_changes():
+    profile = memsim.load_profile("laptop")
+    name = profile.tiers[1].name
+    faster = profile.with_tier(name, bandwidth="20 GB/s", aggregate_bandwidth="20 GB/s")
+    assert faster.tier(name).bandwidth == 20e9
+    assert faster.tiers[2:] == profile.tiers[2:]
+    with pytest.raises(InputError, match="positive"):
+        profile.with_tier(name, bandwidth="0 GB/s")
+    with pytest.raises(InputError, match="unknown tier"):
+        profile.with_tier("tape", bandwidth="1 GB/s")

@@ -7,7 +7,8 @@ bandwidth sharing inside a tier are modelled exactly. The parallel objective is 
 scenarios of an epigraph variable z_q >= time of every tier in scenario q; the sequential one
 is the sum of the tiers' mean times. Capacities count level banks, the anchor and resident
 blocks in RAM; only the levels the caller names may be resident (those that consecutive
-queries share), within an optional budget. Units are scaled (GB, ms) to keep the solver's tolerances meaningful.
+queries share), within an optional budget. Units are scaled (GB, ms) to keep the solver's
+tolerances meaningful.
 """
 
 from __future__ import annotations

@@ -46,7 +46,8 @@ def _cbc(time_limit: float | None, gap: float) -> pulp.LpSolver | None:
     return solver if solver.available() else None
 
 
-def pick_solver(name: SolverName, time_limit: float | None, gap: float) -> tuple[str, pulp.LpSolver]:
+def pick_solver(name: SolverName, time_limit: float | None, gap: float
+                ) -> tuple[str, pulp.LpSolver]:
     """The solver to use: HiGHS when available, else CBC (for `auto`)."""
     if name in ("auto", "highs"):
         solver = _highs(time_limit, gap)

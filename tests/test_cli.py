@@ -1,0 +1,179 @@
+"""The CLI end to end: JSON outputs, written layouts, and one clear line for every bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import memsim
+
+GOOD_TIERS = """name: mine
+tiers:
+  - name: ram
+    kind: ram
+    capacity: 16 GB
+    bandwidth: 20 GB/s
+  - name: disk
+    kind: disk
+    capacity: 2 TB
+    bandwidth: 1 GB/s
+"""
+
+
+def _write(tmp_path: Path, name: str, text: str) -> str:
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def test_optimize_defaults_json(cli):
+    result = cli("optimize", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["status"] == "optimal"
+    assert data["placement"] == {"2": "flash", "3": "disk", "4": "cloud"}
+    assert data["objective_s"] == pytest.approx(0.0377, rel=0.005)
+    assert data["baseline_s"] >= data["objective_s"]
+    assert set(data["fetch_time_s"]) == {"mean", "p50", "p95", "p99"}
+
+
+def test_optimize_human_output(cli):
+    result = cli("optimize")
+    assert result.exit_code == 0
+    assert "37.75 ms" in result.stdout and "flash" in result.stdout
+
+
+def test_optimize_out_then_estimate_agrees(cli, tmp_path):
+    out = tmp_path / "layouts" / "mine.yaml"
+    opt = cli("optimize", "--profile", "laptop", "--out", str(out), "--json")
+    assert opt.exit_code == 0, opt.output
+    chosen = json.loads(opt.stdout)
+    est = cli("estimate", "--layout", str(out), "--json")
+    assert est.exit_code == 0, est.output
+    data = json.loads(est.stdout)
+    assert data["fetch_time_s"]["mean"] == pytest.approx(chosen["fetch_time_s"]["mean"])
+    assert {k: v["tier"] for k, v in data["per_level"].items()} == chosen["placement"]
+    assert out.read_text().startswith("# Chosen by: memsim optimize")
+
+
+@pytest.mark.parametrize(("layout", "published"), [
+    ("paper-hierarchical", 0.0377), ("paper-flat", 0.1982), ("paper-flat-resident-upper", 0.0472),
+])
+def test_estimate_json_reproduces_paper(cli, layout, published):
+    result = cli("estimate", "--layout", layout, "--json")
+    data = json.loads(result.stdout)
+    assert data["fetch_time_s"]["mean"] == pytest.approx(published, rel=0.005)
+    assert set(data) >= {"fetch_time_s", "per_level", "per_tier"}
+    assert all({"tier", "bytes", "time_s"} <= set(v) for v in data["per_level"].values())
+
+
+def test_bank_show_matches_paper(cli):
+    result = cli("bank", "show", "A2")
+    assert result.exit_code == 0
+    assert "18.06M" in result.stdout and "4.624B" in result.stdout
+
+
+def test_profile_commands(cli):
+    assert cli("profile", "list").exit_code == 0
+    shown = cli("profile", "show", "phone", "--json")
+    assert json.loads(shown.stdout)["tiers"][0]["kind"] == "ram"
+    schema = json.loads(cli("schema", "profile").stdout)
+    assert "tiers" in schema["properties"]
+    root = Path(__file__).resolve().parents[1] / "device_profiles"
+    files = sorted(str(p) for p in root.glob("*.yaml"))
+    ok = cli("profile", "validate", *files)
+    assert ok.exit_code == 0 and ok.stdout.count(": ok") == len(files)
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "field"),
+    [
+        ("name: x\ntiers:\n  - name: ram\n    kind: ram\n    bandwidth: [4 GB/s\n", 6, None),
+        (GOOD_TIERS + "    colour: blue\n", 11, "tiers[1].colour"),
+        (GOOD_TIERS.replace("1 GB/s", "1 GBps"), 10, "tiers[1].bandwidth"),
+        (GOOD_TIERS.replace("1 GB/s", "0 GB/s"), 10, "tiers[1].bandwidth"),
+        (GOOD_TIERS.replace("1 GB/s", "-1 GB/s"), 10, "tiers[1].bandwidth"),
+        (GOOD_TIERS.replace("1 GB/s", ".nan"), 10, "tiers[1].bandwidth"),
+        (GOOD_TIERS.replace("2 TB", "2 TBytes"), 9, "tiers[1].capacity"),
+    ],
+)
+def test_bad_profile_one_line_error(cli, tmp_path, text, line, field):
+    path = _write(tmp_path, "bad.yaml", text)
+    result = cli("optimize", "--profile", path)
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"memsim: error: {path}:{line}")
+    if field:
+        assert f"field '{field}'" in lines[0]
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("placement", "line", "words"),
+    [("{2: flash, 3: tape, 4: cloud}", 3, "unknown tier 'tape'"),
+     ("{2: flash, 3: disk, 4: cloud, 9: disk}", 3, "level 9 is not in bank")],
+)
+def test_bad_layout(cli, tmp_path, placement, line, words):
+    path = _write(tmp_path, "lay.yaml", f"bank: paper-storage-example\nprofile: "
+                  f"paper-hypothetical\nplacement: {placement}\n")
+    result = cli("estimate", "--layout", path)
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"memsim: error: {path}:{line}: field 'placement")
+    assert words in result.stderr
+
+
+def test_bank_larger_than_all_capacity(cli, tmp_path):
+    path = _write(tmp_path, "small.yaml", GOOD_TIERS.replace("2 TB", "100 GB"))
+    result = cli("optimize", "--profile", path)
+    assert result.exit_code == 3
+    assert "short by" in result.stderr and path in result.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["optimize", "--profile", "/no/such/profile.yaml"],
+    ["optimize", "--bank", "Z9"],
+    ["optimize", "--resident", "2", "--resident-budget", "lots"],
+    ["optimize", "--resident", "two"],
+    ["estimate", "--layout", "nowhere"],
+])
+def test_bad_arguments(cli, args):
+    result = cli(*args)
+    assert result.exit_code == 2
+    assert result.stderr.startswith("memsim: error:")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_failed_out_leaves_no_file(cli, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = cli("optimize", "--out", str(blocker / "layout.yaml"))
+    assert result.exit_code == 2
+    assert "cannot write" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_installed_console_script_has_no_traceback(tmp_path):
+    """Through a real process: stderr is one line, stdout empty, exit non-zero."""
+    path = _write(tmp_path, "bad.yaml", GOOD_TIERS.replace("1 GB/s", "fast"))
+    proc = subprocess.run([sys.executable, "-m", "memsim.cli", "optimize", "--profile", path,
+                           "--json"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stdout == ""
+    assert proc.stderr.count("\n") == 1
+    ok = subprocess.run([sys.executable, "-m", "memsim.cli", "optimize", "--json"],
+                        capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0
+    assert json.loads(ok.stdout)["status"] == "optimal"  # no solver banner on stdout
+
+
+def test_api_and_cli_agree(cli):
+    data = json.loads(cli("optimize", "--profile", "workstation", "--json").stdout)
+    result = memsim.optimize(memsim.load_profile("workstation"),
+                             memsim.load_bank("paper-storage-example"))
+    assert data["objective_s"] == pytest.approx(result.objective_s)
