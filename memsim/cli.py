@@ -286,9 +286,12 @@ def estimate_cmd(profile_ref: str | None, bank_ref: str | None, layout_ref: str,
     """
     p, b, lay = _load_trio(profile_ref, bank_ref, layout_ref)
     est = estimate(p, b, lay, samples=samples, seed=seed)
+    overfilled = lay.overfilled(b, p)
+    for problem in overfilled:
+        click.echo(f"memsim: warning: {problem}", err=True)
     if as_json:
         _emit_json({"profile": p.name, "bank": b.name, "layout": lay.name or layout_ref,
-                    **est.to_json()})
+                    **est.to_json(), "capacity_warnings": overfilled})
     else:
         title = f"layout {lay.name or layout_ref} on {p.name}, bank {b.name}"
         click.echo(estimate_text(est, title))

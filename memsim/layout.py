@@ -18,6 +18,7 @@ from memsim import resources, yamlio
 from memsim.bank import Bank
 from memsim.errors import InputError
 from memsim.profile import Profile
+from memsim.units import format_size
 from memsim.validation import validate
 
 FetchMode = Literal["parallel", "sequential"]
@@ -113,6 +114,20 @@ class Layout(BaseModel):
             raise self._error(("resident",),
                               f"resident levels need a tier of kind ram; profile "
                               f"'{profile.name}' has none")
+
+    def overfilled(self, bank: Bank, profile: Profile) -> list[str]:
+        """Tiers this layout overfills (levels, plus the anchor and resident blocks in RAM)."""
+        ram = profile.ram
+        problems = []
+        for tier in profile.tiers:
+            used = sum(lv.bytes for lv in bank.active_levels
+                       if self.placement.get(lv.depth) == tier.name)
+            if ram is not None and tier.name == ram.name:
+                used += bank.anchor_bytes + sum(bank.level(d).block_bytes for d in self.resident)
+            if used > tier.capacity_bytes:
+                problems.append(f"tier '{tier.name}' holds {format_size(tier.capacity_bytes)} "
+                                f"but this layout puts {format_size(used)} on it")
+        return problems
 
     def to_yaml(self, header: str = "") -> str:
         """The layout as YAML text, with an optional comment header."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from memsim.bank import Bank
@@ -9,6 +10,9 @@ from memsim.estimate import Estimate
 from memsim.latency import ConstantLatency, EmpiricalLatency, ExponentialLatency, LognormalLatency
 from memsim.profile import Profile, Tier
 from memsim.units import format_rate, format_size, format_time
+
+
+_NUMERIC = re.compile(r"^-?\d[\d.,]*[kMBT]?( [A-Za-z/]+)?$")
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -19,7 +23,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     def fmt(row: list[str]) -> str:
         out = []
         for i, cell in enumerate(row):
-            numeric = cell[:1].isdigit() or cell[:1] == "-" and cell[1:2].isdigit()
+            numeric = bool(_NUMERIC.match(cell))
             out.append(cell.rjust(widths[i]) if numeric else cell.ljust(widths[i]))
         return "  ".join(out).rstrip()
 

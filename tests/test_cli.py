@@ -177,3 +177,13 @@ def test_api_and_cli_agree(cli):
     result = memsim.optimize(memsim.load_profile("workstation"),
                              memsim.load_bank("paper-storage-example"))
     assert data["objective_s"] == pytest.approx(result.objective_s)
+
+
+def test_estimate_warns_when_a_layout_overfills_a_tier(cli, tmp_path):
+    path = _write(tmp_path, "lay.yaml", "bank: paper-storage-example\nprofile: "
+                  "paper-hypothetical\nplacement: {2: flash, 3: flash, 4: cloud}\n")
+    result = cli("estimate", "--layout", path, "--json")
+    assert result.exit_code == 0
+    data = json.loads(result.stdout)
+    assert len(data["capacity_warnings"]) == 1 and "'flash'" in data["capacity_warnings"][0]
+    assert "memsim: warning: tier 'flash' holds 64 GB" in result.stderr
