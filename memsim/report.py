@@ -11,7 +11,6 @@ from memsim.latency import ConstantLatency, EmpiricalLatency, ExponentialLatency
 from memsim.profile import Profile, Tier
 from memsim.units import format_rate, format_size, format_time
 
-
 _NUMERIC = re.compile(r"^-?\d[\d.,]*[kMBT]?( [A-Za-z/]+)?$")
 
 
