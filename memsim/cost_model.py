@@ -61,23 +61,23 @@ def tier_finish_times(tier: Tier, sizes: Sequence[float], latencies: np.ndarray)
     remaining = np.broadcast_to(size, (q, k)).copy()
     done = np.zeros((q, k), dtype=bool)
     finish = np.full((q, k), np.inf)
-    tolerance = np.maximum(size * 1e-12, 1e-9)
     for _ in range(4 * k + 4):
         live = started & ~done
         if not live.any():
             break
         transferring = live & (lat_end <= now[:, None])
         n = transferring.sum(axis=1)
-        with np.errstate(divide="ignore"):
-            rate = np.minimum(stream, total / np.maximum(n, 1))
-        t_transfer = np.where(transferring, remaining / rate[:, None], np.inf).min(axis=1)
+        rate = np.minimum(stream, total / np.maximum(n, 1))
+        finish_at = np.where(transferring, now[:, None] + remaining / rate[:, None], np.inf)
         t_latency = np.where(live & ~transferring, lat_end, np.inf).min(axis=1)
-        t_next = np.minimum(now + t_transfer, t_latency)
+        t_next = np.minimum(finish_at.min(axis=1), t_latency)
         active = np.isfinite(t_next)
         dt = np.where(active, t_next - now, 0.0)
         remaining -= np.where(transferring, rate[:, None] * dt[:, None], 0.0)
         now = np.where(active, t_next, now)
-        finished = transferring & (remaining <= tolerance)
+        # Decide completion by time, not by leftover bytes, so rounding cannot stall a transfer.
+        slack = 1e-12 * np.maximum(np.abs(t_next), 1e-9)
+        finished = transferring & (finish_at <= (t_next + slack)[:, None])
         if finished.any():
             remaining[finished] = 0.0
             done |= finished

@@ -158,3 +158,13 @@ def test_more_bandwidth_is_never_slower(bw, conc, which, factor, placement, fetc
                            seed=5)
     for key in ("mean", "p50", "p95", "p99"):
         assert fast.fetch_time_s[key] <= slow.fetch_time_s[key] * (1 + 1e-12)
+
+
+def test_no_stall_when_rounding_leaves_bytes():
+    """Regression: a small transfer late in time left ~1e-8 bytes and the model stopped."""
+    tier = _tier(bandwidth=1.173e9, concurrency=1,
+                 latency={"p50": 0.03125, "p99": 0.03125})
+    lat = np.full((1, 2), 0.03125)
+    finish = tier_finish_times(tier, [6144.0, 98304.0], lat)
+    assert finish[0] == pytest.approx([0.03125 + 6144 / 1.173e9,
+                                       0.0625 + (6144 + 98304) / 1.173e9])
