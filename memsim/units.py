@@ -9,6 +9,7 @@ only at the edges. Decimal prefixes are powers of 1000 (GB = 10^9 B), binary one
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from decimal import Decimal, InvalidOperation
 
@@ -59,10 +60,13 @@ def _split(value: object, kind: str, hint: str) -> tuple[Decimal, str]:
     """Split `value` into an exact number and a unit string ('' when there is none)."""
     if isinstance(value, bool):
         raise UnitError(f"expected {hint}, got {value!r}")
-    if isinstance(value, (int, float)):
-        if isinstance(value, float) and not math.isfinite(value):
-            raise UnitError(f"{kind} must be a finite number, got {value!r}")
-        return Decimal(repr(value)) if isinstance(value, float) else Decimal(value), ""
+    if isinstance(value, numbers.Integral):  # int, numpy integers
+        return Decimal(int(value)), ""
+    if isinstance(value, numbers.Real):  # float, numpy floats
+        number = float(value)
+        if not math.isfinite(number):
+            raise UnitError(f"{kind} must be a finite number, got {number!r}")
+        return Decimal(repr(number)), ""
     if not isinstance(value, str):
         raise UnitError(f"expected {hint}, got {value!r}")
     text = value.strip()

@@ -111,3 +111,12 @@ def test_size_round_trip_within_display_precision(n):
 @given(st.floats(min_value=1e-9, max_value=1e4, allow_nan=False))
 def test_time_round_trip(t):
     assert parse_time(format_time(t)) == pytest.approx(t, rel=5e-4)
+
+
+def test_numpy_numbers_are_plain_numbers():
+    import numpy as np
+
+    assert parse_rate(np.float64(2.5e9)) == 2.5e9
+    assert parse_size(np.int64(4096)) == 4096
+    with pytest.raises(UnitError):
+        parse_rate(np.float64("nan"))
