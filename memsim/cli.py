@@ -95,6 +95,14 @@ def _ref_near(ref: str, base: str | None) -> str:
     return ref
 
 
+def _ref_from(ref: str, out: str) -> str:
+    """How a layout written to `out` should name `ref`: a path relative to it, or the name."""
+    path = Path(ref)
+    if path.is_file():
+        return os.path.relpath(path.resolve(), Path(out).resolve().parent)
+    return ref
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="memsim")
 def main() -> None:
@@ -341,6 +349,9 @@ def optimize_cmd(profile_ref: str, bank_ref: str, fetch: str, resident: str | No
         name=name,
     )
     if out:
+        # Record where the profile and bank came from so `estimate --layout OUT` finds them.
+        result.layout.profile = _ref_from(profile_ref, out)
+        result.layout.bank = _ref_from(bank_ref, out)
         header = (f"Chosen by: memsim optimize --profile {profile_ref} --bank {bank_ref} "
                   f"--fetch {fetch}\nsolver {result.solver}, status {result.status}, expected "
                   f"fetch time {format_time(result.objective_s)}")

@@ -187,3 +187,13 @@ def test_estimate_warns_when_a_layout_overfills_a_tier(cli, tmp_path):
     data = json.loads(result.stdout)
     assert len(data["capacity_warnings"]) == 1 and "'flash'" in data["capacity_warnings"][0]
     assert "memsim: warning: tier 'flash' holds 64 GB" in result.stderr
+
+
+def test_layout_written_for_profile_file_is_usable_alone(cli, tmp_path):
+    profile = _write(tmp_path, "dev.yaml", GOOD_TIERS.replace("16 GB", "16 GB").replace(
+        "2 TB", "1 TB") + "  - name: cloud\n    kind: cloud\n    bandwidth: 100 MB/s\n")
+    out = tmp_path / "out" / "chosen.yaml"
+    assert cli("optimize", "--profile", profile, "--out", str(out)).exit_code == 0
+    est = cli("estimate", "--layout", str(out), "--json")
+    assert est.exit_code == 0, est.stderr
+    assert json.loads(est.stdout)["profile"] == "mine"
