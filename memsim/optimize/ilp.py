@@ -43,6 +43,14 @@ class PlacementModel:
         return placement, resident
 
 
+def _variable(prob: pulp.LpProblem, name: str, low: float | None = None,
+              cat: str = "Continuous") -> pulp.LpVariable:
+    """A variable attached to `prob` (PuLP >= 3.3 deprecates free-standing LpVariable)."""
+    if hasattr(prob, "add_variable"):
+        return prob.add_variable(name, lowBound=low, cat=cat)
+    return pulp.LpVariable(name, lowBound=low, cat=cat)
+
+
 def build_model(tables: CostTables, resident_levels: Sequence[int] = (),
                 resident_budget: int | None = None, capacity_slack: bool = False
                 ) -> PlacementModel:
@@ -54,11 +62,11 @@ def build_model(tables: CostTables, resident_levels: Sequence[int] = (),
     depths = [lv.depth for lv in levels]
     ram = profile.ram
     prob = pulp.LpProblem("memsim_level_placement", pulp.LpMinimize)
-    x = {(d, t): pulp.LpVariable(f"x_{d}_{t}", cat="Binary") for d in depths for t in tiers}
+    x = {(d, t): _variable(prob, f"x_{d}_{t}", cat="Binary") for d in depths for t in tiers}
     candidates = [d for d in depths if d in set(resident_levels)] if ram is not None else []
-    r = {d: pulp.LpVariable(f"r_{d}", cat="Binary") for d in candidates}
+    r = {d: _variable(prob, f"r_{d}", cat="Binary") for d in candidates}
     subsets = tables.subsets()
-    y = {(t, s): pulp.LpVariable(f"y_{t}_{'_'.join(map(str, s)) or 'none'}", cat="Binary")
+    y = {(t, s): _variable(prob, f"y_{t}_{'_'.join(map(str, s)) or 'none'}", cat="Binary")
          for t in tiers for s in subsets}
 
     for d in depths:
@@ -87,7 +95,7 @@ def build_model(tables: CostTables, resident_levels: Sequence[int] = (),
             continue
         room = tier.capacity / GB - extra
         if capacity_slack:
-            slack[tier.name] = pulp.LpVariable(f"slack_{tier.name}", lowBound=0)
+            slack[tier.name] = _variable(prob, f"slack_{tier.name}", low=0)
             prob += used <= room + slack[tier.name], f"capacity_{tier.name}"
         else:
             prob += used <= room, f"capacity_{tier.name}"
@@ -99,7 +107,7 @@ def build_model(tables: CostTables, resident_levels: Sequence[int] = (),
         prob += pulp.lpSum(slack.values())
     elif tables.fetch == "parallel":
         n = tables.scenarios
-        z = [pulp.LpVariable(f"z_{q}", lowBound=0) for q in range(n)]
+        z = [_variable(prob, f"z_{q}", low=0) for q in range(n)]
         for q in range(n):
             for t in tiers:
                 prob += z[q] >= pulp.lpSum(
