@@ -63,24 +63,16 @@ class OptimizeResult:
         }
 
 
-def _check_capacities(profile: Profile, bank: Bank, placement: dict[int, str],
-                      resident: set[int], budget: int | None) -> None:
+def _check_solution(layout: Layout, bank: Bank, profile: Profile, budget: int | None) -> None:
     """Exact byte check of the solver's answer (it works with float tolerances)."""
-    ram = profile.ram
-    resident_bytes = sum(bank.level(d).block_bytes for d in resident)
-    for tier in profile.tiers:
-        used = sum(lv.bytes for lv in bank.active_levels if placement.get(lv.depth) == tier.name)
-        if ram is not None and tier.name == ram.name:
-            used += bank.anchor_bytes + resident_bytes
-        if used > tier.capacity_bytes:
-            raise SolverError(f"the solver's placement overfills tier '{tier.name}' by "
-                              f"{used - tier.capacity_bytes:.0f} bytes (numerical tolerance); "
-                              "leave a little headroom in the capacity")
-    if budget is not None and resident_bytes > budget:
-        raise SolverError("the solver's placement exceeds the resident budget (numerical "
-                          "tolerance)")
-    if set(placement) != {lv.depth for lv in bank.active_levels}:
+    if set(layout.placement) != {lv.depth for lv in bank.active_levels}:
         raise SolverError("the solver left a level unplaced")
+    problems = layout.overfilled(bank, profile)
+    if budget is not None and sum(bank.level(d).block_bytes for d in layout.resident) > budget:
+        problems.append("the resident blocks exceed the resident budget")
+    if problems:
+        raise SolverError("the solver's answer breaks a constraint by a rounding margin ("
+                          + "; ".join(problems) + "); leave a little headroom in capacities")
 
 
 def optimize(
@@ -135,12 +127,12 @@ def optimize(
             f"{outcome.solver} found no placement ({outcome.status}"
             + (f", time limit {time_limit:g} s" if time_limit else "") + ")")
     placement, resident = model.placement()
-    _check_capacities(profile, bank, placement, resident, resident_budget)
     layout = Layout(
         name=name, bank=bank.name, profile=profile.name, fetch=fetch,
         placement=dict(sorted(placement.items())), resident=sorted(resident),
         description="chosen by memsim optimize",
     )
+    _check_solution(layout, bank, profile, resident_budget)
     objective_s = tables.evaluate(placement, resident)
     greedy = greedy_placement(tables, resident_levels, resident_budget)
     baseline = baseline_s = None
