@@ -19,7 +19,7 @@ import click
 from memsim import resources
 from memsim.bank import Bank, load_bank
 from memsim.errors import InfeasibleError, InputError, MemsimError, SolverError
-from memsim.estimate import DEFAULT_SAMPLES, estimate
+from memsim.estimate import DEFAULT_SAMPLES, MAX_SAMPLES, estimate
 from memsim.layout import Layout, load_layout
 from memsim.optimize import DEFAULT_SCENARIOS, optimize
 from memsim.profile import Profile, load_profile
@@ -279,7 +279,7 @@ def _load_trio(profile_ref: str | None, bank_ref: str | None, layout_ref: str
               help="Bank file or preset [default: the layout's].")
 @click.option("--layout", "layout_ref", metavar="LAYOUT", required=True,
               help="Layout file or shipped name.")
-@click.option("--samples", type=click.IntRange(min=1), default=DEFAULT_SAMPLES,
+@click.option("--samples", type=click.IntRange(1, MAX_SAMPLES), default=DEFAULT_SAMPLES,
               show_default=True, help="Queries sampled when latencies are distributions.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (base units).")

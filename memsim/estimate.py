@@ -19,6 +19,8 @@ from memsim.profile import Profile
 
 PERCENTILES = {"p50": 50.0, "p95": 95.0, "p99": 99.0}
 DEFAULT_SAMPLES = 100_000
+MAX_SAMPLES = 20_000_000  # 160 MB of fetch times kept for the percentiles
+CHUNK = 1_000_000  # queries sampled per pass: bounds the per-level and per-tier temporaries
 
 
 def summarize(times: np.ndarray) -> dict[str, float]:
@@ -90,19 +92,28 @@ def estimate(
 ) -> Estimate:
     """Fetch time of one query under `layout` on an idle `profile`."""
     layout.check(bank, profile)
-    if samples < 1:
-        raise InputError(f"samples must be at least 1, got {samples}", field="samples")
+    if not 1 <= samples <= MAX_SAMPLES:
+        raise InputError(f"samples must be between 1 and {MAX_SAMPLES:,}, got {samples:,}",
+                         field="samples")
     requests = fetch_requests(bank, layout)
     n = 1 if is_deterministic(profile, requests) else samples
     rng = np.random.default_rng(seed)
-    result = sample_fetch(profile, requests, layout.fetch, n, rng)
+    total = np.empty(n)
+    level_sum: dict[int, float] = {}
+    tier_sum: dict[str, float] = {}
+    for start in range(0, n, CHUNK):
+        part = sample_fetch(profile, requests, layout.fetch, min(CHUNK, n - start), rng)
+        total[start:start + len(part.total)] = part.total
+        for depth, times in part.per_level.items():
+            level_sum[depth] = level_sum.get(depth, 0.0) + float(times.sum())
+        for name, times in part.per_tier.items():
+            tier_sum[name] = tier_sum.get(name, 0.0) + float(times.sum())
     resident = set(layout.resident)
     per_level = []
     for lv in bank.active_levels:
-        t = result.per_level.get(lv.depth)
         per_level.append(LevelTime(
             depth=lv.depth, tier=layout.placement[lv.depth], block_bytes=lv.block_bytes,
-            resident=lv.depth in resident, time_s=float(t.mean()) if t is not None else 0.0,
+            resident=lv.depth in resident, time_s=level_sum.get(lv.depth, 0.0) / n,
         ))
     per_tier = []
     for tier in profile.tiers:
@@ -111,7 +122,7 @@ def estimate(
             per_tier.append(TierTime(
                 tier=tier.name, levels=levels,
                 bytes=sum(r.bytes for r in requests if r.tier == tier.name),
-                time_s=float(result.per_tier[tier.name].mean()),
+                time_s=tier_sum[tier.name] / n,
             ))
     return Estimate(fetch=layout.fetch, samples=n, seed=seed,
-                    fetch_time_s=summarize(result.total), per_level=per_level, per_tier=per_tier)
+                    fetch_time_s=summarize(total), per_level=per_level, per_tier=per_tier)

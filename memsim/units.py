@@ -87,6 +87,16 @@ def _nonnegative(number: Decimal, value: object, kind: str) -> None:
         raise UnitError(f"{kind} must not be negative, got \"{value}\"")
 
 
+MAX_BYTES = 10**30  # a million yottabytes: anything above is a typo or an attack
+
+
+def _finite(seconds_or_rate: Decimal, value: object, kind: str) -> float:
+    result = float(seconds_or_rate)
+    if not math.isfinite(result):
+        raise UnitError(f"{kind} \"{value}\" is too large to represent")
+    return result
+
+
 def parse_size(value: object) -> int:
     """Bytes in `value` ("39 GB", "1.5 TiB", 4096). A plain number is bytes."""
     number, unit = _split(value, "a size", _SIZE_HINT)
@@ -101,6 +111,9 @@ def parse_size(value: object) -> int:
         raise UnitError(f"unknown size unit '{unit}' in \"{value}\"; expected {_SIZE_HINT}")
     if exact != exact.to_integral_value():
         raise UnitError(f"\"{value}\" is not a whole number of bytes")
+    if exact > MAX_BYTES:
+        raise UnitError(f"\"{value}\" is beyond any real device (over 10^30 bytes); "
+                        "for no limit write \"unlimited\"")
     return int(exact)
 
 
@@ -109,10 +122,10 @@ def parse_time(value: object) -> float:
     number, unit = _split(value, "a time", _TIME_HINT)
     _nonnegative(number, value, "a time")
     if unit == "":
-        return float(number)
+        return _finite(number, value, "time")
     if unit not in TIME_UNITS:
         raise UnitError(f"unknown time unit '{unit}' in \"{value}\"; expected {_TIME_HINT}")
-    return float(number * TIME_UNITS[unit])
+    return _finite(number * TIME_UNITS[unit], value, "time")
 
 
 def parse_rate(value: object) -> float:
@@ -120,7 +133,7 @@ def parse_rate(value: object) -> float:
     number, unit = _split(value, "a rate", _RATE_HINT)
     _nonnegative(number, value, "a rate")
     if unit == "":
-        return float(number)
+        return _finite(number, value, "rate")
     per_second: Decimal | None = None
     if unit.endswith("ps") and unit[:-2] + "it" in BIT_UNITS:  # "Mbps", "Gbps"
         per_second = BIT_UNITS[unit[:-2] + "it"]
@@ -134,7 +147,7 @@ def parse_rate(value: object) -> float:
                 per_second = BIT_UNITS[head]
     if per_second is None:
         raise UnitError(f"unknown rate unit '{unit}' in \"{value}\"; expected {_RATE_HINT}")
-    return float(number * per_second)
+    return _finite(number * per_second, value, "rate")
 
 
 def _significant(x: float, digits: int) -> str:

@@ -168,3 +168,19 @@ def test_no_stall_when_rounding_leaves_bytes():
     finish = tier_finish_times(tier, [6144.0, 6144.0], lat)
     assert finish[0] == pytest.approx([0.03125 + 6144 / 1.173e9,
                                        0.0625 + 2 * 6144 / 1.173e9])
+
+
+def test_chunked_sampling_fills_every_query(monkeypatch, paper_bank):
+    import memsim.estimate as estimate_module
+
+    monkeypatch.setattr(estimate_module, "CHUNK", 1000)
+    profile = _random_profile([100, 200, 300], [1, 2, 3])
+    layout = memsim.layout_from_dict({"fetch": "sequential",
+                                      "placement": {2: "t0", 3: "t1", 4: "t2"}})
+    est = memsim.estimate(profile, paper_bank, layout, samples=5500, seed=2)
+    assert est.samples == 5500
+    # sequential: the mean of the sum is the sum of the per-level means, query by query
+    assert est.mean_s == pytest.approx(sum(lv.time_s for lv in est.per_level), rel=1e-12)
+    assert est.fetch_time_s["p99"] < 10 * est.mean_s
+    with pytest.raises(memsim.InputError, match="samples"):
+        memsim.estimate(profile, paper_bank, layout, samples=10**9)

@@ -120,3 +120,12 @@ def test_numpy_numbers_are_plain_numbers():
     assert parse_size(np.int64(4096)) == 4096
     with pytest.raises(UnitError):
         parse_rate(np.float64("nan"))
+
+
+@pytest.mark.parametrize(("func", "text"), [
+    (parse_size, "1e400 B"), (parse_size, "10 QB"), (parse_rate, "1e400 B/s"),
+    (parse_time, "1e400 s"), (parse_size, 10**40),
+])
+def test_absurd_magnitudes_rejected(func, text):
+    with pytest.raises(UnitError):
+        func(text)
