@@ -3,6 +3,8 @@ calculations, and monotonicity."""
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -171,8 +173,7 @@ def test_no_stall_when_rounding_leaves_bytes():
 
 
 def test_chunked_sampling_fills_every_query(monkeypatch, paper_bank):
-    import memsim.estimate as estimate_module
-
+    estimate_module = importlib.import_module("memsim.estimate")  # the name is also a function
     monkeypatch.setattr(estimate_module, "CHUNK", 1000)
     profile = _random_profile([100, 200, 300], [1, 2, 3])
     layout = memsim.layout_from_dict({"fetch": "sequential",
