@@ -191,3 +191,13 @@ def test_resident_level_under_budget(paper_bank):
                             resident_budget=100 * 10**6)  # 151 MB block does not fit
     assert tight.layout.resident == []
     assert tight.objective_s == pytest.approx(198.2e-3, rel=0.005)
+
+
+def test_ties_resolve_to_the_faster_tier(paper_profile, paper_bank):
+    """With a 2 GB/s disk, level 4 on the disk or the cloud is equally fast (flash is the
+    bottleneck); the optimizer consistently picks the faster tier."""
+    fast_disk = paper_profile.with_tier("disk", bandwidth="2 GB/s", aggregate_bandwidth="2 GB/s")
+    for seed in range(3):
+        result = memsim.optimize(fast_disk, paper_bank, seed=seed)
+        assert result.objective_s == pytest.approx(paper_bank.level(2).block_bytes / 4e9)
+        assert result.layout.placement == {2: "flash", 3: "disk", 4: "disk"}

@@ -17,7 +17,7 @@ from memsim.estimate import DEFAULT_SAMPLES, Estimate, estimate
 from memsim.layout import FetchMode, Layout
 from memsim.optimize.diagnose import precheck, shortfall_message
 from memsim.optimize.greedy import greedy_placement
-from memsim.optimize.ilp import GB, build_model
+from memsim.optimize.ilp import GB, PlacementModel, build_model, prefer_faster_tiers
 from memsim.optimize.solver import SolverName, solve
 from memsim.optimize.tables import CostTables, build_tables
 from memsim.profile import Profile
@@ -61,6 +61,23 @@ class OptimizeResult:
                 if self.baseline else None),
             "fetch_time_s": self.estimate.fetch_time_s,
         }
+
+
+def _tie_break(model: PlacementModel, tables: CostTables, optimum_ms: float,
+               placement: dict[int, str], resident: set[int], solver: SolverName,
+               time_limit: float | None) -> tuple[dict[int, str], set[int]]:
+    """Among optimal layouts pick the one with the least summed tier time (deterministic
+    what-if sweeps); keep the first answer if the second stage is not exactly as good."""
+    prefer_faster_tiers(model, tables, optimum_ms)
+    second = solve(model.problem, solver, time_limit, 0.0)
+    if second.status != "optimal":
+        return placement, resident
+    new_placement, new_resident = model.placement()
+    if set(new_placement) != set(placement):
+        return placement, resident
+    if tables.evaluate(new_placement, new_resident) <= tables.evaluate(placement, resident):
+        return new_placement, new_resident
+    return placement, resident
 
 
 def _check_solution(layout: Layout, bank: Bank, profile: Profile, budget: int | None) -> None:
@@ -127,6 +144,9 @@ def optimize(
             f"{outcome.solver} found no placement ({outcome.status}"
             + (f", time limit {time_limit:g} s" if time_limit else "") + ")")
     placement, resident = model.placement()
+    if outcome.status == "optimal":
+        placement, resident = _tie_break(model, tables, outcome.objective, placement, resident,
+                                         solver, time_limit)
     layout = Layout(
         name=name, bank=bank.name, profile=profile.name, fetch=fetch,
         placement=dict(sorted(placement.items())), resident=sorted(resident),

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import pulp
 
-from memsim.optimize.tables import CostTables
+from memsim.optimize.tables import CostTables, Subset
 
 GB = 1e9
 MS = 1e3
@@ -32,6 +32,7 @@ class PlacementModel:
     x: dict[tuple[int, str], pulp.LpVariable]
     r: dict[int, pulp.LpVariable]
     slack: dict[str, pulp.LpVariable]
+    y: dict[tuple[str, Subset], pulp.LpVariable]
 
     def placement(self) -> tuple[dict[int, str], set[int]]:
         """Level -> tier and resident levels of the solved model."""
@@ -118,4 +119,14 @@ def build_model(tables: CostTables, resident_levels: Sequence[int] = (),
         prob += pulp.lpSum(
             float(tables.times[t][s].mean() * MS) * y[t, s] for t in tiers for s in subsets if s
         )
-    return PlacementModel(problem=prob, x=x, r=r, slack=slack)
+    return PlacementModel(problem=prob, x=x, r=r, slack=slack, y=y)
+
+
+def prefer_faster_tiers(model: PlacementModel, tables: CostTables, optimum_ms: float) -> None:
+    """Turn `model` into the tie-break stage: keep the optimum, then minimise the tiers' summed
+    busy time, so equally fast layouts resolve the same way (each level on its faster tier)."""
+    prob = model.problem
+    slack = max(abs(optimum_ms) * 1e-9, 1e-9)
+    prob += prob.objective <= optimum_ms + slack, "keep_optimum"
+    prob.setObjective(pulp.lpSum(
+        float(tables.times[t][s].mean() * MS) * var for (t, s), var in model.y.items() if s))
