@@ -1,0 +1,43 @@
+"""Solver statuses are honest: a run stopped by its time limit is never called optimal."""
+
+from __future__ import annotations
+
+import numpy as np
+import pulp
+import pytest
+
+from memsim.optimize.solver import solve
+
+
+def _hard_knapsack(n: int = 120, m: int = 40, seed: int = 0) -> pulp.LpProblem:
+    """A multi-dimensional 0-1 knapsack: small, yet far from provable in a fraction of a second."""
+    rng = np.random.default_rng(seed)
+    prob = pulp.LpProblem("knapsack", pulp.LpMaximize)
+    x = [pulp.LpVariable(f"x{i}", cat="Binary") for i in range(n)]
+    weights = rng.integers(1000, 2000, (m, n))
+    values = rng.integers(1000, 2000, n)
+    for j in range(m):
+        prob += pulp.lpSum(int(weights[j, i]) * x[i] for i in range(n)) <= int(
+            weights[j].sum() // 2)
+    prob += pulp.lpSum(int(values[i]) * x[i] for i in range(n))
+    return prob
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize("solver", ["highs", "cbc"])
+def test_time_limit_is_reported_as_such(solver):
+    limit = 0.3
+    outcome = solve(_hard_knapsack(), solver, time_limit=limit)
+    assert outcome.solver == solver
+    if outcome.seconds >= 0.9 * limit:  # it ran into the limit: PuLP would say "Optimal"
+        assert outcome.status == "time_limit"
+    assert outcome.status in {"time_limit", "optimal"}
+    assert outcome.objective is not None and outcome.objective > 0
+
+
+def test_infeasible_is_reported():
+    prob = pulp.LpProblem("impossible", pulp.LpMinimize)
+    x = pulp.LpVariable("x", cat="Binary")
+    prob += x >= 2
+    prob += x
+    assert solve(prob, "highs").status == "infeasible"
