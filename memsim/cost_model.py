@@ -3,7 +3,8 @@
 A tier serves up to `concurrency` requests at once and queues the rest first come, first
 served (in level order). A request first waits its overhead plus a latency drawn from the
 tier's distribution, then transfers its bytes at the per-stream bandwidth, all transfers in
-flight on the tier sharing its aggregate bandwidth fairly (processor sharing). Levels on
+flight on the tier sharing its aggregate bandwidth fairly (processor sharing). A block larger
+than the tier's maximum request size is fetched as several requests at once. Levels on
 different tiers are fetched in parallel (the query waits for the slowest tier) or in sequence
 (one level after another, each alone on its tier). Resident levels cost nothing.
 
@@ -18,8 +19,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from memsim.bank import Bank
+from memsim.errors import InputError
 from memsim.layout import FetchMode, Layout
 from memsim.profile import Profile, Tier
+from memsim.units import format_size
 
 
 def draw_latencies(tier: Tier, rng: np.random.Generator, queries: int, requests: int) -> np.ndarray:
@@ -94,6 +97,46 @@ def tier_finish_times(tier: Tier, sizes: Sequence[float], latencies: np.ndarray)
     return finish
 
 
+MAX_PARTS = 4096
+
+
+def request_parts(tier: Tier, nbytes: int) -> list[float]:
+    """Sizes of the requests one block becomes on `tier` (split at its max request size)."""
+    limit = tier.max_request_size
+    if limit is None or nbytes <= limit:
+        return [float(nbytes)]
+    count = -(-nbytes // limit)
+    if count > MAX_PARTS:
+        raise InputError(
+            f"tier '{tier.name}': a {format_size(nbytes)} block would split into {count:,} "
+            f"requests of at most {format_size(limit)} (more than {MAX_PARTS:,}); raise "
+            "max_request_size", field="max_request_size")
+    return [float(limit)] * (count - 1) + [float(nbytes - limit * (count - 1))]
+
+
+def block_finish_times(tier: Tier, sizes: Sequence[int], latencies: np.ndarray) -> np.ndarray:
+    """Finish time of each block issued together to an idle tier, each split into its parts.
+
+    `latencies` has one column per part (in block order); the result one column per block.
+    """
+    parts = [request_parts(tier, b) for b in sizes]
+    flat = [p for block in parts for p in block]
+    if len(flat) == len(sizes):
+        return tier_finish_times(tier, flat, latencies)
+    finish = tier_finish_times(tier, flat, latencies)
+    out = np.empty((finish.shape[0], len(sizes)))
+    start = 0
+    for i, block in enumerate(parts):
+        out[:, i] = finish[:, start:start + len(block)].max(axis=1)
+        start += len(block)
+    return out
+
+
+def part_count(tier: Tier, sizes: Sequence[int]) -> int:
+    """How many requests `sizes` become on `tier`."""
+    return sum(len(request_parts(tier, b)) for b in sizes)
+
+
 @dataclass(frozen=True)
 class Request:
     """One block fetch of a query: its level, tier and size."""
@@ -137,15 +180,19 @@ def sample_fetch(
         mine = [r for r in requests if r.tier == tier.name]
         if not mine:
             continue
-        lat = draw_latencies(tier, rng, queries, len(mine))
+        sizes = [r.bytes for r in mine]
+        lat = draw_latencies(tier, rng, queries, part_count(tier, sizes))
         if fetch == "parallel":
-            finish = tier_finish_times(tier, [r.bytes for r in mine], lat)
+            finish = block_finish_times(tier, sizes, lat)
             tier_time = finish.max(axis=1)
             np.maximum(total, tier_time, out=total)
         else:
-            finish = np.column_stack(
-                [single_request_time(tier, r.bytes, lat[:, i]) for i, r in enumerate(mine)]
-            )
+            columns, start = [], 0
+            for size in sizes:
+                k = len(request_parts(tier, size))
+                columns.append(block_finish_times(tier, [size], lat[:, start:start + k])[:, 0])
+                start += k
+            finish = np.column_stack(columns)
             tier_time = finish.sum(axis=1)
             total += tier_time
         for i, r in enumerate(mine):

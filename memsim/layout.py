@@ -9,16 +9,24 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    field_validator,
+    model_validator,
+)
 
 from memsim import resources, yamlio
 from memsim.bank import Bank
 from memsim.errors import InputError
 from memsim.profile import Profile
-from memsim.units import format_size
+from memsim.units import format_size, parse_size
 from memsim.validation import validate
 
 FetchMode = Literal["parallel", "sequential"]
@@ -32,6 +40,34 @@ def _depth(key: Any) -> int:
     if isinstance(key, bool) or not isinstance(key, int) or key < 1:
         raise ValueError(f"level {key!r} must be a depth 1, 2, ... (or L1, L2, ...)")
     return key
+
+
+class CacheConfig(BaseModel):
+    """A RAM cache of fetched blocks (used by the simulator; the estimator assumes it cold)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    budget: Annotated[int, BeforeValidator(parse_size)] = Field(
+        description='Bytes of RAM for cached blocks, e.g. "2 GB".')
+    policy: Literal["lru", "lfu", "pinned"] = Field(
+        default="lru", description="lru, lfu, or pinned (cache only `levels`, LRU among them).")
+    levels: list[int] | None = Field(
+        default=None, description="Levels the cache admits (default: all).")
+
+    @field_validator("levels", mode="before")
+    @classmethod
+    def _levels(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, list):
+            raise ValueError("levels must be a list, e.g. [2]")
+        return [_depth(v) for v in value]
+
+    @model_validator(mode="after")
+    def _pinned_needs_levels(self) -> CacheConfig:
+        if self.policy == "pinned" and not self.levels:
+            raise ValueError("the pinned policy needs the levels it keeps, e.g. levels: [2]")
+        return self
 
 
 class Layout(BaseModel):
@@ -54,6 +90,9 @@ class Layout(BaseModel):
         description="Levels whose current block stays in RAM between queries (consecutive "
         "queries share it), so fetching them costs nothing; each costs one block of RAM.",
     )
+
+    cache: CacheConfig | None = Field(
+        default=None, description="RAM cache of fetched blocks, for the simulator.")
 
     _doc: yamlio.Document | None = PrivateAttr(default=None)
 
@@ -110,7 +149,13 @@ class Layout(BaseModel):
                 raise self._error(("resident", i),
                                   f"resident level {depth} is not a non-empty level of bank "
                                   f"'{bank.name}'")
-        if self.resident and profile.ram is None:
+        if self.cache is not None:
+            for i, depth in enumerate(self.cache.levels or []):
+                if depth not in active:
+                    raise self._error(("cache", "levels", i),
+                                      f"cache level {depth} is not a non-empty level of bank "
+                                      f"'{bank.name}'")
+        if (self.resident or self.cache) and profile.ram is None:
             raise self._error(("resident",),
                               f"resident levels need a tier of kind ram; profile "
                               f"'{profile.name}' has none")
@@ -124,6 +169,7 @@ class Layout(BaseModel):
                        if self.placement.get(lv.depth) == tier.name)
             if ram is not None and tier.name == ram.name:
                 used += bank.anchor_bytes + sum(bank.level(d).block_bytes for d in self.resident)
+                used += self.cache.budget if self.cache else 0
             if used > tier.capacity_bytes:
                 problems.append(f"tier '{tier.name}' holds {format_size(tier.capacity_bytes)} "
                                 f"but this layout puts {format_size(used)} on it")
@@ -138,6 +184,8 @@ class Layout(BaseModel):
         data["fetch"] = self.fetch
         data["placement"] = dict(sorted(self.placement.items()))
         data["resident"] = sorted(self.resident)
+        if self.cache is not None:
+            data["cache"] = self.cache.model_dump(exclude_none=True)
         body = yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
         comment = "".join(f"# {line}\n" if line else "#\n" for line in header.splitlines())
         return comment + body

@@ -104,6 +104,9 @@ class Tier(BaseModel):
     concurrency: int = Field(default=1, ge=1, description="Requests served at once.")
     request_overhead: Seconds = Field(
         default=0.0, description="Fixed time added to every request (software, protocol).")
+    max_request_size: Annotated[int | None, BeforeValidator(_capacity)] = Field(
+        default=None, description='Largest single request ("16 MB"); bigger blocks are split '
+        "into parts fetched at once. Default: no limit.")
     cost: TierCost | None = None
     store: str | None = Field(
         default=None, description="Where the tier's data lives: file:///path, s3://bucket/prefix, "

@@ -185,3 +185,28 @@ def test_chunked_sampling_fills_every_query(monkeypatch, paper_bank):
     assert est.fetch_time_s["p99"] < 10 * est.mean_s
     with pytest.raises(memsim.InputError, match="samples"):
         memsim.estimate(profile, paper_bank, layout, samples=10**9)
+
+
+@pytest.mark.parametrize(("concurrency", "latencies"), [(1, 3), (3, 1)])
+def test_blocks_split_at_max_request_size(concurrency, latencies):
+    """A 25 MB block with a 10 MB request limit is 3 requests: one after another on one
+    channel (3 latencies), or all at once sharing the bandwidth on three (1 latency)."""
+    profile = memsim.profile_from_dict({"name": "split", "tiers": [
+        {"name": "ram", "kind": "ram", "bandwidth": "10 GB/s", "capacity": "8 GB"},
+        {"name": "obj", "kind": "cloud", "bandwidth": "100 MB/s", "latency": "20 ms",
+         "concurrency": concurrency, "max_request_size": "10 MB"},
+    ]})
+    bank = memsim.bank_from_dict({"name": "one", "levels": [1], "anchor": {
+        "layers": 1, "d_model": 1, "d_ff": 1, "heads": 1, "head_dim": 1, "params": 1},
+        "memory_type": "ffn", "branching": 2, "dtype": "int8"})
+    bank = bank.model_copy(update={"levels": [25_000_000 // 3 + 1]})  # 3 B/unit: ~25 MB block
+    size = bank.level(1).block_bytes
+    layout = memsim.layout_from_dict({"placement": {1: "obj"}})
+    est = memsim.estimate(profile, bank, layout)
+    assert est.mean_s == pytest.approx(latencies * 0.020 + size / 100e6, rel=1e-9)
+
+
+def test_too_many_parts_is_an_input_error(paper_bank):
+    profile = memsim.load_profile("paper-hypothetical").with_tier("disk", max_request_size=1000)
+    with pytest.raises(memsim.InputError, match="max_request_size"):
+        memsim.estimate(profile, paper_bank, memsim.load_layout("paper-flat"))

@@ -15,7 +15,7 @@ from itertools import combinations
 import numpy as np
 
 from memsim.bank import Bank
-from memsim.cost_model import draw_latencies, single_request_time, tier_finish_times
+from memsim.cost_model import block_finish_times, draw_latencies, part_count, request_parts
 from memsim.errors import InputError
 from memsim.layout import FetchMode
 from memsim.profile import Profile
@@ -66,19 +66,25 @@ def build_tables(profile: Profile, bank: Bank, fetch: FetchMode, scenarios: int,
     rng = np.random.default_rng(seed)
     times: dict[str, dict[Subset, np.ndarray]] = {}
     for tier in profile.tiers:
-        lat = draw_latencies(tier, rng, n, len(depths))  # one draw per (scenario, level)
-        col = {d: i for i, d in enumerate(depths)}
+        # one latency draw per (scenario, request part) of every level
+        lat = draw_latencies(tier, rng, n, part_count(tier, list(sizes.values())))
+        col: dict[int, list[int]] = {}
+        start = 0
+        for d in depths:
+            k = len(request_parts(tier, sizes[d]))
+            col[d] = list(range(start, start + k))
+            start += k
         table: dict[Subset, np.ndarray] = {(): np.zeros(n)}
         for size in range(1, len(depths) + 1):
             for subset in combinations(depths, size):
-                cols = lat[:, [col[d] for d in subset]]
                 if fetch == "parallel":
-                    finish = tier_finish_times(tier, [sizes[d] for d in subset], cols)
+                    cols = lat[:, [c for d in subset for c in col[d]]]
+                    finish = block_finish_times(tier, [sizes[d] for d in subset], cols)
                     table[subset] = finish.max(axis=1)
                 else:
                     table[subset] = sum(
-                        single_request_time(tier, sizes[d], cols[:, i])
-                        for i, d in enumerate(subset))
+                        block_finish_times(tier, [sizes[d]], lat[:, col[d]])[:, 0]
+                        for d in subset)
         times[tier.name] = table
     return CostTables(profile=profile, bank=bank, fetch=fetch, depths=depths, scenarios=n,
                       times=times)

@@ -1,0 +1,130 @@
+"""A tier under load, in SimPy: FCFS channels, latency, then a bandwidth shared by all
+transfers in flight (processor sharing with a per-stream cap)."""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Generator
+from typing import Any
+
+import numpy as np
+import simpy
+
+from memsim.profile import Tier
+
+
+class LatencyDraws:
+    """Latency + overhead samples drawn in blocks, so each request costs no numpy call."""
+
+    def __init__(self, tier: Tier, rng: np.random.Generator, block: int = 4096) -> None:
+        self.tier, self.rng, self.block = tier, rng, block
+        self.constant = tier.latency.mean() + tier.request_overhead if (
+            tier.latency.is_constant) else None
+        self._buf: list[float] = []
+
+    def next(self) -> float:
+        if self.constant is not None:
+            return self.constant
+        if not self._buf:
+            draws = self.tier.latency.sample(self.rng, self.block) + self.tier.request_overhead
+            self._buf = draws.tolist()[::-1]
+        return self._buf.pop()
+
+
+class SharedLink:
+    """The tier's bandwidth: n transfers in flight each get min(stream, aggregate / n).
+
+    All transfers in flight share one rate, so a transfer's progress is the same 'virtual
+    time' for everyone: a transfer that starts at virtual time V with b bytes ends when the
+    virtual time reaches V + b. Finish tags live in a heap; one timer waits for the smallest.
+    """
+
+    def __init__(self, env: simpy.Environment, stream: float, aggregate: float) -> None:
+        self.env, self.stream, self.aggregate = env, stream, aggregate
+        self.virtual = 0.0  # bytes served to each transfer in flight since the start
+        self.updated = 0.0
+        self.tags: list[tuple[float, int, simpy.Event]] = []
+        self.version = 0
+        self._seq = 0
+
+    def _rate(self) -> float:
+        n = len(self.tags)
+        return min(self.stream, self.aggregate / n) if n else 0.0
+
+    def _advance(self) -> None:
+        now = self.env.now
+        if self.tags:
+            self.virtual += self._rate() * (now - self.updated)
+        self.updated = now
+
+    def transfer(self, nbytes: float) -> simpy.Event:
+        """An event that fires when `nbytes` have arrived."""
+        self._advance()
+        done = self.env.event()
+        self._seq += 1
+        heapq.heappush(self.tags, (self.virtual + nbytes, self._seq, done))
+        self._schedule()
+        return done
+
+    def _schedule(self) -> None:
+        self.version += 1
+        if not self.tags:
+            return
+        wait = max(self.tags[0][0] - self.virtual, 0.0) / self._rate()
+        version = self.version
+        timer = self.env.timeout(wait)
+        timer.callbacks.append(lambda _event: self._wake(version))
+
+    def _wake(self, version: int) -> None:
+        if version != self.version:  # a transfer started or ended since: a newer timer rules
+            return
+        self._advance()
+        tags = self.tags
+        # The earliest tag is due by construction (this timer was set for it), whatever
+        # rounding says; tags within rounding of it end together.
+        first, _, event = heapq.heappop(tags)
+        event.succeed()
+        limit = first * (1 + 1e-9) + 1e-6
+        while tags and tags[0][0] <= limit:
+            heapq.heappop(tags)[2].succeed()
+        self.virtual = max(self.virtual, first)
+        if not tags:
+            self.virtual = 0.0  # restart the virtual clock: keeps tags small and exact
+        self._schedule()
+
+
+class TierServer:
+    """One tier: `concurrency` FCFS channels and a shared link; collects busy time."""
+
+    def __init__(self, env: simpy.Environment, tier: Tier, rng: np.random.Generator) -> None:
+        self.env, self.tier = env, tier
+        self.channels = simpy.Resource(env, capacity=tier.concurrency)
+        self.latency = LatencyDraws(tier, rng)
+        stream, aggregate = tier.stream_bandwidth, tier.total_bandwidth
+        # With enough aggregate bandwidth for every channel, transfers never slow each other.
+        self.independent = aggregate >= stream * tier.concurrency
+        self.link = SharedLink(env, stream, aggregate)
+        self.stream = stream
+        self.busy_time = 0.0  # channel-seconds
+        self.wait_time = 0.0
+        self.requests = 0
+        self.bytes = 0.0
+
+    def fetch(self, nbytes: float) -> Generator[Any, Any, float]:
+        """Process: one request; returns its queueing wait."""
+        env = self.env
+        arrived = env.now
+        with self.channels.request() as slot:
+            yield slot
+            start = env.now
+            if self.independent:
+                yield env.timeout(self.latency.next() + nbytes / self.stream)
+            else:
+                yield env.timeout(self.latency.next())
+                yield self.link.transfer(nbytes)
+            self.busy_time += env.now - start
+        self.requests += 1
+        self.bytes += nbytes
+        wait = start - arrived
+        self.wait_time += wait
+        return wait
