@@ -23,8 +23,11 @@ from memsim.estimate import DEFAULT_SAMPLES, MAX_SAMPLES, estimate
 from memsim.layout import Layout, load_layout
 from memsim.optimize import DEFAULT_SCENARIOS, optimize
 from memsim.profile import Profile, load_profile
-from memsim.report import bank_text, estimate_text, profile_text, table
+from memsim.report import bank_text, estimate_text, profile_text, simulation_text, table
+from memsim.simulate import MAX_QUERIES, progress_bar, simulate
+from memsim.trace import read_trace
 from memsim.units import UnitError, format_size, format_time, parse_size
+from memsim.workload import Workload, load_workload
 
 DEFAULT_PROFILE = "paper-hypothetical"
 DEFAULT_BANK = "paper-storage-example"
@@ -240,8 +243,26 @@ def layout_list() -> None:
     click.echo(table(["layout", "fetch", "placement", "resident", "description"], rows))
 
 
+# ---------------------------------------------------------------- workload
+@main.group()
+def workload() -> None:
+    """Workloads: query arrivals, routing over tree paths, topic locality."""
+
+
+@workload.command("list")
+@handle_errors
+def workload_list() -> None:
+    """Shipped workloads."""
+    rows = []
+    for name in resources.shipped_names("workloads"):
+        w = load_workload(name)
+        rows.append([name, w.arrivals.kind, w.routing.kind,
+                     f"p={w.locality.p:g}" if w.locality else "-", w.description])
+    click.echo(table(["workload", "arrivals", "routing", "locality", "description"], rows))
+
+
 # ---------------------------------------------------------------- schema
-SCHEMAS = {"profile": Profile, "bank": Bank, "layout": Layout}
+SCHEMAS = {"profile": Profile, "bank": Bank, "layout": Layout, "workload": Workload}
 
 
 @main.command()
@@ -388,6 +409,81 @@ def optimize_cmd(profile_ref: str, bank_ref: str, fetch: str, resident: str | No
                f"p99 {format_time(f['p99'])}")
     if out:
         click.echo(f"layout written to {out}")
+
+
+# ---------------------------------------------------------------- simulate
+@main.command("simulate")
+@click.option("--profile", "profile_ref", metavar="PROFILE",
+              help="Device profile file or shipped name [default: the layout's].")
+@click.option("--bank", "bank_ref", metavar="BANK",
+              help="Bank file or preset [default: the layout's].")
+@click.option("--layout", "layout_ref", metavar="LAYOUT", required=True,
+              help="Layout file or shipped name.")
+@click.option("--workload", "workload_ref", metavar="WORKLOAD",
+              help="Workload file or shipped name (see `memsim workload list`).")
+@click.option("--trace", "trace_in", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Replay a Parquet trace (arrival_s, block_L1..) instead of a workload.")
+@click.option("--queries", type=click.IntRange(1, MAX_QUERIES), default=100_000,
+              show_default=True, help="Queries to simulate (a trace is cut to this many).")
+@click.option("--warmup", type=click.FloatRange(0, 1, max_open=True), default=0.1,
+              show_default=True, help="Fraction of queries left out of the statistics.")
+@click.option("--cache-budget", metavar="SIZE",
+              help="RAM cache for blocks, e.g. '2 GB' (overrides the layout's cache).")
+@click.option("--cache-policy", type=click.Choice(["lru", "lfu"]), default=None,
+              help="Eviction policy for --cache-budget [default: lru].")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--trace-out", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Write every query (arrival, path, fetch and level times) to Parquet.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (base units).")
+@handle_errors
+def simulate_cmd(profile_ref: str | None, bank_ref: str | None, layout_ref: str,
+                 workload_ref: str | None, trace_in: str | None, queries: int, warmup: float,
+                 cache_budget: str | None, cache_policy: str | None, seed: int,
+                 trace_out: str | None, as_json: bool) -> None:
+    """Fetch-time distribution under load: queueing, shared bandwidth, caching.
+
+    Queries arrive as the workload says (or as a trace recorded them); each fetches one block
+    per level from its tier through FCFS channels and a bandwidth shared by the transfers in
+    flight. Prints mean and percentiles with 95% batch-means confidence intervals, per-level
+    and per-tier times, utilisation and the cache hit ratio.
+    """
+    if (workload_ref is None) == (trace_in is None):
+        raise InputError("give --workload or --trace (one of them)", field="workload")
+    p, b, lay = _load_trio(profile_ref, bank_ref, layout_ref)
+    if cache_budget is not None:
+        lay = Layout.model_validate({**lay.model_dump(), "cache": {
+            "budget": _size_option(cache_budget, "cache-budget"),
+            "policy": cache_policy or "lru"}})
+    elif cache_policy is not None:
+        raise InputError("--cache-policy needs --cache-budget", field="cache-policy")
+    wl = load_workload(workload_ref) if workload_ref else None
+    trace = read_trace(trace_in, b) if trace_in else None
+    update, close = progress_bar(queries)
+    try:
+        result = simulate(p, b, lay, wl, trace=trace, queries=queries, seed=seed,
+                          warmup=warmup, trace_out=trace_out, progress=update)
+    finally:
+        close()
+    for problem in result.unstable:
+        click.echo(f"memsim: warning: {problem}", err=True)
+    if as_json:
+        _emit_json({"profile": p.name, "bank": b.name, "layout": lay.name or layout_ref,
+                    "workload": wl.name if wl else None, "trace": trace_in,
+                    **_finite(result.to_json())})
+        return
+    click.echo(simulation_text(result, f"layout {lay.name or layout_ref} on {p.name}, bank "
+                                       f"{b.name}, workload {wl.name if wl else trace_in}"))
+
+
+def _finite(data: Any) -> Any:
+    """JSON has no NaN: empty statistics become null."""
+    if isinstance(data, float):
+        return data if data == data and abs(data) != float("inf") else None
+    if isinstance(data, dict):
+        return {k: _finite(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [_finite(v) for v in data]
+    return data
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,6 +9,7 @@ from memsim.bank import Bank
 from memsim.estimate import Estimate
 from memsim.latency import ConstantLatency, EmpiricalLatency, ExponentialLatency, LognormalLatency
 from memsim.profile import Profile, Tier
+from memsim.simulate import SimulationResult
 from memsim.units import format_rate, format_size, format_time
 
 _NUMERIC = re.compile(r"^-?\d[\d.,]*[kMBT]?( [A-Za-z/]+)?$")
@@ -103,3 +104,35 @@ def estimate_text(est: Estimate, title: str = "") -> str:
     parts = [title] if title else []
     parts += [levels, "", tiers, "", summary]
     return "\n".join(parts)
+
+
+def simulation_text(result: SimulationResult, title: str = "") -> str:
+    levels = table(["level", "tier", "block", "mean time", "p99"], [
+        [d, v["tier"] + (" (resident)" if v["resident"] else ""), format_size(v["bytes"]),
+         format_time(v["time_s"]), format_time(v["p99_s"])]
+        for d, v in result.per_level.items()])
+    tiers = table(["tier", "requests", "mean time", "mean wait", "utilisation", "offered"], [
+        [name, f"{int(v['requests']):,}", format_time(v["time_s"]), format_time(v["wait_s"]),
+         f"{result.utilization[name]:.2f}", f"{result.offered_load.get(name, 0.0):.2f}"]
+        for name, v in result.per_tier.items()])
+    f, ci = result.fetch_time_s, result.fetch_time_ci_s
+
+    def with_ci(key: str) -> str:
+        interval = ci.get(key)
+        text = format_time(f[key])
+        if interval:
+            text += f" [{format_time(interval[0])} .. {format_time(interval[1])}]"
+        return text
+
+    lines = [title] if title else []
+    lines += [levels, "", tiers, ""]
+    lines.append(f"fetch time ({result.fetch}, {result.queries:,} queries after "
+                 f"{result.warmup:,} warm-up, 95% intervals):")
+    lines += [f"  {key:<4} {with_ci(key)}" for key in ("mean", "p50", "p95", "p99")]
+    lines.append(f"  max  {format_time(f['max'])}")
+    if result.cache_hit_ratio is not None:
+        lines.append(f"cache hit ratio: {result.cache_hit_ratio:.3f}")
+    lines.append(f"simulated time: {format_time(result.simulated_s)}")
+    if result.trace_out:
+        lines.append(f"trace written to {result.trace_out}")
+    return "\n".join(lines)

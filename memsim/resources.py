@@ -11,13 +11,14 @@ _KINDS = {
     "device_profiles": "profile",
     "layouts": "layout",
     "banks": "bank",
+    "workloads": "workload",
 }
 
 
 def shipped_dir(kind: str) -> Path:
-    """Folder of shipped files of `kind` (device_profiles, layouts, banks)."""
-    if kind == "banks":
-        return _PACKAGE / "presets" / "banks"
+    """Folder of shipped files of `kind` (device_profiles, layouts, banks, workloads)."""
+    if kind in ("banks", "workloads"):
+        return _PACKAGE / "presets" / kind
     installed = _PACKAGE / "_shipped" / kind  # inside a wheel
     if installed.is_dir():
         return installed

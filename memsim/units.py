@@ -193,3 +193,37 @@ def format_time(t: float, *, digits: int = 4) -> str:
 def format_rate(r: float, *, binary: bool = False, digits: int = 4) -> str:
     """Human rate: `format_rate(4e9)` -> "4 GB/s"."""
     return format_size(r, binary=binary, digits=digits) + "/s"
+
+
+_FREQUENCY_HINT = 'a rate of queries like "20/s", "20 qps", "1200/min" or "20 Hz"'
+_PER_SECOND: dict[str, Decimal] = {"qps": Decimal(1), "hz": Decimal(1), "khz": Decimal(1000)}
+
+
+def parse_frequency(value: object) -> float:
+    """Events per second in `value` ("20/s", "20 per s", "20 qps", "1200/min", "20 Hz").
+
+    A plain number is per second. Zero is allowed here (an idle period); callers that need a
+    positive rate check that themselves.
+    """
+    number, unit = _split(value, "a frequency", _FREQUENCY_HINT)
+    _nonnegative(number, value, "a frequency")
+    if unit == "":
+        return _finite(number, value, "frequency")
+    text = unit.strip()
+    per_second: Decimal | None = _PER_SECOND.get(text.lower())
+    if per_second is None:
+        per: str | None = None
+        if text.startswith("/"):
+            per = text[1:].strip()
+        elif text.lower().startswith("per "):
+            per = text[4:].strip()
+        if per in TIME_UNITS:
+            per_second = 1 / TIME_UNITS[per]
+    if per_second is None:
+        raise UnitError(
+            f"unknown frequency unit '{unit}' in \"{value}\"; expected {_FREQUENCY_HINT}"
+        )
+    return _finite(number * per_second, value, "frequency")
+
+
+__all__.append("parse_frequency")

@@ -20,7 +20,7 @@ from memsim.errors import InputError
 from memsim.layout import Layout
 from memsim.profile import Profile
 from memsim.simulate.engine import Engine, offered_load
-from memsim.simulate.stats import PERCENTILES
+from memsim.simulate.stats import PERCENTILES, BatchedSeries
 from memsim.trace import write_trace
 from memsim.workload import PathSampler, Workload
 
@@ -48,6 +48,7 @@ class SimulationResult:
     cache_hit_ratio: float | None
     unstable: list[str] = field(default_factory=list)
     trace_out: str | None = None
+    fetch_stats: BatchedSeries | None = field(default=None, repr=False)
 
     @property
     def mean_s(self) -> float:
@@ -190,6 +191,7 @@ def simulate(
         simulated_s=end, fetch_time_s=summary, fetch_time_ci_s=ci, per_level=per_level,
         per_tier=per_tier, utilization=utilization, offered_load=offered,
         cache_hit_ratio=hit_ratio, unstable=unstable, trace_out=out_path,
+        fetch_stats=stats.fetch,
     )
 
 
