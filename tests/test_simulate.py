@@ -60,7 +60,8 @@ def test_overload_is_reported_and_the_run_ends(paper_profile, paper_bank):
     result = simulate(paper_profile, paper_bank, memsim.load_layout("paper-hierarchical"),
                       workload, queries=3000, seed=6)
     assert result.unstable and "'flash'" in result.unstable[0]
-    assert result.offered_load["flash"] == pytest.approx(30 * 0.151e9 / 4e9, rel=0.01)
+    # measured over the arrivals of this run: Poisson noise of 3000 arrivals is about 2%
+    assert result.offered_load["flash"] == pytest.approx(30 * 0.151e9 / 4e9, rel=0.06)
     assert result.queries + result.warmup == 3000
 
 

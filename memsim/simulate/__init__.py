@@ -118,11 +118,8 @@ def simulate(
         arrivals, fixed_paths = trace
         queries = min(queries, len(arrivals))
         arrivals, fixed_paths = arrivals[:queries], fixed_paths[:queries]
-        span = float(arrivals[-1] - arrivals[0]) if queries > 1 else 0.0
-        rate = (queries - 1) / span if span > 0 else float("inf")
     elif not closed:
         arrivals = workload.arrivals.arrival_times(queries, arrival_rng)
-        rate = workload.arrivals.mean_rate()
     paths = _Paths(PathSampler(workload, bank, path_rng) if fixed_paths is None else None,
                    fixed_paths)
 
@@ -145,13 +142,22 @@ def simulate(
         engine.env.process(engine.open_loop(arrivals, paths))
     end = engine.run()
 
+    # Offered load from what the run asked of each tier (after cache hits), over the span in
+    # which queries arrived: at 1 or more the tier cannot keep up and its queue only grows.
     if closed:
-        rate = engine.stats.completed / end if end > 0 else float("inf")
-    offered = offered_load(profile, bank, layout, rate)
-    unstable = [f"tier '{name}' is overloaded: offered utilisation {rho:.2f} >= 1 (before "
-                "caching); its queue grows without bound, so the fetch times describe this "
-                "run's length, not a steady state"
-                for name, rho in offered.items() if rho >= 1.0 and not closed]
+        span = end
+    else:
+        span = float(arrivals[-1] - arrivals[0]) if queries > 1 else 0.0
+    offered = {}
+    for name, server in engine.tiers.items():
+        if server.requests and span > 0:
+            tier = server.tier
+            offered[name] = max(server.demand / (tier.concurrency * span),
+                                server.bytes_asked / (tier.total_bandwidth * span))
+    unstable = [] if closed else [
+        f"tier '{name}' is overloaded: offered utilisation {rho:.2f} >= 1; its queue grows "
+        "without bound, so the fetch times describe this run's length, not a steady state"
+        for name, rho in offered.items() if rho >= 1.0]
 
     stats = engine.stats
     summary = stats.fetch.summary()

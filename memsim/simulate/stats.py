@@ -106,11 +106,13 @@ class BatchedSeries(Series):
             self._batch.absorb(values)
 
     def interval(self, key: str, level: float = 0.95) -> tuple[float, float] | None:
-        """Confidence interval of `key` (mean, p50, ...) from the completed batches."""
+        """Confidence interval of `key` (mean, p50, ...): the whole run's value, plus or minus
+        the t-quantile times the spread of the batches' values over the root of their number."""
         values = np.array([b[key] for b in self.batches])
         if len(values) < 2:
             return None
-        centre = float(values.mean())
+        whole = self.summary()
+        centre = whole[key]
         half = float(st.t.ppf(0.5 + level / 2, len(values) - 1) * values.std(ddof=1)
                      / math.sqrt(len(values)))
         return (centre - half, centre + half)

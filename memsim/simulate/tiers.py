@@ -138,6 +138,9 @@ class TierServer:
         self.busy_time = 0.0  # channel-seconds
         self.wait_time = 0.0
         self.service_time = 0.0  # arrival at the tier to last byte, summed
+        self.demand = 0.0  # channel-seconds asked for, at the stream rate with no sharing
+        self.bytes_asked = 0.0
+        self.mean_latency = tier.latency.mean() + tier.request_overhead
         self.requests = 0
         self.bytes = 0.0
 
@@ -150,6 +153,8 @@ class TierServer:
         env = self.env
         arrived = env.now
         start = arrived
+        self.demand += self.mean_latency + nbytes / self.stream
+        self.bytes_asked += nbytes
 
         def finish(_event: object = None) -> None:
             now = env.now
