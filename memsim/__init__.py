@@ -10,7 +10,7 @@ from memsim.estimate import Estimate, estimate
 from memsim.layout import Layout, layout_from_dict, load_layout
 from memsim.optimize import OptimizeResult, optimize
 from memsim.profile import Profile, Tier, load_profile, profile_from_dict
-from memsim.simulate import SimulationResult, simulate
+from memsim.simulate import SimulationResult, saturation_rate, simulate, tier_load
 from memsim.trace import read_trace, write_trace
 from memsim.units import (
     format_rate,
@@ -30,5 +30,5 @@ __all__ = [
     "format_rate", "format_size", "format_time", "layout_from_dict", "load_bank",
     "load_layout", "load_profile", "optimize", "parse_rate", "parse_size", "parse_time",
     "profile_from_dict", "SimulationResult", "simulate", "read_trace", "write_trace",
-    "Workload", "load_workload", "workload_from_dict",
+    "Workload", "load_workload", "workload_from_dict", "saturation_rate", "tier_load",
 ]

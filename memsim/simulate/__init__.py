@@ -19,12 +19,12 @@ from memsim.bank import Bank
 from memsim.errors import InputError
 from memsim.layout import Layout
 from memsim.profile import Profile
-from memsim.simulate.engine import Engine, offered_load
+from memsim.simulate.engine import Engine, saturation_rate, tier_load
 from memsim.simulate.stats import PERCENTILES, BatchedSeries
 from memsim.trace import write_trace
 from memsim.workload import PathSampler, Workload
 
-__all__ = ["SimulationResult", "simulate", "offered_load"]
+__all__ = ["SimulationResult", "simulate", "saturation_rate", "tier_load"]
 
 CHUNK = 1 << 16
 MAX_QUERIES = 100_000_000
@@ -44,8 +44,8 @@ class SimulationResult:
     per_level: dict[int, dict[str, Any]]
     per_tier: dict[str, dict[str, float]]
     utilization: dict[str, float]
-    offered_load: dict[str, float]
-    cache_hit_ratio: float | None
+    offered_load: dict[str, float]  # measured: what the run asked of each tier, after hits
+    cache_hit_ratio: float | None  # over the levels the cache (or residency) can hold
     unstable: list[str] = field(default_factory=list)
     trace_out: str | None = None
     fetch_stats: BatchedSeries | None = field(default=None, repr=False)
@@ -182,7 +182,12 @@ def simulate(
                           "time_s": server.service_time / server.requests,
                           "wait_s": server.wait_time / server.requests,
                           "channel_utilization": channel, "bandwidth_utilization": bandwidth}
-    hit_ratio = engine.cache.hit_ratio if engine.cache is not None else None
+    hit_ratio = None
+    if engine.cache is not None:
+        lookups = sum(stats.lookups.values())
+        hit_ratio = sum(stats.hits.values()) / lookups if lookups else 0.0
+        for depth, count in stats.lookups.items():
+            per_level[depth]["cache_hit_ratio"] = stats.hits[depth] / count
     out_path = None
     if keep:
         arrival_col = arrivals if not closed else issued_at

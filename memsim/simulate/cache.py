@@ -1,7 +1,9 @@
 """The RAM cache of blocks: a byte budget with LRU, LFU or pinned-level eviction.
 
 Blocks are keyed by (depth, block id). Resident levels of a layout hold their current block
-outside the budget: one slot per level, replaced when a query routes elsewhere.
+outside the budget: one slot per level, replaced when a query routes elsewhere. LFU uses
+dynamic aging (LFU-DA): a block's priority is its hit count plus the priority of the last
+block evicted, so blocks that were popular long ago cannot squat in the cache forever.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ Key = tuple[int, int]
 
 
 class BlockCache:
-    """Which blocks are in RAM. `lookup` counts a hit or miss; `insert` admits after a miss."""
+    """Which blocks are in RAM. `lookup` says hit or miss; `insert` admits after a miss."""
 
     def __init__(self, budget: int, policy: str = "lru", levels: Iterable[int] | None = None,
                  resident: Iterable[int] = ()) -> None:
@@ -29,9 +31,17 @@ class BlockCache:
         self.hits = 0
         self.misses = 0
         self._lru: OrderedDict[Key, int] = OrderedDict()  # key -> bytes
-        self._freq: dict[Key, int] = {}
-        self._heap: list[tuple[int, int, Key]] = []  # (frequency, tick, key), lazily updated
+        self._count: dict[Key, int] = {}  # LFU: hits since admission
+        self._priority: dict[Key, float] = {}  # LFU-DA: count + age at the last touch
+        self._heap: list[tuple[float, int, Key]] = []  # lazily updated
+        self._age = 0.0
         self._tick = itertools.count()
+
+    def covers(self, depth: int) -> bool:
+        """Whether a block of this level can ever be found here."""
+        if depth in self.resident:
+            return True
+        return self.budget > 0 and (self.levels is None or depth in self.levels)
 
     def lookup(self, depth: int, block: int) -> bool:
         """True if the block is in RAM (a hit); counts the outcome."""
@@ -42,11 +52,7 @@ class BlockCache:
             hit = key in self._lru
             if hit:
                 if self.policy == "lfu":
-                    self._freq[key] += 1
-                    heapq.heappush(self._heap, (self._freq[key], next(self._tick), key))
-                    if len(self._heap) > 4 * len(self._freq) + 64:  # drop stale entries
-                        self._heap = [(f, next(self._tick), k) for k, f in self._freq.items()]
-                        heapq.heapify(self._heap)
+                    self._touch(key, self._count[key] + 1)
                 else:
                     self._lru.move_to_end(key)
         if hit:
@@ -54,6 +60,15 @@ class BlockCache:
         else:
             self.misses += 1
         return hit
+
+    def _touch(self, key: Key, count: int) -> None:
+        self._count[key] = count
+        priority = count + self._age
+        self._priority[key] = priority
+        heapq.heappush(self._heap, (priority, next(self._tick), key))
+        if len(self._heap) > 4 * len(self._priority) + 64:  # drop stale heap entries
+            self._heap = [(p, next(self._tick), k) for k, p in self._priority.items()]
+            heapq.heapify(self._heap)
 
     def insert(self, depth: int, block: int, nbytes: int) -> None:
         """Admit a block just fetched, evicting as the policy says; too-big blocks pass by."""
@@ -72,16 +87,16 @@ class BlockCache:
         self._lru[key] = nbytes
         self.used += nbytes
         if self.policy == "lfu":
-            self._freq[key] = 1
-            heapq.heappush(self._heap, (1, next(self._tick), key))
+            self._touch(key, 1)
 
     def _evict(self) -> None:
         if self.policy == "lfu":
             while True:
-                freq, _, key = heapq.heappop(self._heap)
-                if key in self._lru and self._freq.get(key) == freq:
+                priority, _, key = heapq.heappop(self._heap)
+                if self._priority.get(key) == priority:
                     break
-            del self._freq[key]
+            self._age = priority
+            del self._priority[key], self._count[key]
         else:
             key = next(iter(self._lru))
         self.used -= self._lru.pop(key)

@@ -9,7 +9,7 @@ Levels are fetched all at once (parallel) or one after another (sequential).
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -26,8 +26,8 @@ from memsim.simulate.tiers import TierServer
 BATCHES = 32
 
 
-def offered_load(profile: Profile, bank: Bank, layout: Layout, rate: float) -> dict[str, float]:
-    """Utilisation each tier would see at `rate` queries/s with no cache hits.
+def tier_load(profile: Profile, bank: Bank, layout: Layout, rate: float) -> dict[str, float]:
+    """Utilisation each tier would see at `rate` queries/s with no cache hits (analytic).
 
     A tier is overloaded if its channels are busy more than all the time (latency plus
     transfer at the stream rate per request) or its bytes exceed its aggregate bandwidth.
@@ -50,6 +50,14 @@ def offered_load(profile: Profile, bank: Bank, layout: Layout, rate: float) -> d
     return out
 
 
+def saturation_rate(profile: Profile, bank: Bank, layout: Layout) -> tuple[float, str]:
+    """The arrival rate (queries/s) at which the busiest tier reaches utilisation 1, and that
+    tier: beyond it queues grow without bound (no cache hits assumed)."""
+    load = tier_load(profile, bank, layout, 1.0)
+    busiest = max(load, key=lambda name: load[name])
+    return 1.0 / load[busiest], busiest
+
+
 @dataclass
 class RunStats:
     """Streaming results of one run."""
@@ -59,6 +67,8 @@ class RunStats:
     measured_from: int  # queries with a smaller index are warm-up
 
     completed: int = 0
+    hits: dict[int, int] = field(default_factory=dict)  # per level, measured queries only
+    lookups: dict[int, int] = field(default_factory=dict)  # levels the cache can hold
 
 
 class Engine:
@@ -115,13 +125,18 @@ class Engine:
         self.sequential = layout.fetch == "sequential"
 
     # ------------------------------------------------------------------ one query
-    def _plan(self, path: Sequence[int]) -> list[tuple[int, str | None, list[float]]]:
+    def _plan(self, path: Sequence[int], measured: bool
+              ) -> list[tuple[int, str | None, list[float]]]:
         """Per level: (depth, tier to read or None if resident and present, request parts)."""
         plan = []
         cache = self.cache
         for depth, col, nbytes, tier in self.levels:
             block = int(path[col])
-            if cache is not None and cache.lookup(depth, block):
+            hit = cache is not None and cache.lookup(depth, block)
+            if measured and cache is not None and cache.covers(depth):
+                self.stats.lookups[depth] = self.stats.lookups.get(depth, 0) + 1
+                self.stats.hits[depth] = self.stats.hits.get(depth, 0) + hit
+            if hit:
                 if depth in cache.resident or self.ram is None:
                     plan.append((depth, None, []))
                 else:
@@ -140,7 +155,7 @@ class Engine:
         start = env.now
         if self.paths_out is not None:
             self.paths_out[index] = path
-        plan = self._plan(path)
+        plan = self._plan(path, index >= self.stats.measured_from)
         times = [0.0] * len(plan)
 
         def finished() -> None:
