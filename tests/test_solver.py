@@ -13,7 +13,7 @@ def _hard_knapsack(n: int = 120, m: int = 40, seed: int = 0) -> pulp.LpProblem:
     """A multi-dimensional 0-1 knapsack: small, yet far from provable in a fraction of a second."""
     rng = np.random.default_rng(seed)
     prob = pulp.LpProblem("knapsack", pulp.LpMaximize)
-    x = [pulp.LpVariable(f"x{i}", cat="Binary") for i in range(n)]
+    x = [prob.add_variable(f"x{i}", cat="Binary") for i in range(n)]
     weights = rng.integers(1000, 2000, (m, n))
     values = rng.integers(1000, 2000, n)
     for j in range(m):
@@ -23,7 +23,6 @@ def _hard_knapsack(n: int = 120, m: int = 40, seed: int = 0) -> pulp.LpProblem:
     return prob
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 @pytest.mark.parametrize("solver", ["highs", "cbc"])
 def test_time_limit_is_reported_as_such(solver):
     limit = 0.3
@@ -37,7 +36,7 @@ def test_time_limit_is_reported_as_such(solver):
 
 def test_infeasible_is_reported():
     prob = pulp.LpProblem("impossible", pulp.LpMinimize)
-    x = pulp.LpVariable("x", cat="Binary")
+    x = prob.add_variable("x", cat="Binary")
     prob += x >= 2
     prob += x
     assert solve(prob, "highs").status == "infeasible"
