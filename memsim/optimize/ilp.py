@@ -46,10 +46,8 @@ class PlacementModel:
 
 def _variable(prob: pulp.LpProblem, name: str, low: float | None = None,
               cat: str = "Continuous") -> pulp.LpVariable:
-    """A variable attached to `prob` (PuLP >= 3.3 deprecates free-standing LpVariable)."""
-    if hasattr(prob, "add_variable"):
-        return prob.add_variable(name, lowBound=low, cat=cat)
-    return pulp.LpVariable(name, lowBound=low, cat=cat)
+    """A variable attached to `prob` (PuLP 3.3 deprecates free-standing LpVariable)."""
+    return prob.add_variable(name, lowBound=low, cat=cat)
 
 
 def build_model(tables: CostTables, resident_levels: Sequence[int] = (),
