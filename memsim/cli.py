@@ -18,16 +18,17 @@ import click
 
 from memsim import resources
 from memsim.bank import Bank, load_bank
+from memsim.blockmap import Subtree
 from memsim.errors import InfeasibleError, InputError, MemsimError, SolverError
 from memsim.estimate import DEFAULT_SAMPLES, MAX_SAMPLES, estimate
 from memsim.layout import Layout, load_layout
-from memsim.optimize import DEFAULT_SCENARIOS, optimize
+from memsim.optimize import DEFAULT_SCENARIOS, Policy, optimize, optimize_blocks
 from memsim.profile import Profile, load_profile
 from memsim.report import bank_text, estimate_text, profile_text, simulation_text, table
-from memsim.simulate import MAX_QUERIES, progress_bar, simulate
+from memsim.simulate import MAX_QUERIES, progress_bar, saturation_rate, simulate
 from memsim.trace import read_trace
 from memsim.units import UnitError, format_size, format_time, parse_size
-from memsim.workload import Workload, load_workload
+from memsim.workload import Workload, load_workload, workload_from_dict
 
 DEFAULT_PROFILE = "paper-hypothetical"
 DEFAULT_BANK = "paper-storage-example"
@@ -347,22 +348,61 @@ def estimate_cmd(profile_ref: str | None, bank_ref: str | None, layout_ref: str,
 @click.option("--scenarios", type=click.IntRange(min=1), default=DEFAULT_SCENARIOS,
               show_default=True,
               help="Latency draws the objective averages over (when latencies vary).")
+@click.option("--granularity", type=click.Choice(["level", "bucket"]), default="level",
+              show_default=True, help="Place whole levels, or blocks by popularity bucket.")
+@click.option("--buckets", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Popularity buckets per level (bucket granularity).")
+@click.option("--workload", "workload_ref", metavar="WORKLOAD",
+              help="Workload whose routing gives block popularity (bucket granularity) and "
+              "which --verify simulates. [default: uniform routing]")
+@click.option("--budget", type=click.FloatRange(min=0), metavar="USD",
+              help="Dollars per month for storage plus requests (bucket granularity).")
+@click.option("--private", "private", multiple=True, metavar="LEVEL:BLOCK",
+              help="A private subtree (repeatable), e.g. 1:3; it may only use --private-tiers.")
+@click.option("--private-tiers", metavar="TIERS",
+              help="Tiers private subtrees may live on, e.g. 'ram,flash,disk'.")
+@click.option("--blocked", "blocked", multiple=True, metavar="LEVEL:BLOCK",
+              help="A blocked subtree (repeatable): never placed, never fetched.")
+@click.option("--verify", is_flag=True,
+              help="Also run the estimator and the simulator on the chosen layout.")
+@click.option("--verify-queries", type=click.IntRange(min=100), default=20_000,
+              show_default=True, help="Queries the --verify simulation runs.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), metavar="FILE",
-              help="Write the chosen layout here (YAML), e.g. layouts/mine.yaml.")
+              help="Write the chosen layout here (YAML; a block map goes beside it as "
+              "FILE.blocks.parquet), e.g. layouts/mine.yaml.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (base units).")
 @handle_errors
 def optimize_cmd(profile_ref: str, bank_ref: str, fetch: str, resident: str | None,
                  resident_budget: str | None, solver: str, time_limit: float | None, gap: float,
-                 scenarios: int, seed: int, out: str | None, as_json: bool) -> None:
-    """Choose the tier of every level to minimise the expected fetch time.
+                 scenarios: int, granularity: str, buckets: int, workload_ref: str | None,
+                 budget: float | None, private: tuple[str, ...], private_tiers: str | None,
+                 blocked: tuple[str, ...], verify: bool, verify_queries: int, seed: int,
+                 out: str | None, as_json: bool) -> None:
+    """Choose where every level (or every block) lives to minimise the expected fetch time.
 
     Solves an integer program (HiGHS, or CBC) under the tiers' capacities, with the anchor
     model held in RAM, and compares with a greedy baseline. With no options it places the
-    paper's storage-example bank on the paper's hypothetical device.
+    paper's storage-example bank on the paper's hypothetical device. With --granularity
+    bucket, the hottest blocks of each level (by the workload's routing) go to faster tiers.
     """
     p, b = load_profile(profile_ref), load_bank(bank_ref)
     name = Path(out).stem if out else f"{b.name}-on-{p.name}"
+    wl = load_workload(workload_ref) if workload_ref else None
+    bucket_only = {"--budget": budget is not None, "--private": bool(private),
+                   "--blocked": bool(blocked), "--private-tiers": private_tiers is not None}
+    if granularity == "bucket":
+        if resident or resident_budget:
+            raise InputError("--resident applies to level granularity only", field="resident")
+        _optimize_buckets(p, b, wl, fetch=fetch, buckets=buckets, budget=budget,
+                          private=private, private_tiers=private_tiers, blocked=blocked,
+                          solver=solver, time_limit=time_limit, gap=gap, seed=seed, name=name,
+                          out=out, verify=verify, verify_queries=verify_queries,
+                          as_json=as_json, refs=(profile_ref, bank_ref))
+        return
+    for flag, given in bucket_only.items():
+        if given:
+            raise InputError(f"{flag} needs --granularity bucket", field=flag.lstrip("-"))
     result = optimize(
         p, b, fetch=fetch, resident_levels=_levels_option(resident, "resident"),
         resident_budget=_size_option(resident_budget, "resident-budget"),
@@ -377,10 +417,13 @@ def optimize_cmd(profile_ref: str, bank_ref: str, fetch: str, resident: str | No
                   f"--fetch {fetch}\nsolver {result.solver}, status {result.status}, expected "
                   f"fetch time {format_time(result.objective_s)}")
         result.layout.save(out, header)
+    checked = _verify(p, b, result.layout, wl, verify_queries, seed) if verify else None
     if as_json:
         data = result.to_json()
         data.update({"profile": p.name, "bank": b.name, "out": out})
-        _emit_json(data)
+        if checked is not None:
+            data["verify"] = checked
+        _emit_json(_finite(data))
         return
     rows = []
     for lv in b.active_levels:
@@ -409,6 +452,110 @@ def optimize_cmd(profile_ref: str, bank_ref: str, fetch: str, resident: str | No
                f"p99 {format_time(f['p99'])}")
     if out:
         click.echo(f"layout written to {out}")
+    if checked is not None:
+        click.echo(_verify_text(checked))
+
+
+def _subtrees(values: tuple[str, ...], name: str) -> list[Subtree]:
+    out = []
+    for value in values:
+        level, sep, block = value.partition(":")
+        if not sep or not level.strip().isdigit() or not block.strip().isdigit():
+            raise InputError(f"cannot read subtree {value!r}; expected LEVEL:BLOCK, e.g. 1:3",
+                             field=name)
+        out.append(Subtree(depth=int(level), block=int(block)))
+    return out
+
+
+def _verify(p: Profile, b: Bank, layout: Layout, wl: Workload | None, queries: int,
+            seed: int) -> dict[str, Any]:
+    """The estimator's and the simulator's verdict on a chosen layout."""
+    if wl is None:
+        rate, _tier = saturation_rate(p, b, layout)
+        wl = workload_from_dict({"name": "verify", "arrivals": {"kind": "poisson",
+                                                               "rate": 0.1 * rate}})
+    est = estimate(p, b, layout, seed=seed, workload=wl)
+    sim = simulate(p, b, layout, wl, queries=queries, seed=seed)
+    return {"workload": wl.name, "estimate_fetch_time_s": est.fetch_time_s,
+            "simulate_fetch_time_s": sim.fetch_time_s,
+            "simulate_fetch_time_ci_s": sim.fetch_time_ci_s, "utilization": sim.utilization,
+            "unstable": sim.unstable}
+
+
+def _verify_text(checked: dict[str, Any]) -> str:
+    e, s = checked["estimate_fetch_time_s"], checked["simulate_fetch_time_s"]
+    ci = checked["simulate_fetch_time_ci_s"].get("mean")
+    lines = [f"verify (workload {checked['workload']}):",
+             f"  estimator (idle): mean {format_time(e['mean'])}, p99 {format_time(e['p99'])}",
+             f"  simulator (load): mean {format_time(s['mean'])}"
+             + (f" [{format_time(ci[0])} .. {format_time(ci[1])}]" if ci else "")
+             + f", p99 {format_time(s['p99'])}"]
+    lines += [f"  warning: {u}" for u in checked["unstable"]]
+    return "\n".join(lines)
+
+
+def _optimize_buckets(p: Profile, b: Bank, wl: Workload | None, *, fetch: str, buckets: int,
+                      budget: float | None, private: tuple[str, ...],
+                      private_tiers: str | None, blocked: tuple[str, ...], solver: str,
+                      time_limit: float | None, gap: float, seed: int, name: str,
+                      out: str | None, verify: bool, verify_queries: int, as_json: bool,
+                      refs: tuple[str, str]) -> None:
+    routing_wl = wl or workload_from_dict({"name": "uniform", "arrivals": {
+        "kind": "poisson", "rate": 1.0}})
+    if private and private_tiers is None:
+        raise InputError("--private needs --private-tiers (where private blocks may live)",
+                         field="private-tiers")
+    policy = Policy(budget_usd_month=budget, private=_subtrees(private, "private"),
+                    private_tiers=([t.strip() for t in private_tiers.split(",")]
+                                   if private_tiers else None),
+                    blocked=_subtrees(blocked, "blocked"))
+    for tree in policy.private + policy.blocked:
+        if tree.depth > len(b.levels) or tree.block >= b.branching ** tree.depth:
+            raise InputError(f"subtree {tree.depth}:{tree.block} is not in bank '{b.name}'",
+                             field="private" if tree in policy.private else "blocked")
+    result = optimize_blocks(p, b, routing_wl, fetch=fetch, buckets=buckets, policy=policy,
+                             solver=solver, time_limit=time_limit, gap=gap, seed=seed,
+                             name=name)
+    if out:
+        result.layout.profile = _ref_from(refs[0], out)
+        result.layout.bank = _ref_from(refs[1], out)
+        result.layout.save(out, f"Chosen by: memsim optimize --granularity bucket --buckets "
+                                f"{buckets}\nsolver {result.solver}, status {result.status}, "
+                                f"model objective {format_time(result.objective_s)}")
+    checked = _verify(p, b, result.layout, routing_wl, verify_queries, seed) if verify else None
+    if as_json:
+        data = result.to_json()
+        data.update({"profile": p.name, "bank": b.name, "out": out,
+                     "workload": routing_wl.name})
+        if checked is not None:
+            data["verify"] = checked
+        _emit_json(_finite(data))
+        return
+    names = p.tier_names
+    rows = [[d, format_size(b.level(d).block_bytes)] + [
+        f"{counts.get(t, 0):,}" if counts.get(t) else "-" for t in names]
+        for d, counts in result.tier_blocks.items()]
+    click.echo(f"bank {b.name} on {p.name}, {fetch} fetch, {result.buckets} buckets, "
+               f"popularity from workload {routing_wl.name}")
+    click.echo(table(["level", "block"] + [f"{t} blocks" for t in names], rows))
+    click.echo("")
+    click.echo(f"solver: {result.solver}, {result.status}, {result.solves} solve(s), "
+               f"{result.solve_time_s * 1e3:.0f} ms")
+    what = "expected fetch time" if fetch == "sequential" else "fetch-time bound (model)"
+    click.echo(f"{what}: {format_time(result.objective_s)}")
+    if result.level_objective_s is not None:
+        click.echo(f"level placement, same model: {format_time(result.level_objective_s)}")
+    if result.baseline_s is not None:
+        click.echo(f"greedy baseline, same model: {format_time(result.baseline_s)}")
+    if budget is not None or any(t.cost for t in p.tiers):
+        click.echo(f"cost: ${result.monthly_cost_usd:,.2f} per month")
+    if result.estimate is not None:
+        f = result.estimate.fetch_time_s
+        click.echo(f"estimator: mean {format_time(f['mean'])}, p99 {format_time(f['p99'])}")
+    if out:
+        click.echo(f"layout written to {out} (block map beside it)")
+    if checked is not None:
+        click.echo(_verify_text(checked))
 
 
 # ---------------------------------------------------------------- simulate

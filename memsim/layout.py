@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import numpy as np
 import yaml
 from pydantic import (
     BaseModel,
@@ -24,6 +25,7 @@ from pydantic import (
 
 from memsim import resources, yamlio
 from memsim.bank import Bank
+from memsim.blockmap import BlockMap, Subtree
 from memsim.errors import InputError
 from memsim.profile import Profile
 from memsim.units import format_size, parse_size
@@ -70,6 +72,15 @@ class CacheConfig(BaseModel):
         return self
 
 
+class SubtreeRef(BaseModel):
+    """A subtree of the bank: the cluster `block` at depth `level` and all below it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    level: int = Field(ge=1)
+    block: int = Field(ge=0)
+
+
 class Layout(BaseModel):
     """Where each level of a bank lives, and how a query fetches it."""
 
@@ -93,8 +104,17 @@ class Layout(BaseModel):
 
     cache: CacheConfig | None = Field(
         default=None, description="RAM cache of fetched blocks, for the simulator.")
+    blocks: str | None = Field(
+        default=None, description="Parquet file (relative to this layout) listing blocks that "
+        "live on another tier than their level's placement: columns level, block, tier.")
+    blocked: list[SubtreeRef] = Field(
+        default_factory=list, description="Subtrees never placed nor fetched (access control): "
+        "a query routed into one gets nothing for those levels.")
+    chunking: dict[int, int] = Field(
+        default_factory=dict, description="Blocks per zarr shard, per level (default 1).")
 
     _doc: yamlio.Document | None = PrivateAttr(default=None)
+    _block_map: BlockMap | None = PrivateAttr(default=None)
 
     @field_validator("placement", mode="before")
     @classmethod
@@ -102,6 +122,20 @@ class Layout(BaseModel):
         if not isinstance(value, dict):
             raise ValueError("placement must map levels to tiers, e.g. {2: flash, 3: disk}")
         return {_depth(k): v for k, v in value.items()}
+
+    @field_validator("chunking", mode="before")
+    @classmethod
+    def _chunking(cls, value: Any) -> Any:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise ValueError("chunking maps levels to blocks per shard, e.g. {4: 256}")
+        out = {}
+        for key, per_shard in value.items():
+            if isinstance(per_shard, bool) or not isinstance(per_shard, int) or per_shard < 1:
+                raise ValueError(f"blocks per shard of level {key} must be a whole number >= 1")
+            out[_depth(key)] = per_shard
+        return out
 
     @field_validator("resident", mode="before")
     @classmethod
@@ -115,6 +149,43 @@ class Layout(BaseModel):
     @property
     def file(self) -> str | None:
         return self._doc.file if self._doc else None
+
+    @property
+    def subtrees(self) -> list[Subtree]:
+        """Blocked subtrees."""
+        return [Subtree(depth=s.level, block=s.block) for s in self.blocked]
+
+    def with_block_map(self, block_map: BlockMap | None) -> Layout:
+        """This layout, with an in-memory block map (written beside the YAML by `save`)."""
+        self._block_map = block_map
+        return self
+
+    def block_map(self, profile: Profile) -> BlockMap | None:
+        """The block-level overrides, read from `blocks` on first use."""
+        if self._block_map is None and self.blocks:
+            base = Path(self.file).parent if self.file and not self.file.startswith("<") else (
+                Path("."))
+            path = Path(self.blocks)
+            self._block_map = BlockMap.load(path if path.is_absolute() else base / path,
+                                            profile.tier_names)
+        return self._block_map
+
+    def tier_counts(self, bank: Bank, profile: Profile) -> dict[int, dict[str, int]]:
+        """Blocks of each level on each tier (blocked subtrees excluded)."""
+        names = profile.tier_names
+        block_map = self.block_map(profile)
+        out: dict[int, dict[str, int]] = {}
+        for lv in bank.active_levels:
+            default = names.index(self.placement[lv.depth])
+            blocked = sum(bank.branching ** (lv.depth - t.depth) for t in self.subtrees
+                          if t.depth <= lv.depth)
+            if block_map is not None:
+                counts = block_map.counts(lv.depth, lv.blocks - blocked, default)
+            else:
+                counts = np.zeros(len(names), dtype=np.int64)
+                counts[default] = lv.blocks - blocked
+            out[lv.depth] = {n: int(c) for n, c in zip(names, counts, strict=True) if c}
+        return out
 
     def _error(self, loc: tuple[Any, ...], message: str) -> InputError:
         if self._doc is not None:
@@ -155,6 +226,19 @@ class Layout(BaseModel):
                     raise self._error(("cache", "levels", i),
                                       f"cache level {depth} is not a non-empty level of bank "
                                       f"'{bank.name}'")
+        for i, tree in enumerate(self.blocked):
+            if tree.level > len(bank.levels) or tree.block >= bank.branching ** tree.level:
+                raise self._error(("blocked", i), f"subtree ({tree.level}, {tree.block}) is not "
+                                  f"in bank '{bank.name}'")
+        block_map = self.block_map(profile)
+        if block_map is not None:
+            for depth, ids in block_map.ids.items():
+                if depth not in active:
+                    raise self._error(("blocks",), f"the block map places level {depth}, which "
+                                      f"is not a non-empty level of bank '{bank.name}'")
+                if ids.size and (ids[0] < 0 or ids[-1] >= bank.branching ** depth):
+                    raise self._error(("blocks",), f"the block map names a block of level "
+                                      f"{depth} outside bank '{bank.name}'")
         if (self.resident or self.cache) and profile.ram is None:
             raise self._error(("resident",),
                               f"resident levels need a tier of kind ram; profile "
@@ -164,9 +248,10 @@ class Layout(BaseModel):
         """Tiers this layout overfills (levels, plus the anchor and resident blocks in RAM)."""
         ram = profile.ram
         problems = []
+        counts = self.tier_counts(bank, profile)
         for tier in profile.tiers:
-            used = sum(lv.bytes for lv in bank.active_levels
-                       if self.placement.get(lv.depth) == tier.name)
+            used = sum(counts[lv.depth].get(tier.name, 0) * lv.block_bytes
+                       for lv in bank.active_levels)
             if ram is not None and tier.name == ram.name:
                 used += bank.anchor_bytes + sum(bank.level(d).block_bytes for d in self.resident)
                 used += self.cache.budget if self.cache else 0
@@ -186,12 +271,25 @@ class Layout(BaseModel):
         data["resident"] = sorted(self.resident)
         if self.cache is not None:
             data["cache"] = self.cache.model_dump(exclude_none=True)
+        for key in ("blocks", "chunking"):
+            if getattr(self, key):
+                data[key] = getattr(self, key)
+        if self.blocked:
+            data["blocked"] = [t.model_dump() for t in self.blocked]
         body = yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
         comment = "".join(f"# {line}\n" if line else "#\n" for line in header.splitlines())
         return comment + body
 
     def save(self, path: str | Path, header: str = "") -> Path:
-        """Write atomically: a crash leaves the old file or the new one, never half of one."""
+        """Write atomically: a crash leaves the old file or the new one, never half of one.
+
+        A block map goes beside the YAML as `<name>.blocks.parquet`, written first.
+        """
+        path = Path(path)
+        if self._block_map is not None:
+            target = path.with_name(path.stem + ".blocks.parquet")
+            self._block_map.save(target)
+            self.blocks = target.name
         return write_atomic(path, self.to_yaml(header))
 
 

@@ -11,18 +11,31 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from memsim.bank import Bank
-from memsim.errors import InfeasibleError, InputError, SolverError
+from memsim.errors import InfeasibleError, InputError, MemsimError, SolverError
 from memsim.estimate import DEFAULT_SAMPLES, Estimate, estimate
-from memsim.layout import FetchMode, Layout
+from memsim.layout import FetchMode, Layout, SubtreeRef
+from memsim.optimize.buckets import (
+    BucketProblem,
+    Policy,
+    build_problem,
+    greedy_counts,
+    solve_buckets,
+    to_block_map,
+)
 from memsim.optimize.diagnose import precheck, shortfall_message
 from memsim.optimize.greedy import greedy_placement
 from memsim.optimize.ilp import GB, PlacementModel, build_model, prefer_faster_tiers
 from memsim.optimize.solver import SolverName, solve
 from memsim.optimize.tables import CostTables, build_tables
+from memsim.popularity import block_popularity
 from memsim.profile import Profile
+from memsim.workload import Workload
 
-__all__ = ["OptimizeResult", "optimize", "greedy_placement", "build_tables", "CostTables"]
+__all__ = ["OptimizeResult", "optimize", "greedy_placement", "build_tables", "CostTables",
+           "BlockOptimizeResult", "optimize_blocks", "Policy"]
 
 DEFAULT_SCENARIOS = 64
 
@@ -168,3 +181,119 @@ def optimize(
         scenarios=tables.scenarios, baseline_s=baseline_s, baseline=baseline,
         estimate=estimate(profile, bank, layout, samples=samples, seed=seed),
     )
+
+
+@dataclass
+class BlockOptimizeResult:
+    """A block-granularity placement: the layout (with its block map) and how it was found."""
+
+    layout: Layout
+    status: str
+    solver: str
+    objective_s: float  # the model's objective on the concrete blocks (see buckets.py)
+    level_objective_s: float | None  # the level placement, under the same model
+    baseline_s: float | None  # greedy, under the same model
+    monthly_cost_usd: float
+    solve_time_s: float
+    solves: int
+    buckets: int
+    tier_blocks: dict[int, dict[str, int]]
+    estimate: Estimate | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "granularity": "bucket", "status": self.status, "solver": self.solver,
+            "fetch": self.layout.fetch, "objective_s": self.objective_s,
+            "level_objective_s": self.level_objective_s, "baseline_s": self.baseline_s,
+            "monthly_cost_usd": self.monthly_cost_usd, "solve_time_s": self.solve_time_s,
+            "solves": self.solves, "buckets": self.buckets,
+            "placement": {str(d): t for d, t in sorted(self.layout.placement.items())},
+            "tier_blocks": {str(d): v for d, v in self.tier_blocks.items()},
+            "fetch_time_s": self.estimate.fetch_time_s if self.estimate else None,
+        }
+
+
+def optimize_blocks(
+    profile: Profile,
+    bank: Bank,
+    workload: Workload,
+    *,
+    fetch: FetchMode = "parallel",
+    buckets: int = 64,
+    policy: Policy | None = None,
+    solver: SolverName = "auto",
+    time_limit: float | None = None,
+    gap: float = 0.0,
+    seed: int = 0,
+    samples: int = DEFAULT_SAMPLES,
+    name: str = "",
+    verify_estimate: bool = True,
+) -> BlockOptimizeResult:
+    """Place blocks by popularity: the hottest blocks of each level on its fastest tiers.
+
+    Popularity comes from the workload's routing. Blocks are grouped into `buckets` per level
+    (per privacy class); the ILP counts how many of each bucket go to each tier, under
+    capacity, an optional dollar budget, privacy (private subtrees only on listed tiers) and
+    blocked subtrees (never placed nor fetched).
+    """
+    if buckets < 1:
+        raise InputError(f"buckets must be at least 1, got {buckets}", field="buckets")
+    policy = policy or Policy()
+    if policy.rate == 0.0 and workload.open_loop:
+        policy.rate = workload.arrivals.mean_rate()
+    precheck(profile, bank, whole_levels=False)
+    popularity = {lv.depth: block_popularity(bank, workload.routing, lv.depth)
+                  for lv in bank.active_levels}
+    problem = build_problem(profile, bank, fetch, popularity, buckets, policy)
+    solution = solve_buckets(problem, solver, time_limit, gap)
+    placement, block_map, masses = to_block_map(problem, solution.counts)
+    _check_bucket_solution(problem, solution.counts)
+    layout = Layout(name=name, bank=bank.name, profile=profile.name, fetch=fetch,
+                    placement=dict(sorted(placement.items())), resident=[],
+                    blocked=[SubtreeRef(level=t.depth, block=t.block) for t in policy.blocked],
+                    description=f"chosen by memsim optimize --granularity bucket "
+                                f"({buckets} buckets per level)").with_block_map(
+        block_map if block_map.ids else None)
+    greedy = greedy_counts(problem)
+    baseline_s = problem.bound(to_block_map(problem, greedy)[2]) if greedy is not None else None
+    level_s = _level_under_bucket_model(problem, profile, bank, fetch, policy, solver)
+    tier_blocks = layout.tier_counts(bank, profile)
+    est = (estimate(profile, bank, layout, samples=samples, seed=seed, workload=workload)
+           if verify_estimate else None)
+    return BlockOptimizeResult(
+        layout=layout, status=solution.outcome.status, solver=solution.outcome.solver,
+        objective_s=problem.bound(masses), level_objective_s=level_s, baseline_s=baseline_s,
+        monthly_cost_usd=problem.monthly_cost(solution.counts),
+        solve_time_s=solution.outcome.seconds, solves=solution.solves,
+        buckets=len(problem.items), tier_blocks=tier_blocks, estimate=est,
+    )
+
+
+def _check_bucket_solution(problem: BucketProblem, counts: np.ndarray) -> None:
+    """Exact byte and dollar checks of the solver's answer (it works with tolerances)."""
+    used = problem.used_bytes(counts).astype(float)
+    ram = problem.profile.ram
+    for t, tier in enumerate(problem.profile.tiers):
+        extra = problem.bank.anchor_bytes if ram is not None and tier.name == ram.name else 0
+        if used[t] + extra > tier.capacity_bytes:
+            raise SolverError(f"the solver's answer overfills tier '{tier.name}' by "
+                              f"{used[t] + extra - tier.capacity_bytes:.0f} bytes (numerical "
+                              "tolerance); leave a little headroom in the capacity")
+    budget = problem.policy.budget_usd_month
+    if budget is not None and problem.monthly_cost(counts) > budget * (1 + 1e-7) + 1e-9:
+        raise SolverError("the solver's answer exceeds the budget (numerical tolerance)")
+
+
+def _level_under_bucket_model(problem: BucketProblem, profile: Profile, bank: Bank,
+                              fetch: FetchMode, policy: Policy, solver: SolverName
+                              ) -> float | None:
+    """The best whole-level placement, valued with the bucket model (for comparison)."""
+    if policy.private or policy.blocked or policy.budget_usd_month is not None:
+        return None  # the level ILP does not know these constraints
+    try:
+        level = optimize(profile, bank, fetch=fetch, solver=solver, samples=1)
+    except MemsimError:
+        return None
+    names = profile.tier_names
+    masses = {d: np.eye(len(names))[names.index(t)] for d, t in level.layout.placement.items()}
+    return problem.bound(masses)

@@ -8,8 +8,9 @@ from memsim.profile import Profile
 from memsim.units import format_size
 
 
-def precheck(profile: Profile, bank: Bank) -> None:
-    """Fast checks with a plain answer, before any solver runs."""
+def precheck(profile: Profile, bank: Bank, whole_levels: bool = True) -> None:
+    """Fast checks with a plain answer, before any solver runs (a level that fits on no
+    tier is only a problem when levels are placed whole)."""
     ram = profile.ram
     if ram is None:
         raise InfeasibleError(
@@ -24,7 +25,7 @@ def precheck(profile: Profile, bank: Bank) -> None:
     room = {t.name: t.capacity_bytes - (anchor if t.name == ram.name else 0)
             for t in profile.tiers}
     largest_name = max(room, key=lambda n: room[n])
-    for lv in bank.active_levels:
+    for lv in bank.active_levels if whole_levels else []:
         if lv.bytes > room[largest_name]:
             raise InfeasibleError(
                 f"level {lv.depth} ({format_size(lv.bytes)}) fits on no tier: the roomiest, "

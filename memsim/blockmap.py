@@ -1,0 +1,142 @@
+"""Block-level placement: the tier of every block of a level, stored compactly.
+
+Each level has a default tier (the layout's `placement`); a block map lists only the blocks
+that live elsewhere, as sorted ids with a tier each, in a Parquet file beside the layout YAML
+(columns `level`, `block`, `tier`). Blocked subtrees are left out of placement and fetches.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from memsim.errors import InputError
+
+
+@dataclass(frozen=True)
+class Subtree:
+    """The cluster `block` at `depth` and everything below it."""
+
+    depth: int
+    block: int
+
+    def contains(self, depth: int, ids: np.ndarray, branching: int) -> np.ndarray:
+        """Which of the blocks `ids` at `depth` lie in this subtree."""
+        ids = np.asarray(ids)
+        if depth < self.depth:
+            return np.zeros(ids.shape, dtype=bool)
+        return ids // branching ** (depth - self.depth) == self.block
+
+
+def in_any(subtrees: list[Subtree], depth: int, ids: np.ndarray, branching: int) -> np.ndarray:
+    """Which blocks lie in any of `subtrees`."""
+    out = np.zeros(np.shape(ids), dtype=bool)
+    for tree in subtrees:
+        out |= tree.contains(depth, ids, branching)
+    return out
+
+
+@dataclass
+class BlockMap:
+    """Per level, the blocks that do not live on the level's default tier."""
+
+    tiers: list[str]  # tier names; overrides store indices into this list
+    ids: dict[int, np.ndarray] = field(default_factory=dict)  # depth -> sorted block ids
+    tier_index: dict[int, np.ndarray] = field(default_factory=dict)  # depth -> tier indices
+
+    def set_level(self, depth: int, ids: np.ndarray, tiers: np.ndarray) -> None:
+        """Record that blocks `ids` of `depth` live on tiers `tiers` (indices)."""
+        order = np.argsort(ids, kind="stable")
+        self.ids[depth] = np.asarray(ids, dtype=np.int64)[order]
+        self.tier_index[depth] = np.asarray(tiers, dtype=np.int16)[order]
+
+    def lookup(self, depth: int, blocks: np.ndarray, default: int) -> np.ndarray:
+        """Tier index of each of `blocks` at `depth` (`default` where not overridden)."""
+        blocks = np.asarray(blocks, dtype=np.int64)
+        ids = self.ids.get(depth)
+        out = np.full(blocks.shape, default, dtype=np.int16)
+        if ids is None or ids.size == 0:
+            return out
+        pos = np.searchsorted(ids, blocks)
+        pos_clipped = np.minimum(pos, ids.size - 1)
+        hit = ids[pos_clipped] == blocks
+        out[hit] = self.tier_index[depth][pos_clipped[hit]]
+        return out
+
+    def counts(self, depth: int, nblocks: int, default: int) -> np.ndarray:
+        """Blocks of `depth` on each tier (indexed like `tiers`)."""
+        out = np.zeros(len(self.tiers), dtype=np.int64)
+        moved = self.tier_index.get(depth)
+        if moved is not None and moved.size:
+            out += np.bincount(moved, minlength=len(self.tiers))
+        out[default] += nblocks - (0 if moved is None else moved.size)
+        return out
+
+    def save(self, path: str | Path) -> Path:
+        """Write the overrides as Parquet, atomically."""
+        path = Path(path)
+        depths = sorted(self.ids)
+        level = np.concatenate([np.full(self.ids[d].size, d, dtype=np.int16) for d in depths]
+                               ) if depths else np.zeros(0, dtype=np.int16)
+        block = np.concatenate([self.ids[d] for d in depths]) if depths else np.zeros(
+            0, dtype=np.int64)
+        tier = np.concatenate([self.tier_index[d] for d in depths]) if depths else np.zeros(
+            0, dtype=np.int16)
+        table = pa.table({
+            "level": level, "block": block,
+            "tier": pa.DictionaryArray.from_arrays(pa.array(tier.astype(np.int32)),
+                                                   pa.array(self.tiers, pa.string())),
+        })
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            os.close(fd)
+        except OSError as exc:
+            raise InputError(f"cannot write: {exc.strerror or exc}", file=path) from None
+        try:
+            pq.write_table(table, tmp)
+            os.replace(tmp, path)
+        except BaseException as exc:
+            Path(tmp).unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise InputError(f"cannot write: {exc.strerror or exc}", file=path) from None
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, tiers: list[str]) -> BlockMap:
+        """Read a block map; tiers not in `tiers` or malformed files are input errors."""
+        path = Path(path)
+        try:
+            table = pq.read_table(path)
+        except FileNotFoundError:
+            raise InputError("no such block map file", file=path) from None
+        except (OSError, pa.ArrowException) as exc:
+            raise InputError(f"cannot read the block map as Parquet: {exc}", file=path) from None
+        missing = {"level", "block", "tier"} - set(table.column_names)
+        if missing:
+            raise InputError(f"block map lacks column{'s' if len(missing) > 1 else ''} "
+                             f"{', '.join(sorted(missing))}", file=path)
+        level = table.column("level").to_numpy().astype(np.int64)
+        block = table.column("block").to_numpy().astype(np.int64)
+        names = np.asarray(table.column("tier").cast(pa.string()).to_pylist(), dtype=object)
+        index = {name: i for i, name in enumerate(tiers)}
+        unknown = sorted({str(n) for n in set(names.tolist())} - set(index))
+        if unknown:
+            raise InputError(f"unknown tier '{unknown[0]}' (the profile has "
+                             f"{', '.join(tiers)})", file=path, field="tier")
+        tier = np.array([index[n] for n in names], dtype=np.int16)
+        out = cls(tiers=list(tiers))
+        for depth in np.unique(level).tolist():
+            mask = level == depth
+            ids = block[mask]
+            if np.unique(ids).size != ids.size:
+                raise InputError(f"level {depth} lists a block twice", file=path, field="block")
+            out.set_level(int(depth), ids, tier[mask])
+        return out

@@ -1,0 +1,370 @@
+"""Block-granularity placement: popularity buckets of each level, counted onto tiers.
+
+Blocks of a level are sorted by how often queries route to them and grouped into buckets
+(hot blocks in small buckets, the cold tail in big ones). An integer variable n[i, t] counts
+the blocks of bucket i on tier t; afterwards the hottest blocks of each bucket go to the
+level's fastest tiers. Each bucket is treated as blocks of its average popularity, so with
+one block per bucket the model is exact per block.
+
+Objective. Let X_d be the stand-alone time of level d's block (mean latency plus transfer on
+its tier, alone), which depends on where the routed block lives.
+- sequential fetch: E[sum_d X_d] = sum_d sum_t P(block of d on t) * tau(d, t), exact.
+- parallel fetch: E[max_d X_d] <= z + sum_d E[(X_d - z)^+] for every z, whatever the joint
+  distribution of the X_d (tight when they move together; exact when each level sits on one
+  tier). The ILP minimises this bound for each candidate z (the distinct tau values: the bound
+  is piecewise linear in z with kinks there) and keeps the best. Two levels of one query
+  sharing a tier are not modelled here (the level-granularity ILP models that exactly), so
+  `--verify` reports the estimator's and the simulator's verdict on the chosen layout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pulp
+
+from memsim.bank import Bank
+from memsim.blockmap import BlockMap, Subtree, in_any
+from memsim.cost_model import block_finish_times, draw_latencies, request_parts
+from memsim.errors import InfeasibleError, InputError
+from memsim.layout import FetchMode
+from memsim.optimize.solver import SolveOutcome, SolverName, solve
+from memsim.popularity import Buckets, make_buckets
+from memsim.profile import Profile
+from memsim.units import format_size
+
+GB = 1e9
+MS = 1e3
+SECONDS_PER_MONTH = 30 * 24 * 3600.0
+
+
+@dataclass
+class Item:
+    """One bucket of one level (and one privacy class): blocks that move together."""
+
+    depth: int
+    buckets: Buckets
+    index: int  # bucket number within `buckets`
+    size: int
+    mass: float  # probability that a query's block of this level is in the bucket
+    block_bytes: int
+    allowed: np.ndarray  # bool per tier
+
+
+@dataclass
+class Policy:
+    """What the placement must respect besides capacity."""
+
+    budget_usd_month: float | None = None
+    rate: float = 0.0  # queries per second, for request costs
+    private: list[Subtree] = field(default_factory=list)
+    private_tiers: list[str] | None = None  # tiers private blocks may use
+    blocked: list[Subtree] = field(default_factory=list)
+
+
+@dataclass
+class BucketProblem:
+    """Everything the bucket ILP, the greedy baseline and brute force evaluate."""
+
+    profile: Profile
+    bank: Bank
+    fetch: FetchMode
+    policy: Policy
+    items: list[Item]
+    tau: dict[int, np.ndarray]  # depth -> stand-alone mean time per tier (seconds)
+    parts: dict[int, np.ndarray]  # depth -> requests per block per tier
+
+    def candidates(self) -> list[float]:
+        """z values where the parallel bound can be smallest."""
+        values = {0.0}
+        for item in self.items:
+            values.update(float(v) for v in self.tau[item.depth][item.allowed])
+        return sorted(values)
+
+    def bound(self, masses: dict[int, np.ndarray]) -> float:
+        """Expected fetch time (sequential) or its bound (parallel) for per-level tier masses."""
+        if self.fetch == "sequential":
+            return float(sum(masses[d] @ self.tau[d] for d in masses))
+        best = np.inf
+        for z in self.candidates():
+            value = z + sum(float(masses[d] @ np.maximum(self.tau[d] - z, 0.0)) for d in masses)
+            best = min(best, value)
+        return float(best)
+
+    def masses(self, counts: np.ndarray) -> dict[int, np.ndarray]:
+        """Per-level tier masses of bucket counts (items x tiers), bucket-average popularity."""
+        out = {d: np.zeros(len(self.profile.tiers)) for d in self.tau}
+        for item, row in zip(self.items, counts, strict=True):
+            if item.size:
+                out[item.depth] += item.mass * row / item.size
+        return out
+
+    def used_bytes(self, counts: np.ndarray) -> np.ndarray:
+        return sum(item.block_bytes * row for item, row in zip(self.items, counts, strict=True))
+
+    def monthly_cost(self, counts: np.ndarray) -> float:
+        """Storage plus request dollars per month."""
+        total = 0.0
+        masses = self.masses(counts)
+        used = self.used_bytes(counts)
+        for t, tier in enumerate(self.profile.tiers):
+            if tier.cost is None:
+                continue
+            total += tier.cost.storage_usd_per_gb_month * used[t] / GB
+            requests = sum(masses[d][t] * self.parts[d][t] for d in masses)
+            total += (tier.cost.usd_per_1000_requests / 1000 * requests * self.policy.rate
+                      * SECONDS_PER_MONTH)
+        return total
+
+
+def stand_alone_times(profile: Profile, block_bytes: int, samples: int = 2048, seed: int = 0
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Mean time of one block alone on each tier, and the requests it takes there."""
+    rng = np.random.default_rng(seed)
+    tau = np.empty(len(profile.tiers))
+    parts = np.empty(len(profile.tiers))
+    for t, tier in enumerate(profile.tiers):
+        k = len(request_parts(tier, block_bytes))
+        n = 1 if tier.latency.is_constant else samples
+        lat = draw_latencies(tier, rng, n, k)
+        tau[t] = float(block_finish_times(tier, [block_bytes], lat)[:, 0].mean())
+        parts[t] = k
+    return tau, parts
+
+
+def build_problem(profile: Profile, bank: Bank, fetch: FetchMode,
+                  popularity: dict[int, np.ndarray], bucket_count: int, policy: Policy
+                  ) -> BucketProblem:
+    """Buckets per level (and privacy class), and the tier times they are weighed with."""
+    names = profile.tier_names
+    if policy.private_tiers is not None:
+        for name in policy.private_tiers:
+            if name not in names:
+                raise InputError(f"unknown tier '{name}' for private blocks (profile "
+                                 f"'{profile.name}' has {', '.join(names)})",
+                                 field="private-tiers")
+    everywhere = np.ones(len(names), dtype=bool)
+    private_ok = (np.array([n in policy.private_tiers for n in names])
+                  if policy.private_tiers is not None else everywhere)
+    items: list[Item] = []
+    tau: dict[int, np.ndarray] = {}
+    parts: dict[int, np.ndarray] = {}
+    for lv in bank.active_levels:
+        tau[lv.depth], parts[lv.depth] = stand_alone_times(profile, lv.block_bytes)
+        ids = np.arange(lv.blocks, dtype=np.int64) if policy.private or policy.blocked else None
+        blocked = (in_any(policy.blocked, lv.depth, ids, bank.branching) if policy.blocked
+                   else None)
+        private = (in_any(policy.private, lv.depth, ids, bank.branching) if policy.private
+                   else None)
+        pop = popularity[lv.depth]
+        classes = [(None, everywhere)] if private is None else [
+            (~private, everywhere), (private, private_ok)]
+        for mask, allowed in classes:
+            eligible = mask
+            if blocked is not None:
+                eligible = ~blocked if eligible is None else eligible & ~blocked
+            buckets = make_buckets(pop, lv.depth, bucket_count, eligible=eligible)
+            for k in range(buckets.count):
+                items.append(Item(depth=lv.depth, buckets=buckets, index=k,
+                                  size=int(buckets.size[k]), mass=float(buckets.mass[k]),
+                                  block_bytes=lv.block_bytes, allowed=allowed))
+    return BucketProblem(profile=profile, bank=bank, fetch=fetch, policy=policy, items=items,
+                         tau=tau, parts=parts)
+
+
+@dataclass
+class BucketModel:
+    problem: pulp.LpProblem
+    n: dict[tuple[int, int], pulp.LpVariable]
+    slack: dict[str, pulp.LpVariable]
+    unit: float  # bytes per capacity unit in the model
+
+
+def build_model(bp: BucketProblem, z: float | None, capacity_slack: bool = False
+                ) -> BucketModel:
+    """The ILP for one candidate z (parallel) or the exact sequential objective (z None)."""
+    profile, bank = bp.profile, bp.bank
+    prob = pulp.LpProblem("memsim_bucket_placement", pulp.LpMinimize)
+    n: dict[tuple[int, int], pulp.LpVariable] = {}
+    for i, item in enumerate(bp.items):
+        for t in np.flatnonzero(item.allowed).tolist():
+            n[i, t] = prob.add_variable(f"n_{i}_{t}", lowBound=0, upBound=item.size,
+                                        cat="Integer")
+        prob += pulp.lpSum(n[i, t] for t in np.flatnonzero(item.allowed).tolist()) == (
+            item.size), f"all_{i}"
+    ram = profile.ram
+    slack: dict[str, pulp.LpVariable] = {}
+    # Bytes in units of the smallest block: coefficients >= 1, so the solver's feasibility
+    # tolerance is far below one block (GB units let tiny blocks slip past a full tier).
+    unit = float(min(item.block_bytes for item in bp.items)) if bp.items else 1.0
+    for t, tier in enumerate(profile.tiers):
+        if tier.capacity is None:
+            continue
+        room = (tier.capacity - (bank.anchor_bytes if ram and tier.name == ram.name
+                                 else 0)) / unit
+        used = pulp.lpSum((bp.items[i].block_bytes / unit) * var for (i, tt), var in n.items()
+                          if tt == t)
+        if capacity_slack:
+            slack[tier.name] = prob.add_variable(f"slack_{t}", lowBound=0)
+            prob += used <= room + slack[tier.name], f"capacity_{t}"
+        else:
+            prob += used <= room, f"capacity_{t}"
+    if bp.policy.budget_usd_month is not None:
+        cost = []
+        for (i, t), var in n.items():
+            tier, item = profile.tiers[t], bp.items[i]
+            if tier.cost is None:
+                continue
+            per_block = tier.cost.storage_usd_per_gb_month * item.block_bytes / GB
+            per_block += (tier.cost.usd_per_1000_requests / 1000 * bp.parts[item.depth][t]
+                          * bp.policy.rate * SECONDS_PER_MONTH * item.mass / max(item.size, 1))
+            cost.append(per_block * var)
+        spend = pulp.lpSum(cost)
+        if capacity_slack:
+            slack["budget"] = prob.add_variable("slack_budget", lowBound=0)
+            prob += spend <= bp.policy.budget_usd_month + slack["budget"], "budget"
+        else:
+            prob += spend <= bp.policy.budget_usd_month, "budget"
+    if capacity_slack:
+        prob.setObjective(pulp.lpSum(slack.values()))
+    else:
+        terms = []
+        for (i, t), var in n.items():
+            item = bp.items[i]
+            time = float(bp.tau[item.depth][t])
+            weight = time if z is None else max(time - z, 0.0)
+            if weight and item.size:
+                terms.append(weight * MS * item.mass / item.size * var)
+        prob.setObjective(pulp.lpSum(terms) + (z * MS if z is not None else 0.0))
+    return BucketModel(problem=prob, n=n, slack=slack, unit=unit)
+
+
+def counts_of(bp: BucketProblem, model: BucketModel) -> np.ndarray:
+    counts = np.zeros((len(bp.items), len(bp.profile.tiers)), dtype=np.int64)
+    for (i, t), var in model.n.items():
+        counts[i, t] = int(round(var.value() or 0.0))
+    return counts
+
+
+@dataclass
+class BucketSolution:
+    counts: np.ndarray  # items x tiers
+    objective_s: float  # the model's objective (bucket-average popularity)
+    outcome: SolveOutcome
+    solves: int
+
+
+def solve_buckets(bp: BucketProblem, solver: SolverName = "auto",
+                  time_limit: float | None = None, gap: float = 0.0) -> BucketSolution:
+    """Best counts over the candidate z values (one solve for sequential fetch)."""
+    zs: Sequence[float | None] = [None] if bp.fetch == "sequential" else bp.candidates()
+    best: BucketSolution | None = None
+    solves = 0
+    for z in zs:
+        model = build_model(bp, z)
+        outcome = solve(model.problem, solver, time_limit, gap)
+        solves += 1
+        if outcome.status == "infeasible":
+            raise InfeasibleError(_shortfall(bp, solver, time_limit))
+        if outcome.objective is None:
+            continue
+        counts = counts_of(bp, model)
+        value = bp.bound(bp.masses(counts))
+        if best is None or value < best.objective_s - 1e-15:
+            best = BucketSolution(counts=counts, objective_s=value, outcome=outcome,
+                                  solves=solves)
+    if best is None:
+        raise InfeasibleError("the solver found no placement within its limits")
+    best.solves = solves
+    return best
+
+
+def _shortfall(bp: BucketProblem, solver: SolverName, time_limit: float | None) -> str:
+    model = build_model(bp, None, capacity_slack=True)
+    outcome = solve(model.problem, solver, time_limit, 0.0)
+    if outcome.status not in ("optimal", "time_limit"):
+        return "no placement satisfies the constraints"
+    parts = []
+    for name, var in model.slack.items():
+        amount = var.value() or 0.0
+        if amount <= 1e-9:
+            continue
+        if name == "budget":
+            parts.append(f"the budget of ${bp.policy.budget_usd_month:,.2f}/month is short by "
+                         f"${amount:,.2f}")
+        else:
+            cap = bp.profile.tier(name).capacity_bytes
+            parts.append(f"tier '{name}' is short by {format_size(amount * model.unit)} (holds "
+                         f"{format_size(cap)})")
+    if not parts:
+        return "no placement satisfies the constraints"
+    return "no placement fits: " + "; ".join(parts) + " in the placement needing least extra"
+
+
+def greedy_counts(bp: BucketProblem) -> np.ndarray | None:
+    """Hottest blocks first (per-block popularity), each to its level's fastest tier with room."""
+    free = np.array([t.capacity_bytes for t in bp.profile.tiers], dtype=float)
+    ram = bp.profile.ram
+    if ram is not None:
+        free[bp.profile.tier_names.index(ram.name)] -= bp.bank.anchor_bytes
+    counts = np.zeros((len(bp.items), len(bp.profile.tiers)), dtype=np.int64)
+    order = sorted(range(len(bp.items)), key=lambda i: -bp.items[i].mass / max(
+        bp.items[i].size, 1))
+    for i in order:
+        item = bp.items[i]
+        left = item.size
+        for t in np.argsort(bp.tau[item.depth], kind="stable").tolist():
+            if not left or not item.allowed[t]:
+                continue
+            fit = left if np.isinf(free[t]) else min(left, int(free[t] // item.block_bytes))
+            counts[i, t] += fit
+            free[t] -= fit * item.block_bytes
+            left -= fit
+        if left:
+            return None
+    if bp.policy.budget_usd_month is not None and (
+            bp.monthly_cost(counts) > bp.policy.budget_usd_month):
+        return None
+    return counts
+
+
+def to_block_map(bp: BucketProblem, counts: np.ndarray) -> tuple[dict[int, str], BlockMap,
+                                                                 dict[int, np.ndarray]]:
+    """Concrete blocks per tier: within each bucket, the hottest go to the fastest tiers.
+
+    Returns the default tier per level (the one holding most blocks), the overrides, and the
+    exact popularity mass per level and tier of this assignment.
+    """
+    names = bp.profile.tier_names
+    per_level_ids: dict[int, list[np.ndarray]] = {}
+    per_level_tiers: dict[int, list[np.ndarray]] = {}
+    masses = {d: np.zeros(len(names)) for d in bp.tau}
+    for item, row in zip(bp.items, counts, strict=True):
+        b = item.buckets
+        start = int(b.bounds[item.index])
+        for t in np.argsort(bp.tau[item.depth], kind="stable").tolist():
+            k = int(row[t])
+            if not k:
+                continue
+            ids = b.order[start:start + k]
+            masses[item.depth][t] += float(b.cumulative[start + k - 1] - (
+                b.cumulative[start - 1] if start else 0.0))
+            per_level_ids.setdefault(item.depth, []).append(ids)
+            per_level_tiers.setdefault(item.depth, []).append(np.full(k, t, dtype=np.int16))
+            start += k
+    placement: dict[int, str] = {}
+    block_map = BlockMap(tiers=names)
+    for depth in bp.tau:
+        ids = np.concatenate(per_level_ids.get(depth, [np.zeros(0, np.int64)]))
+        tiers = np.concatenate(per_level_tiers.get(depth, [np.zeros(0, np.int16)]))
+        if tiers.size == 0:
+            placement[depth] = names[-1]
+            continue
+        default = int(np.bincount(tiers, minlength=len(names)).argmax())
+        placement[depth] = names[default]
+        moved = tiers != default
+        if moved.any():
+            block_map.set_level(depth, ids[moved], tiers[moved])
+    return placement, block_map, masses
