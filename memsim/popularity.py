@@ -1,0 +1,248 @@
+"""Block popularity: how often a query's path passes through each block of a level.
+
+`block_popularity` computes the exact marginal of a routing model level by level, with the same
+conditional probabilities PathSampler draws from, so a placement sized on it matches what the
+simulator will see. `popularity_from_counts` and `popularity_from_trace` measure it from observed
+paths instead. `make_buckets` groups a level's blocks into a few popularity classes (hot blocks
+in small buckets, the cold tail in big ones) so an optimizer can decide per bucket rather than
+per block; `mass_prefix` gives the mass of a bucket's hottest n blocks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from memsim.bank import Bank
+from memsim.errors import InputError
+from memsim.trace import block_column, check_id_range, read_trace
+from memsim.workload import Counts, EmpiricalRouting, UniformRouting, ZipfRouting
+
+MAX_BLOCKS = 1 << 28  # per-block arrays beyond this (2 GiB of float64 each) are refused
+
+
+def _check_depth(bank: Bank, depth: int) -> int:
+    """The number of blocks at `depth`, after checking the depth is one of the bank's levels."""
+    levels = len(bank.levels)
+    if isinstance(depth, bool) or not isinstance(depth, int | np.integer) \
+            or not 1 <= depth <= levels:
+        raise InputError(f"depth {depth!r} is not in bank '{bank.name}' (it has levels "
+                         f"1..{levels})", field="depth")
+    check_id_range(bank)
+    blocks = bank.branching ** int(depth)
+    if blocks > MAX_BLOCKS:
+        raise InputError(
+            f"depth {depth} of bank '{bank.name}' has {bank.branching}**{depth} = {blocks:,} "
+            f"blocks, more than the {MAX_BLOCKS:,} a per-block popularity array may hold; "
+            "use a shallower depth", field="depth",
+        )
+    return blocks
+
+
+def _zipf_table(routing: ZipfRouting, b: int) -> np.ndarray:
+    """Row `o` is P(child index | parent) for a parent whose rank-1 child has index `o`.
+
+    PathSampler draws rank r when cdf[r-1] <= u < cdf[r], with cdf the cumulative rank
+    probabilities and its last entry forced to 1, so these are the differences of that cdf.
+    """
+    cdf = np.cumsum(routing.rank_probabilities(b))
+    cdf[-1] = 1.0
+    by_rank = np.diff(cdf, prepend=0.0)
+    index = np.arange(b)
+    return by_rank[(index[None, :] - index[:, None]) % b]  # child j has rank (j - o) mod b
+
+
+def _empirical_conditional(counts: Counts, b: int, depth: int) -> np.ndarray:
+    """P(block | its parent) for every block at `depth`, as the empirical sampler draws.
+
+    A parent with at least one positive count picks among its listed children in proportion
+    to their (summed) counts, never an unlisted child; any other parent picks uniformly.
+    """
+    blocks, weights = counts.at(depth)
+    conditional = np.full(b**depth, 1.0 / b)
+    if blocks.shape[0]:
+        parents, group = np.unique(blocks // b, return_inverse=True)
+        totals = np.bincount(group, weights=weights)
+        conditional.reshape(-1, b)[parents] = 0.0
+        conditional[blocks] = weights / totals[group]
+    return conditional
+
+
+def block_popularity(
+    bank: Bank,
+    routing: UniformRouting | ZipfRouting | EmpiricalRouting,
+    depth: int,
+) -> np.ndarray:
+    """P(a query's path passes through block i at `depth`), for every block id i (float64).
+
+    Level by level, p_d = repeat(p_{d-1}, b) * P(child | parent), with PathSampler's own
+    conditionals: Zipf ranks placed by `rank_offset(parent, child depth, b)`, empirical counts
+    normalised per parent with the uniform fallback. Locality leaves these marginals unchanged:
+    a query that keeps the previous query's prefix gets a prefix drawn from the same
+    distribution, and routes on from it as usual, so only the correlation between consecutive
+    queries differs. Memory: about two float64 arrays of the level's size.
+    """
+    n_blocks = _check_depth(bank, depth)
+    b = bank.branching
+    counts = None
+    if isinstance(routing, EmpiricalRouting):
+        counts = routing._counts
+        if counts is None:
+            raise ValueError("empirical routing without its counts: load it through a workload "
+                             "(load_workload or workload_from_dict) so the file is read")
+        counts.check(bank)
+    elif not isinstance(routing, UniformRouting | ZipfRouting):
+        raise TypeError(f"unknown routing {type(routing).__name__}")
+    table = _zipf_table(routing, b) if isinstance(routing, ZipfRouting) else None
+    popularity = np.ones(1)
+    for d in range(1, int(depth) + 1):
+        parents = b ** (d - 1)
+        if isinstance(routing, UniformRouting):
+            level = np.full((parents, b), 1.0 / b)
+        elif table is not None:
+            offsets = routing.rank_offset(np.arange(parents, dtype=np.int64), d, b)
+            level = table[offsets]
+        else:
+            assert counts is not None
+            level = _empirical_conditional(counts, b, d).reshape(parents, b)
+        level *= popularity[:, None]
+        popularity = level.reshape(-1)
+    assert popularity.shape[0] == n_blocks
+    return popularity
+
+
+def popularity_from_counts(bank: Bank, depth: int, block_ids: np.ndarray) -> np.ndarray:
+    """Observed popularity at `depth`: how often each block id occurs in `block_ids`, over n.
+
+    `block_ids` are the blocks queries visited at that depth, e.g. a trace's block_L{depth}.
+    """
+    n_blocks = _check_depth(bank, depth)
+    ids = np.asarray(block_ids)
+    if ids.ndim != 1 or (ids.dtype.kind not in "iu" and ids.shape[0]):
+        raise ValueError(f"block_ids must be a 1-D integer array, got {ids.dtype} {ids.shape}")
+    column = block_column(int(depth))
+    if ids.shape[0] == 0:
+        raise InputError("no block ids to count", field=column)
+    bad = (ids < 0) | (ids >= n_blocks)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise InputError(f"entry {i} (0-based): block {ids[i]} is outside 0..{n_blocks - 1}, "
+                         f"the blocks at depth {depth} of bank '{bank.name}'", field=column)
+    return np.bincount(ids.astype(np.int64, copy=False), minlength=n_blocks) / ids.shape[0]
+
+
+def popularity_from_trace(path: str | Path, bank: Bank, depth: int) -> np.ndarray:
+    """Observed popularity at `depth` over the queries of a trace (checked by read_trace)."""
+    _check_depth(bank, depth)
+    _, paths = read_trace(path, bank)
+    return popularity_from_counts(bank, depth, paths[:, int(depth) - 1])
+
+
+# ----------------------------------------------------------------------------- buckets
+
+
+@dataclass
+class Buckets:
+    """A level's eligible blocks, hottest first, cut into buckets of similar popularity.
+
+    Bucket k holds `order[bounds[k]:bounds[k+1]]`; `cumulative[i]` is the popularity of
+    `order[:i + 1]`, so the mass of any run of a bucket's hottest blocks is a difference.
+    """
+
+    depth: int
+    order: np.ndarray  # int64 block ids, popularity descending, ties by id ascending
+    bounds: np.ndarray  # int64, count + 1 offsets into order: 0, ..., len(order)
+    mass: np.ndarray  # float64 total popularity per bucket
+    size: np.ndarray  # int64 blocks per bucket
+    cumulative: np.ndarray = field(repr=False)  # float64 cumsum of popularity along order
+
+    @property
+    def count(self) -> int:
+        """Number of buckets."""
+        return int(self.bounds.shape[0]) - 1
+
+    def blocks(self, k: int) -> np.ndarray:
+        """Block ids of bucket k, hottest first."""
+        return self.order[self.bounds[k]:self.bounds[k + 1]]
+
+
+def _bounds(n: int, count: int) -> np.ndarray:
+    """Log-spaced bucket ends: rank 1, then round(n ** (k / (count - 1))) up to n."""
+    if n == 0:
+        return np.zeros(1, dtype=np.int64)
+    if count >= n:
+        return np.arange(n + 1, dtype=np.int64)
+    if count == 1:
+        return np.array([0, n], dtype=np.int64)
+    ends = np.rint(float(n) ** (np.arange(count) / (count - 1))).astype(np.int64)
+    ends = np.unique(np.clip(ends, 1, n))
+    ends[-1] = n
+    return np.concatenate([np.zeros(1, dtype=np.int64), ends])
+
+
+def make_buckets(
+    popularity: np.ndarray,
+    depth: int,
+    count: int,
+    *,
+    eligible: np.ndarray | None = None,
+) -> Buckets:
+    """Sort a level's eligible blocks by popularity and cut them into at most `count` buckets.
+
+    Bucket ends are at the log-spaced ranks round(N ** (k / (count - 1))), k = 0..count-1 (N
+    eligible blocks, duplicates dropped): the first bucket is the single hottest block and the
+    buckets grow geometrically into the cold tail. Neighbouring buckets whose blocks all have
+    exactly the same popularity are merged (uniform routing gives one bucket). With count >= N
+    every block is its own bucket, unmerged. Blocks with `eligible` False are left out.
+    """
+    p = np.asarray(popularity, dtype=np.float64)
+    if p.ndim != 1:
+        raise ValueError(f"popularity must be 1-D, got shape {p.shape}")
+    if not np.all(np.isfinite(p)) or (p.shape[0] and p.min() < 0):
+        raise ValueError("popularity must be finite and non-negative")
+    if isinstance(count, bool) or not isinstance(count, int | np.integer) or count < 1:
+        raise InputError(f"the number of buckets must be a whole number >= 1, got {count!r}",
+                         field="buckets")
+    if eligible is None:
+        order = np.argsort(-p, kind="stable")
+    else:
+        mask = np.asarray(eligible)
+        if mask.dtype != np.bool_ or mask.shape != p.shape:
+            raise ValueError(f"eligible must be a bool array of shape {p.shape}, got "
+                             f"{mask.dtype} {mask.shape}")
+        ids = np.flatnonzero(mask)
+        order = ids[np.argsort(-p[ids], kind="stable")]  # ids ascending: ties stay by id
+    order = order.astype(np.int64, copy=False)
+    ranked = p[order]
+    cumulative = np.cumsum(ranked)
+    n = order.shape[0]
+    bounds = _bounds(n, int(count))
+    if int(count) < n:  # merge neighbouring buckets of one popularity value
+        hi, lo = ranked[bounds[:-1]], ranked[bounds[1:] - 1]
+        flat = hi == lo
+        merge = flat[:-1] & flat[1:] & (lo[:-1] == hi[1:])
+        bounds = np.concatenate([bounds[:1], bounds[1:-1][~merge], bounds[-1:]])
+    ends = np.concatenate([np.zeros(1), cumulative])[bounds]
+    return Buckets(depth=int(depth), order=order, bounds=bounds, mass=np.diff(ends),
+                   size=np.diff(bounds), cumulative=cumulative)
+
+
+def mass_prefix(buckets: Buckets, k: int, n: int) -> float:
+    """Popularity mass of the hottest `n` blocks of bucket k (0 <= n <= its size)."""
+    if not 0 <= k < buckets.count:
+        raise IndexError(f"bucket {k} is not in 0..{buckets.count - 1}")
+    start = int(buckets.bounds[k])
+    if not 0 <= n <= int(buckets.size[k]):
+        raise ValueError(f"bucket {k} has {int(buckets.size[k])} blocks, asked for {n}")
+    if n == 0:
+        return 0.0
+    before = buckets.cumulative[start - 1] if start else 0.0
+    return float(buckets.cumulative[start + n - 1] - before)
+
+
+__all__ = [
+    "MAX_BLOCKS", "Buckets", "block_popularity", "make_buckets", "mass_prefix",
+    "popularity_from_counts", "popularity_from_trace",
+]
