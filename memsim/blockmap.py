@@ -48,13 +48,22 @@ class BlockMap:
 
     tiers: list[str]  # tier names; overrides store indices into this list
     ids: dict[int, np.ndarray] = field(default_factory=dict)  # depth -> sorted block ids
-    tier_index: dict[int, np.ndarray] = field(default_factory=dict)  # depth -> tier indices
+    tier_index: dict[int, np.ndarray] = field(default_factory=dict)  # depth -> read-from tier
+    primary: dict[int, np.ndarray] = field(default_factory=dict)  # depth -> durable-copy tier
 
-    def set_level(self, depth: int, ids: np.ndarray, tiers: np.ndarray) -> None:
-        """Record that blocks `ids` of `depth` live on tiers `tiers` (indices)."""
+    def set_level(self, depth: int, ids: np.ndarray, tiers: np.ndarray,
+                  primary: np.ndarray | None = None) -> None:
+        """Record that blocks `ids` of `depth` are read from `tiers` (indices), with their
+        durable copy on `primary` (a replica when it differs; default: the same tier)."""
         order = np.argsort(ids, kind="stable")
         self.ids[depth] = np.asarray(ids, dtype=np.int64)[order]
         self.tier_index[depth] = np.asarray(tiers, dtype=np.int16)[order]
+        self.primary[depth] = (self.tier_index[depth] if primary is None
+                               else np.asarray(primary, dtype=np.int16)[order])
+
+    @property
+    def replicated(self) -> bool:
+        return any((self.primary[d] != self.tier_index[d]).any() for d in self.ids)
 
     def lookup(self, depth: int, blocks: np.ndarray, default: int) -> np.ndarray:
         """Tier index of each of `blocks` at `depth` (`default` where not overridden)."""
@@ -70,11 +79,15 @@ class BlockMap:
         return out
 
     def counts(self, depth: int, nblocks: int, default: int) -> np.ndarray:
-        """Blocks of `depth` on each tier (indexed like `tiers`)."""
+        """Copies of blocks of `depth` stored on each tier (read copies and durable ones)."""
         out = np.zeros(len(self.tiers), dtype=np.int64)
         moved = self.tier_index.get(depth)
         if moved is not None and moved.size:
             out += np.bincount(moved, minlength=len(self.tiers))
+            primary = self.primary[depth]
+            extra = primary != moved
+            if extra.any():
+                out += np.bincount(primary[extra], minlength=len(self.tiers))
         out[default] += nblocks - (0 if moved is None else moved.size)
         return out
 
@@ -88,11 +101,15 @@ class BlockMap:
             0, dtype=np.int64)
         tier = np.concatenate([self.tier_index[d] for d in depths]) if depths else np.zeros(
             0, dtype=np.int16)
-        table = pa.table({
-            "level": level, "block": block,
-            "tier": pa.DictionaryArray.from_arrays(pa.array(tier.astype(np.int32)),
-                                                   pa.array(self.tiers, pa.string())),
-        })
+        names = pa.array(self.tiers, pa.string())
+        columns = {"level": level, "block": block,
+                   "tier": pa.DictionaryArray.from_arrays(pa.array(tier.astype(np.int32)),
+                                                          names)}
+        if self.replicated:
+            primary = np.concatenate([self.primary[d] for d in depths])
+            columns["primary"] = pa.DictionaryArray.from_arrays(
+                pa.array(primary.astype(np.int32)), names)
+        table = pa.table(columns)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -125,18 +142,23 @@ class BlockMap:
                              f"{', '.join(sorted(missing))}", file=path)
         level = table.column("level").to_numpy().astype(np.int64)
         block = table.column("block").to_numpy().astype(np.int64)
-        names = np.asarray(table.column("tier").cast(pa.string()).to_pylist(), dtype=object)
         index = {name: i for i, name in enumerate(tiers)}
-        unknown = sorted({str(n) for n in set(names.tolist())} - set(index))
-        if unknown:
-            raise InputError(f"unknown tier '{unknown[0]}' (the profile has "
-                             f"{', '.join(tiers)})", file=path, field="tier")
-        tier = np.array([index[n] for n in names], dtype=np.int16)
+
+        def indices(column: str) -> np.ndarray:
+            names = table.column(column).cast(pa.string()).to_pylist()
+            unknown = sorted({str(n) for n in names} - set(index))
+            if unknown:
+                raise InputError(f"unknown tier '{unknown[0]}' (the profile has "
+                                 f"{', '.join(tiers)})", file=path, field=column)
+            return np.array([index[n] for n in names], dtype=np.int16)
+
+        tier = indices("tier")
+        primary = indices("primary") if "primary" in table.column_names else tier
         out = cls(tiers=list(tiers))
         for depth in np.unique(level).tolist():
             mask = level == depth
             ids = block[mask]
             if np.unique(ids).size != ids.size:
                 raise InputError(f"level {depth} lists a block twice", file=path, field="block")
-            out.set_level(int(depth), ids, tier[mask])
+            out.set_level(int(depth), ids, tier[mask], primary[mask])
         return out

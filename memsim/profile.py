@@ -107,6 +107,9 @@ class Tier(BaseModel):
     max_request_size: Annotated[int | None, BeforeValidator(_capacity)] = Field(
         default=None, description='Largest single request ("16 MB"); bigger blocks are split '
         "into parts fetched at once. Default: no limit.")
+    max_objects: int | None = Field(
+        default=None, ge=1, description="Most files or objects the tier may hold (inode or "
+        "object-count limit); the optimizer shards levels to stay under it.")
     cost: TierCost | None = None
     store: str | None = Field(
         default=None, description="Where the tier's data lives: file:///path, s3://bucket/prefix, "

@@ -58,7 +58,9 @@ def instances(draw):
     blocked = [Subtree(2, draw(st.integers(0, 3)))] if draw(st.booleans()) else []
     budget = draw(st.one_of(st.none(), st.floats(0, 50)))
     fetch = draw(st.sampled_from(["parallel", "sequential"]))
-    return profile, bank, s, private, private_tiers, blocked, budget, fetch
+    replicas = draw(st.one_of(st.none(), st.integers(0, 60)))
+    volatile = ["ram"] if draw(st.booleans()) else []
+    return profile, bank, s, private, private_tiers, blocked, budget, fetch, replicas, volatile
 
 
 def _brute_force(profile, bank, pop, policy, fetch):
@@ -74,18 +76,32 @@ def _brute_force(profile, bank, pop, policy, fetch):
     taus = [np.array([_tau(t, bank.level(d).block_bytes) for t in profile.tiers])
             for d in depths]
     best = None
-    for combo in itertools.product(range(len(names)), repeat=len(blocks)):
+    choices = []  # per block: (read tier, durable tier) pairs
+    for depth, *_rest in blocks:
+        tau = taus[depths.index(depth)]
+        durable = [t for t in range(len(names)) if names[t] not in policy.volatile]
+        pairs = [(t, t) for t in durable]
+        if policy.replica_budget:
+            pairs += [(a, b) for a in range(len(names)) for b in durable if tau[a] < tau[b]]
+        choices.append(pairs)
+    for combo in itertools.product(*choices):
         used = np.zeros(len(names))
         used[0] += bank.anchor_bytes
         masses = [np.zeros(len(names)) for _ in depths]
+        replica_bytes = 0
         ok = True
-        for (depth, _b, nbytes, p, private), t in zip(blocks, combo, strict=True):
-            if private and names[t] not in policy.private_tiers:
+        for (depth, _b, nbytes, p, private), (t, durable) in zip(blocks, combo, strict=True):
+            if private and not {names[t], names[durable]} <= set(policy.private_tiers):
                 ok = False
                 break
             used[t] += nbytes
+            if durable != t:
+                used[durable] += nbytes
+                replica_bytes += nbytes
             masses[depths.index(depth)][t] += p
         if not ok or any(used[t] > profile.tiers[t].capacity_bytes for t in range(len(names))):
+            continue
+        if replica_bytes > (policy.replica_budget or 0):
             continue
         if policy.budget_usd_month is not None:
             cost = 0.0
@@ -104,10 +120,11 @@ def _brute_force(profile, bank, pop, policy, fetch):
     return best
 
 
-@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(instances())
 def test_bucket_ilp_equals_brute_force(instance):
-    profile, bank, s, private, private_tiers, blocked, budget, fetch = instance
+    (profile, bank, s, private, private_tiers, blocked, budget, fetch, replicas,
+     volatile) = instance
     bank = memsim.bank_from_dict({**bank.model_dump(), "anchor": ANCHOR})
     # keep the enumeration small: at most 6 blocks (2 + 4) after blocking
     bank = memsim.bank_from_dict({"name": "b", "levels": bank.levels, "branching": 2,
@@ -117,7 +134,8 @@ def test_bucket_ilp_equals_brute_force(instance):
     pop = {lv.depth: block_popularity(bank, workload.routing, lv.depth)
            for lv in bank.active_levels}
     policy = Policy(budget_usd_month=budget, rate=2.0, private=private,
-                    private_tiers=private_tiers if private else None, blocked=blocked)
+                    private_tiers=private_tiers if private else None, blocked=blocked,
+                    replica_budget=replicas, volatile=volatile)
     best = _brute_force(profile, bank, pop, policy, fetch)
     if best is None:
         with pytest.raises(InfeasibleError):

@@ -21,6 +21,7 @@ from memsim.optimize.buckets import (
     BucketProblem,
     Policy,
     build_problem,
+    choose_chunking,
     greedy_counts,
     solve_buckets,
     to_block_map,
@@ -258,6 +259,7 @@ def optimize_blocks(
     baseline_s = problem.bound(to_block_map(problem, greedy)[2]) if greedy is not None else None
     level_s = _level_under_bucket_model(problem, profile, bank, fetch, policy, solver)
     tier_blocks = layout.tier_counts(bank, profile)
+    layout.chunking = choose_chunking(profile, tier_blocks)
     est = (estimate(profile, bank, layout, samples=samples, seed=seed, workload=workload)
            if verify_estimate else None)
     return BlockOptimizeResult(
@@ -271,7 +273,7 @@ def optimize_blocks(
 
 def _check_bucket_solution(problem: BucketProblem, counts: np.ndarray) -> None:
     """Exact byte and dollar checks of the solver's answer (it works with tolerances)."""
-    used = problem.used_bytes(counts).astype(float)
+    used = problem.used_bytes(counts)
     ram = problem.profile.ram
     for t, tier in enumerate(problem.profile.tiers):
         extra = problem.bank.anchor_bytes if ram is not None and tier.name == ram.name else 0
@@ -279,6 +281,9 @@ def _check_bucket_solution(problem: BucketProblem, counts: np.ndarray) -> None:
             raise SolverError(f"the solver's answer overfills tier '{tier.name}' by "
                               f"{used[t] + extra - tier.capacity_bytes:.0f} bytes (numerical "
                               "tolerance); leave a little headroom in the capacity")
+    replicas = problem.policy.replica_budget
+    if problem.replica_bytes(counts) > (replicas or 0):
+        raise SolverError("the solver's answer exceeds the replica budget (numerical tolerance)")
     budget = problem.policy.budget_usd_month
     if budget is not None and problem.monthly_cost(counts) > budget * (1 + 1e-7) + 1e-9:
         raise SolverError("the solver's answer exceeds the budget (numerical tolerance)")

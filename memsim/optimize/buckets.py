@@ -1,10 +1,12 @@
 """Block-granularity placement: popularity buckets of each level, counted onto tiers.
 
 Blocks of a level are sorted by how often queries route to them and grouped into buckets
-(hot blocks in small buckets, the cold tail in big ones). An integer variable n[i, t] counts
-the blocks of bucket i on tier t; afterwards the hottest blocks of each bucket go to the
-level's fastest tiers. Each bucket is treated as blocks of its average popularity, so with
-one block per bucket the model is exact per block.
+(hot blocks in small buckets, the cold tail in big ones). An integer variable y[i, s, p] counts
+the blocks of bucket i read from tier s whose durable copy is on tier p: s == p for a block
+with one copy, s faster than p for a replicated block (a copy on s, within the replica
+budget). Afterwards the hottest blocks of each bucket go to the level's fastest tiers. Each
+bucket is treated as blocks of its average popularity, so with one block per bucket the model
+is exact per block.
 
 Objective. Let X_d be the stand-alone time of level d's block (mean latency plus transfer on
 its tier, alone), which depends on where the routed block lives.
@@ -62,6 +64,8 @@ class Policy:
     private: list[Subtree] = field(default_factory=list)
     private_tiers: list[str] | None = None  # tiers private blocks may use
     blocked: list[Subtree] = field(default_factory=list)
+    replica_budget: int | None = None  # bytes of extra copies on faster tiers; None: none
+    volatile: list[str] = field(default_factory=list)  # tiers that may hold replicas only
 
 
 @dataclass
@@ -94,15 +98,25 @@ class BucketProblem:
         return float(best)
 
     def masses(self, counts: np.ndarray) -> dict[int, np.ndarray]:
-        """Per-level tier masses of bucket counts (items x tiers), bucket-average popularity."""
+        """Per-level masses of the tiers blocks are read from (counts: items x serve x
+        primary), with bucket-average popularity."""
         out = {d: np.zeros(len(self.profile.tiers)) for d in self.tau}
-        for item, row in zip(self.items, counts, strict=True):
+        for item, block in zip(self.items, counts, strict=True):
             if item.size:
-                out[item.depth] += item.mass * row / item.size
+                out[item.depth] += item.mass * block.sum(axis=1) / item.size
         return out
 
     def used_bytes(self, counts: np.ndarray) -> np.ndarray:
-        return sum(item.block_bytes * row for item, row in zip(self.items, counts, strict=True))
+        """Bytes stored on each tier: every copy, read or durable."""
+        used = np.zeros(len(self.profile.tiers))
+        for item, block in zip(self.items, counts, strict=True):
+            copies = block.sum(axis=1) + block.sum(axis=0) - np.diagonal(block)
+            used += item.block_bytes * copies
+        return used
+
+    def replica_bytes(self, counts: np.ndarray) -> float:
+        return float(sum(item.block_bytes * (block.sum() - np.trace(block))
+                         for item, block in zip(self.items, counts, strict=True)))
 
     def monthly_cost(self, counts: np.ndarray) -> float:
         """Storage plus request dollars per month."""
@@ -177,9 +191,21 @@ def build_problem(profile: Profile, bank: Bank, fetch: FetchMode,
 @dataclass
 class BucketModel:
     problem: pulp.LpProblem
-    n: dict[tuple[int, int], pulp.LpVariable]
+    y: dict[tuple[int, int, int], pulp.LpVariable]  # (item, serve tier, primary tier)
     slack: dict[str, pulp.LpVariable]
     unit: float  # bytes per capacity unit in the model
+
+
+def _pairs(bp: BucketProblem, item: Item) -> list[tuple[int, int]]:
+    """(serve, primary) tier pairs a block of `item` may take."""
+    allowed = np.flatnonzero(item.allowed).tolist()
+    names = bp.profile.tier_names
+    durable = [t for t in allowed if names[t] not in bp.policy.volatile]
+    pairs = [(t, t) for t in durable]
+    if bp.policy.replica_budget:
+        tau = bp.tau[item.depth]
+        pairs += [(s, p) for s in allowed for p in durable if tau[s] < tau[p]]
+    return pairs
 
 
 def build_model(bp: BucketProblem, z: float | None, capacity_slack: bool = False
@@ -187,40 +213,55 @@ def build_model(bp: BucketProblem, z: float | None, capacity_slack: bool = False
     """The ILP for one candidate z (parallel) or the exact sequential objective (z None)."""
     profile, bank = bp.profile, bp.bank
     prob = pulp.LpProblem("memsim_bucket_placement", pulp.LpMinimize)
-    n: dict[tuple[int, int], pulp.LpVariable] = {}
+    y: dict[tuple[int, int, int], pulp.LpVariable] = {}
     for i, item in enumerate(bp.items):
-        for t in np.flatnonzero(item.allowed).tolist():
-            n[i, t] = prob.add_variable(f"n_{i}_{t}", lowBound=0, upBound=item.size,
-                                        cat="Integer")
-        prob += pulp.lpSum(n[i, t] for t in np.flatnonzero(item.allowed).tolist()) == (
-            item.size), f"all_{i}"
+        for s_, p_ in _pairs(bp, item):
+            y[i, s_, p_] = prob.add_variable(f"y_{i}_{s_}_{p_}", lowBound=0, upBound=item.size,
+                                             cat="Integer")
+        prob += pulp.lpSum(var for (ii, _s, _p), var in y.items() if ii == i) == item.size, (
+            f"all_{i}")
     ram = profile.ram
     slack: dict[str, pulp.LpVariable] = {}
     # Bytes in units of the smallest block: coefficients >= 1, so the solver's feasibility
     # tolerance is far below one block (GB units let tiny blocks slip past a full tier).
     unit = float(min(item.block_bytes for item in bp.items)) if bp.items else 1.0
+    stored: dict[int, list[tuple[float, pulp.LpVariable]]] = {}
+    for (i, s_, p_), var in y.items():
+        size = bp.items[i].block_bytes / unit
+        stored.setdefault(s_, []).append((size, var))
+        if p_ != s_:
+            stored.setdefault(p_, []).append((size, var))
     for t, tier in enumerate(profile.tiers):
         if tier.capacity is None:
             continue
         room = (tier.capacity - (bank.anchor_bytes if ram and tier.name == ram.name
                                  else 0)) / unit
-        used = pulp.lpSum((bp.items[i].block_bytes / unit) * var for (i, tt), var in n.items()
-                          if tt == t)
+        used = pulp.lpSum(size * var for size, var in stored.get(t, []))
         if capacity_slack:
             slack[tier.name] = prob.add_variable(f"slack_{t}", lowBound=0)
             prob += used <= room + slack[tier.name], f"capacity_{t}"
         else:
             prob += used <= room, f"capacity_{t}"
+    if bp.policy.replica_budget:
+        prob += pulp.lpSum((bp.items[i].block_bytes / unit) * var
+                           for (i, s_, p_), var in y.items() if s_ != p_) <= (
+            bp.policy.replica_budget / unit), "replica_budget"
     if bp.policy.budget_usd_month is not None:
         cost = []
-        for (i, t), var in n.items():
-            tier, item = profile.tiers[t], bp.items[i]
-            if tier.cost is None:
-                continue
-            per_block = tier.cost.storage_usd_per_gb_month * item.block_bytes / GB
-            per_block += (tier.cost.usd_per_1000_requests / 1000 * bp.parts[item.depth][t]
-                          * bp.policy.rate * SECONDS_PER_MONTH * item.mass / max(item.size, 1))
-            cost.append(per_block * var)
+        for (i, s_, p_), var in y.items():
+            item = bp.items[i]
+            per_block = 0.0
+            for t in {s_, p_}:
+                tier = profile.tiers[t]
+                if tier.cost is not None:
+                    per_block += tier.cost.storage_usd_per_gb_month * item.block_bytes / GB
+            served = profile.tiers[s_]
+            if served.cost is not None:
+                per_block += (served.cost.usd_per_1000_requests / 1000
+                              * bp.parts[item.depth][s_] * bp.policy.rate * SECONDS_PER_MONTH
+                              * item.mass / max(item.size, 1))
+            if per_block:
+                cost.append(per_block * var)
         spend = pulp.lpSum(cost)
         if capacity_slack:
             slack["budget"] = prob.add_variable("slack_budget", lowBound=0)
@@ -231,26 +272,27 @@ def build_model(bp: BucketProblem, z: float | None, capacity_slack: bool = False
         prob.setObjective(pulp.lpSum(slack.values()))
     else:
         terms = []
-        for (i, t), var in n.items():
+        for (i, s_, _p), var in y.items():
             item = bp.items[i]
-            time = float(bp.tau[item.depth][t])
+            time = float(bp.tau[item.depth][s_])
             weight = time if z is None else max(time - z, 0.0)
             if weight and item.size:
                 terms.append(weight * MS * item.mass / item.size * var)
         prob.setObjective(pulp.lpSum(terms) + (z * MS if z is not None else 0.0))
-    return BucketModel(problem=prob, n=n, slack=slack, unit=unit)
+    return BucketModel(problem=prob, y=y, slack=slack, unit=unit)
 
 
 def counts_of(bp: BucketProblem, model: BucketModel) -> np.ndarray:
-    counts = np.zeros((len(bp.items), len(bp.profile.tiers)), dtype=np.int64)
-    for (i, t), var in model.n.items():
-        counts[i, t] = int(round(var.value() or 0.0))
+    tiers = len(bp.profile.tiers)
+    counts = np.zeros((len(bp.items), tiers, tiers), dtype=np.int64)
+    for (i, s_, p_), var in model.y.items():
+        counts[i, s_, p_] = int(round(var.value() or 0.0))
     return counts
 
 
 @dataclass
 class BucketSolution:
-    counts: np.ndarray  # items x tiers
+    counts: np.ndarray  # items x serve tier x primary tier
     objective_s: float  # the model's objective (bucket-average popularity)
     outcome: SolveOutcome
     solves: int
@@ -309,17 +351,18 @@ def greedy_counts(bp: BucketProblem) -> np.ndarray | None:
     ram = bp.profile.ram
     if ram is not None:
         free[bp.profile.tier_names.index(ram.name)] -= bp.bank.anchor_bytes
-    counts = np.zeros((len(bp.items), len(bp.profile.tiers)), dtype=np.int64)
+    tiers = len(bp.profile.tiers)
+    counts = np.zeros((len(bp.items), tiers, tiers), dtype=np.int64)
     order = sorted(range(len(bp.items)), key=lambda i: -bp.items[i].mass / max(
         bp.items[i].size, 1))
     for i in order:
         item = bp.items[i]
         left = item.size
         for t in np.argsort(bp.tau[item.depth], kind="stable").tolist():
-            if not left or not item.allowed[t]:
+            if not left or not item.allowed[t] or bp.profile.tiers[t].name in bp.policy.volatile:
                 continue
             fit = left if np.isinf(free[t]) else min(left, int(free[t] // item.block_bytes))
-            counts[i, t] += fit
+            counts[i, t, t] += fit
             free[t] -= fit * item.block_bytes
             left -= fit
         if left:
@@ -332,39 +375,81 @@ def greedy_counts(bp: BucketProblem) -> np.ndarray | None:
 
 def to_block_map(bp: BucketProblem, counts: np.ndarray) -> tuple[dict[int, str], BlockMap,
                                                                  dict[int, np.ndarray]]:
-    """Concrete blocks per tier: within each bucket, the hottest go to the fastest tiers.
+    """Concrete blocks per tier: within each bucket, the hottest are read from the fastest
+    tiers (replicated blocks keep their durable copy on the slower tier).
 
-    Returns the default tier per level (the one holding most blocks), the overrides, and the
-    exact popularity mass per level and tier of this assignment.
+    Returns the default tier per level (the one most blocks are read from), the overrides,
+    and the exact popularity mass per level and tier of this assignment.
     """
     names = bp.profile.tier_names
-    per_level_ids: dict[int, list[np.ndarray]] = {}
-    per_level_tiers: dict[int, list[np.ndarray]] = {}
+    ids_of: dict[int, list[np.ndarray]] = {}
+    serve_of: dict[int, list[np.ndarray]] = {}
+    primary_of: dict[int, list[np.ndarray]] = {}
     masses = {d: np.zeros(len(names)) for d in bp.tau}
-    for item, row in zip(bp.items, counts, strict=True):
+    for item, block in zip(bp.items, counts, strict=True):
         b = item.buckets
         start = int(b.bounds[item.index])
-        for t in np.argsort(bp.tau[item.depth], kind="stable").tolist():
-            k = int(row[t])
-            if not k:
-                continue
-            ids = b.order[start:start + k]
-            masses[item.depth][t] += float(b.cumulative[start + k - 1] - (
-                b.cumulative[start - 1] if start else 0.0))
-            per_level_ids.setdefault(item.depth, []).append(ids)
-            per_level_tiers.setdefault(item.depth, []).append(np.full(k, t, dtype=np.int16))
-            start += k
+        for s_ in np.argsort(bp.tau[item.depth], kind="stable").tolist():
+            for p_ in range(len(names)):
+                k = int(block[s_, p_])
+                if not k:
+                    continue
+                masses[item.depth][s_] += float(b.cumulative[start + k - 1] - (
+                    b.cumulative[start - 1] if start else 0.0))
+                ids_of.setdefault(item.depth, []).append(b.order[start:start + k])
+                serve_of.setdefault(item.depth, []).append(np.full(k, s_, dtype=np.int16))
+                primary_of.setdefault(item.depth, []).append(np.full(k, p_, dtype=np.int16))
+                start += k
     placement: dict[int, str] = {}
     block_map = BlockMap(tiers=names)
     for depth in bp.tau:
-        ids = np.concatenate(per_level_ids.get(depth, [np.zeros(0, np.int64)]))
-        tiers = np.concatenate(per_level_tiers.get(depth, [np.zeros(0, np.int16)]))
-        if tiers.size == 0:
+        if depth not in ids_of:
             placement[depth] = names[-1]
             continue
-        default = int(np.bincount(tiers, minlength=len(names)).argmax())
+        ids = np.concatenate(ids_of[depth])
+        serve = np.concatenate(serve_of[depth])
+        primary = np.concatenate(primary_of[depth])
+        default = int(np.bincount(serve[serve == primary], minlength=len(names)).argmax()
+                      if (serve == primary).any() else np.bincount(serve).argmax())
         placement[depth] = names[default]
-        moved = tiers != default
+        moved = (serve != default) | (primary != serve)
         if moved.any():
-            block_map.set_level(depth, ids[moved], tiers[moved])
+            block_map.set_level(depth, ids[moved], serve[moved], primary[moved])
     return placement, block_map, masses
+
+
+SHARD_CANDIDATES = (1, 16, 256, 4096, 65536)
+
+
+def choose_chunking(profile: Profile, tier_blocks: dict[int, dict[str, int]]
+                    ) -> dict[int, int]:
+    """Blocks per zarr shard for each level: the fewest that keep every tier under its limit
+    on files or objects.
+
+    One block is one chunk. A shard of k blocks is one object holding k chunks plus an index
+    (16 bytes per chunk + 4); memsim's reader caches shard indexes, so after the first touch
+    of a shard a block costs the same single ranged request at any k, and sharding only trades
+    object count against index RAM. Levels with the most objects on a full tier are sharded
+    first.
+    """
+    chunking = {depth: 1 for depth in tier_blocks}
+    for tier in profile.tiers:
+        limit = tier.max_objects
+        if limit is None:
+            continue
+
+        def objects(depth: int, name: str = tier.name) -> int:
+            return -(-tier_blocks[depth].get(name, 0) // chunking[depth])
+
+        while sum(objects(d) for d in tier_blocks) > limit:
+            growable = [d for d in tier_blocks if objects(d) > 1 and chunking[d] < max(
+                SHARD_CANDIDATES)]
+            if not growable:
+                total = sum(objects(d) for d in tier_blocks)
+                raise InfeasibleError(
+                    f"tier '{tier.name}' may hold {limit:,} objects but needs {total:,} even "
+                    f"with {max(SHARD_CANDIDATES):,} blocks per shard; short by "
+                    f"{total - limit:,} objects", field="max_objects")
+            depth = max(growable, key=objects)
+            chunking[depth] = next(k for k in SHARD_CANDIDATES if k > chunking[depth])
+    return {d: k for d, k in chunking.items() if k > 1}
