@@ -293,7 +293,8 @@ def _level_under_bucket_model(problem: BucketProblem, profile: Profile, bank: Ba
                               fetch: FetchMode, policy: Policy, solver: SolverName
                               ) -> float | None:
     """The best whole-level placement, valued with the bucket model (for comparison)."""
-    if policy.private or policy.blocked or policy.budget_usd_month is not None:
+    if (policy.private or policy.blocked or policy.volatile
+            or policy.budget_usd_month is not None):
         return None  # the level ILP does not know these constraints
     try:
         level = optimize(profile, bank, fetch=fetch, solver=solver, samples=1)
