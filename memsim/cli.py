@@ -21,7 +21,7 @@ from memsim.bank import Bank, load_bank
 from memsim.blockmap import Subtree
 from memsim.errors import InfeasibleError, InputError, MemsimError, SolverError
 from memsim.estimate import DEFAULT_SAMPLES, MAX_SAMPLES, estimate
-from memsim.layout import Layout, load_layout
+from memsim.layout import CacheConfig, Layout, load_layout
 from memsim.optimize import DEFAULT_SCENARIOS, Policy, optimize, optimize_blocks
 from memsim.profile import Profile, load_profile
 from memsim.report import bank_text, estimate_text, profile_text, simulation_text, table
@@ -303,19 +303,24 @@ def _load_trio(profile_ref: str | None, bank_ref: str | None, layout_ref: str
               help="Layout file or shipped name.")
 @click.option("--samples", type=click.IntRange(1, MAX_SAMPLES), default=DEFAULT_SAMPLES,
               show_default=True, help="Queries sampled when latencies are distributions.")
+@click.option("--workload", "workload_ref", metavar="WORKLOAD",
+              help="Workload whose routing decides which blocks a query reads: needed when "
+              "the layout places blocks individually or blocks subtrees.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (base units).")
 @handle_errors
 def estimate_cmd(profile_ref: str | None, bank_ref: str | None, layout_ref: str,
-                 samples: int, seed: int, as_json: bool) -> None:
+                 samples: int, workload_ref: str | None, seed: int, as_json: bool) -> None:
     """Fetch time of one query under LAYOUT on an otherwise idle machine.
 
     Each request waits its tier's latency, then transfers at the tier's bandwidth; blocks on one
     tier share its bandwidth and concurrency; levels on different tiers run in parallel (the
-    slowest tier decides) or in sequence (times add up); resident levels cost nothing.
+    slowest tier decides) or in sequence (times add up); resident levels cost nothing. With a
+    block map or blocked subtrees, --samples paths are drawn from --workload's routing.
     """
     p, b, lay = _load_trio(profile_ref, bank_ref, layout_ref)
-    est = estimate(p, b, lay, samples=samples, seed=seed)
+    wl = load_workload(workload_ref) if workload_ref else None
+    est = estimate(p, b, lay, samples=samples, seed=seed, workload=wl)
     overfilled = lay.overfilled(b, p)
     for problem in overfilled:
         click.echo(f"memsim: warning: {problem}", err=True)
@@ -363,6 +368,10 @@ def estimate_cmd(profile_ref: str | None, bank_ref: str | None, layout_ref: str,
               help="Tiers private subtrees may live on, e.g. 'ram,flash,disk'.")
 @click.option("--blocked", "blocked", multiple=True, metavar="LEVEL:BLOCK",
               help="A blocked subtree (repeatable): never placed, never fetched.")
+@click.option("--replica-budget", metavar="SIZE",
+              help="Bytes of extra copies of hot blocks on faster tiers (bucket granularity).")
+@click.option("--volatile", metavar="TIERS",
+              help="Tiers that may hold only replicas, not the durable copy, e.g. 'ram'.")
 @click.option("--verify", is_flag=True,
               help="Also run the estimator and the simulator on the chosen layout.")
 @click.option("--verify-queries", type=click.IntRange(min=100), default=20_000,
@@ -377,8 +386,9 @@ def optimize_cmd(profile_ref: str, bank_ref: str, fetch: str, resident: str | No
                  resident_budget: str | None, solver: str, time_limit: float | None, gap: float,
                  scenarios: int, granularity: str, buckets: int, workload_ref: str | None,
                  budget: float | None, private: tuple[str, ...], private_tiers: str | None,
-                 blocked: tuple[str, ...], verify: bool, verify_queries: int, seed: int,
-                 out: str | None, as_json: bool) -> None:
+                 blocked: tuple[str, ...], replica_budget: str | None, volatile: str | None,
+                 verify: bool, verify_queries: int, seed: int, out: str | None,
+                 as_json: bool) -> None:
     """Choose where every level (or every block) lives to minimise the expected fetch time.
 
     Solves an integer program (HiGHS, or CBC) under the tiers' capacities, with the anchor
@@ -390,13 +400,17 @@ def optimize_cmd(profile_ref: str, bank_ref: str, fetch: str, resident: str | No
     name = Path(out).stem if out else f"{b.name}-on-{p.name}"
     wl = load_workload(workload_ref) if workload_ref else None
     bucket_only = {"--budget": budget is not None, "--private": bool(private),
-                   "--blocked": bool(blocked), "--private-tiers": private_tiers is not None}
+                   "--blocked": bool(blocked), "--private-tiers": private_tiers is not None,
+                   "--replica-budget": replica_budget is not None,
+                   "--volatile": volatile is not None}
     if granularity == "bucket":
         if resident or resident_budget:
             raise InputError("--resident applies to level granularity only", field="resident")
         _optimize_buckets(p, b, wl, fetch=fetch, buckets=buckets, budget=budget,
                           private=private, private_tiers=private_tiers, blocked=blocked,
-                          solver=solver, time_limit=time_limit, gap=gap, seed=seed, name=name,
+                          replica_budget=_size_option(replica_budget, "replica-budget"),
+                          volatile=_tier_list(volatile, p, "volatile"), solver=solver,
+                          time_limit=time_limit, gap=gap, seed=seed, name=name,
                           out=out, verify=verify, verify_queries=verify_queries,
                           as_json=as_json, refs=(profile_ref, bank_ref))
         return
@@ -456,6 +470,15 @@ def optimize_cmd(profile_ref: str, bank_ref: str, fetch: str, resident: str | No
         click.echo(_verify_text(checked))
 
 
+def _tier_list(value: str | None, p: Profile, name: str) -> list[str]:
+    names = [t.strip() for t in value.split(",") if t.strip()] if value else []
+    for tier in names:
+        if tier not in p.tier_names:
+            raise InputError(f"unknown tier '{tier}' (profile '{p.name}' has "
+                             f"{', '.join(p.tier_names)})", field=name)
+    return names
+
+
 def _subtrees(values: tuple[str, ...], name: str) -> list[Subtree]:
     out = []
     for value in values:
@@ -496,7 +519,8 @@ def _verify_text(checked: dict[str, Any]) -> str:
 
 def _optimize_buckets(p: Profile, b: Bank, wl: Workload | None, *, fetch: str, buckets: int,
                       budget: float | None, private: tuple[str, ...],
-                      private_tiers: str | None, blocked: tuple[str, ...], solver: str,
+                      private_tiers: str | None, blocked: tuple[str, ...],
+                      replica_budget: int | None, volatile: list[str], solver: str,
                       time_limit: float | None, gap: float, seed: int, name: str,
                       out: str | None, verify: bool, verify_queries: int, as_json: bool,
                       refs: tuple[str, str]) -> None:
@@ -506,9 +530,9 @@ def _optimize_buckets(p: Profile, b: Bank, wl: Workload | None, *, fetch: str, b
         raise InputError("--private needs --private-tiers (where private blocks may live)",
                          field="private-tiers")
     policy = Policy(budget_usd_month=budget, private=_subtrees(private, "private"),
-                    private_tiers=([t.strip() for t in private_tiers.split(",")]
-                                   if private_tiers else None),
-                    blocked=_subtrees(blocked, "blocked"))
+                    private_tiers=_tier_list(private_tiers, p, "private-tiers") or None,
+                    blocked=_subtrees(blocked, "blocked"), replica_budget=replica_budget,
+                    volatile=volatile)
     for tree in policy.private + policy.blocked:
         if tree.depth > len(b.levels) or tree.block >= b.branching ** tree.depth:
             raise InputError(f"subtree {tree.depth}:{tree.block} is not in bank '{b.name}'",
@@ -598,9 +622,9 @@ def simulate_cmd(profile_ref: str | None, bank_ref: str | None, layout_ref: str,
         raise InputError("give --workload or --trace (one of them)", field="workload")
     p, b, lay = _load_trio(profile_ref, bank_ref, layout_ref)
     if cache_budget is not None:
-        lay = Layout.model_validate({**lay.model_dump(), "cache": {
-            "budget": _size_option(cache_budget, "cache-budget"),
-            "policy": cache_policy or "lru"}})
+        cache = CacheConfig.model_validate({"budget": _size_option(cache_budget, "cache-budget"),
+                                            "policy": cache_policy or "lru"})
+        lay = lay.model_copy(update={"cache": cache})  # keeps the file and its block map
     elif cache_policy is not None:
         raise InputError("--cache-policy needs --cache-budget", field="cache-policy")
     wl = load_workload(workload_ref) if workload_ref else None

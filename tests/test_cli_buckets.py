@@ -1,0 +1,110 @@
+"""`memsim optimize --granularity bucket` end to end, and the simulator's verdict on the gain."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import memsim
+from memsim.optimize import optimize_blocks
+
+ZIPF = {"arrivals": {"kind": "poisson", "rate": "2/s"}, "routing": {"kind": "zipf", "s": 1.0}}
+
+
+def test_bucket_beats_level_and_the_simulator_confirms(paper_profile, paper_bank):
+    """Zipf s = 1 with the paper device's 16 GB of RAM: hot blocks move up a tier."""
+    workload = memsim.workload_from_dict(ZIPF)
+    bucket = optimize_blocks(paper_profile, paper_bank, workload, verify_estimate=False)
+    level = memsim.optimize(paper_profile, paper_bank)
+    runs = {}
+    for name, layout in (("bucket", bucket.layout), ("level", level.layout)):
+        runs[name] = memsim.simulate(paper_profile, paper_bank, layout, workload,
+                                     queries=6000, seed=11)
+    low_level = runs["level"].fetch_time_ci_s["mean"][0]
+    high_bucket = runs["bucket"].fetch_time_ci_s["mean"][1]
+    assert high_bucket < low_level  # the intervals do not even overlap
+    assert runs["bucket"].mean_s < 0.75 * runs["level"].mean_s
+    est = memsim.estimate(paper_profile, paper_bank, bucket.layout, workload=workload)
+    assert est.mean_s <= bucket.objective_s * (1 + 1e-9)  # the model's bound holds
+
+
+def test_cli_bucket_out_estimate_and_verify(cli, tmp_path):
+    out = tmp_path / "hot.yaml"
+    result = cli("optimize", "--granularity", "bucket", "--workload", "zipf-topic", "--out",
+                 str(out), "--verify", "--verify-queries", "2000", "--json")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["granularity"] == "bucket" and data["status"] == "optimal"
+    assert data["objective_s"] < data["level_objective_s"]
+    assert data["baseline_s"] >= data["objective_s"]
+    assert set(data["verify"]) >= {"estimate_fetch_time_s", "simulate_fetch_time_s"}
+    assert (tmp_path / "hot.blocks.parquet").exists()
+    est = cli("estimate", "--layout", str(out), "--workload", "zipf-topic", "--json")
+    assert est.exit_code == 0, est.stderr
+    assert json.loads(est.stdout)["fetch_time_s"]["mean"] == pytest.approx(
+        data["fetch_time_s"]["mean"], rel=1e-9)
+
+
+def test_private_subtrees_stay_off_the_cloud(paper_bank):
+    profile = memsim.load_profile("laptop")
+    workload = memsim.workload_from_dict(ZIPF)
+    from memsim.blockmap import Subtree
+    from memsim.optimize import Policy
+
+    # small local tiers push most blocks to the cloud; the private subtree must stay local
+    tiny_fast = profile.with_tier("nvme", capacity="100 GB").with_tier("hdd", capacity="50 GB")
+    policy = Policy(private=[Subtree(2, 7)], private_tiers=["ram", "nvme", "hdd"])
+    result = optimize_blocks(tiny_fast, paper_bank, workload, policy=policy,
+                             verify_estimate=False)
+    names = tiny_fast.tier_names
+    block_map = result.layout.block_map(tiny_fast)
+    public: set[str] = set()
+    for lv in paper_bank.active_levels:
+        ids = np.arange(lv.blocks)
+        default = names.index(result.layout.placement[lv.depth])
+        tiers = block_map.lookup(lv.depth, ids, default) if block_map else np.full(
+            lv.blocks, default)
+        inside = Subtree(2, 7).contains(lv.depth, ids, paper_bank.branching)
+        assert "cloud" not in {names[t] for t in tiers[inside]}
+        public |= {names[t] for t in tiers[~inside]}
+    assert "cloud" in public  # the constraint binds: without it the subtree could go there
+
+
+@pytest.mark.parametrize(("args", "code", "words"), [
+    (["--budget", "10"], 2, "--budget needs --granularity bucket"),
+    (["--granularity", "bucket", "--private", "1:3"], 2, "--private-tiers"),
+    (["--granularity", "bucket", "--private", "9:1", "--private-tiers", "ram"], 2,
+     "not in bank"),
+    (["--granularity", "bucket", "--volatile", "tape"], 2, "unknown tier 'tape'"),
+    (["--granularity", "bucket", "--blocked", "one"], 2, "LEVEL:BLOCK"),
+    (["--granularity", "bucket", "--profile", "{cloudy}", "--budget", "1"], 3,
+     "the budget of $1.00/month is short by $17.5"),
+])
+def test_bucket_cli_errors(cli, tmp_path, args, code, words):
+    cloudy = tmp_path / "cloudy.yaml"
+    cloudy.write_text("name: cloudy\ntiers:\n"
+                      "  - {name: ram, kind: ram, capacity: 8 GB, bandwidth: 20 GB/s}\n"
+                      "  - {name: cloud, kind: cloud, bandwidth: 100 MB/s, cost: "
+                      "{storage_usd_per_gb_month: 0.023}}\n")
+    result = cli("optimize", *[a.format(cloudy=cloudy) for a in args])
+    assert result.exit_code == code, result.stdout
+    assert words in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_shards_keep_tiers_under_their_object_limit(paper_bank):
+    profile = memsim.load_profile("paper-hypothetical").with_tier("disk", max_objects=5000)
+    result = optimize_blocks(profile, paper_bank, memsim.workload_from_dict(ZIPF),
+                             verify_estimate=False)
+    chunking = result.layout.chunking
+    objects = sum(-(-counts.get("disk", 0) // chunking.get(depth, 1))
+                  for depth, counts in result.tier_blocks.items())
+    assert objects <= 5000
+    unsharded = sum(counts.get("disk", 0) for counts in result.tier_blocks.values())
+    assert unsharded > 5000 and chunking  # sharding was needed, and used
+    impossible = profile.with_tier("disk", max_objects=1).with_tier("cloud", max_objects=1)
+    with pytest.raises(memsim.InfeasibleError, match="objects"):
+        optimize_blocks(impossible, paper_bank, memsim.workload_from_dict(ZIPF),
+                        verify_estimate=False)
