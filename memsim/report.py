@@ -89,17 +89,36 @@ def bank_text(bank: Bank) -> str:
     return f"{head}\n{body}\n{foot}"
 
 
+def _tier_mix(fractions: dict[str, float], default: str) -> str:
+    """'disk 97.6%, flash 2.4%': where a level's blocks are read from, default tier first."""
+    order = sorted(fractions, key=lambda name: (name != default, -fractions[name]))
+    return ", ".join(f"{name} {100 * fractions[name]:.3g}%" for name in order) or "-"
+
+
 def estimate_text(est: Estimate, title: str = "") -> str:
-    rows = [[lv.depth, lv.tier + (" (resident)" if lv.resident else ""),
-             format_size(lv.block_bytes), format_time(lv.time_s)] for lv in est.per_level]
-    levels = table(["level", "tier", "block", "time"], rows)
-    tiers = table(["tier", "levels", "bytes", "time"],
-                  [[t.tier, ",".join(map(str, t.levels)), format_size(t.bytes),
-                    format_time(t.time_s)] for t in est.per_tier])
+    if est.workload is not None:  # block-level: tiers per level are a mix
+        rows = [[lv.depth, _tier_mix(lv.tiers or {}, lv.tier)
+                 + (" (resident)" if lv.resident else ""), format_size(lv.block_bytes),
+                 f"{100 * (lv.blocked_fraction or 0.0):.3g}%", format_time(lv.time_s)]
+                for lv in est.per_level]
+        levels = table(["level", "tiers (share of queries)", "block", "blocked", "time"], rows)
+        tiers = table(["tier", "levels", "queries", "bytes/query", "time"],
+                      [[t.tier, ",".join(map(str, t.levels)),
+                        f"{100 * (t.query_fraction or 0.0):.3g}%", format_size(t.bytes),
+                        format_time(t.time_s)] for t in est.per_tier])
+    else:
+        rows = [[lv.depth, lv.tier + (" (resident)" if lv.resident else ""),
+                 format_size(lv.block_bytes), format_time(lv.time_s)] for lv in est.per_level]
+        levels = table(["level", "tier", "block", "time"], rows)
+        tiers = table(["tier", "levels", "bytes", "time"],
+                      [[t.tier, ",".join(map(str, t.levels)), format_size(t.bytes),
+                        format_time(t.time_s)] for t in est.per_tier])
     f = est.fetch_time_s
     summary = (f"fetch time ({est.fetch}): mean {format_time(f['mean'])}, p50 "
                f"{format_time(f['p50'])}, p95 {format_time(f['p95'])}, p99 {format_time(f['p99'])}")
-    if est.samples > 1:
+    if est.workload is not None:
+        summary += f"  [{est.samples:,} queries routed by {est.workload}, seed {est.seed}]"
+    elif est.samples > 1:
         summary += f"  [{est.samples:,} sampled queries, seed {est.seed}]"
     parts = [title] if title else []
     parts += [levels, "", tiers, "", summary]
@@ -107,10 +126,19 @@ def estimate_text(est: Estimate, title: str = "") -> str:
 
 
 def simulation_text(result: SimulationResult, title: str = "") -> str:
-    levels = table(["level", "tier", "block", "mean time", "p99"], [
-        [d, v["tier"] + (" (resident)" if v["resident"] else ""), format_size(v["bytes"]),
-         format_time(v["time_s"]), format_time(v["p99_s"])]
-        for d, v in result.per_level.items()])
+    block_level = any("blocked_fraction" in v for v in result.per_level.values())
+    if block_level:
+        levels = table(["level", "tiers (share of queries)", "block", "blocked", "mean time",
+                        "p99"], [
+            [d, _tier_mix(v["tiers"], v["tier"]) + (" (resident)" if v["resident"] else ""),
+             format_size(v["bytes"]), f"{100 * v['blocked_fraction']:.3g}%",
+             format_time(v["time_s"]), format_time(v["p99_s"])]
+            for d, v in result.per_level.items()])
+    else:
+        levels = table(["level", "tier", "block", "mean time", "p99"], [
+            [d, v["tier"] + (" (resident)" if v["resident"] else ""), format_size(v["bytes"]),
+             format_time(v["time_s"]), format_time(v["p99_s"])]
+            for d, v in result.per_level.items()])
     tiers = table(["tier", "requests", "mean time", "mean wait", "utilisation", "offered"], [
         [name, f"{int(v['requests']):,}", format_time(v["time_s"]), format_time(v["wait_s"]),
          f"{result.utilization[name]:.2f}", f"{result.offered_load.get(name, 0.0):.2f}"]

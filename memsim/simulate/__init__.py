@@ -2,7 +2,10 @@
 
 `simulate(profile, bank, layout, workload)` runs queries through FCFS tier channels with
 processor-shared bandwidth, a RAM cache and resident levels, and streams statistics with
-batch-means confidence intervals.
+batch-means confidence intervals. Block-level layouts (a block map, blocked subtrees) read
+each block from its own tier and never fetch a blocked one; per level, `blocked_fraction`
+and `tiers` (fraction of measured queries whose block lives on each tier) say where queries
+went.
 """
 
 from __future__ import annotations
@@ -169,6 +172,12 @@ def simulate(
                             "bytes": bank.level(depth).block_bytes,
                             "resident": depth in layout.resident,
                             "time_s": series.mean, "p99_s": series.quantile(0.99)}
+        if engine.block_level:  # fractions of the measured queries
+            measured = max(stats.fetch.count, 1)
+            per_level[depth]["blocked_fraction"] = stats.blocked.get(depth, 0) / measured
+            per_level[depth]["tiers"] = {
+                name: stats.routed[(depth, name)] / measured for name in profile.tier_names
+                if (depth, name) in stats.routed}
     per_tier: dict[str, dict[str, float]] = {}
     utilization: dict[str, float] = {}
     for name, server in engine.tiers.items():

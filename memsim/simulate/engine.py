@@ -2,8 +2,10 @@
 
 Queries arrive (open loop) or are issued by clients (closed loop); each fetches one block per
 non-empty level of its path. A block found in the RAM cache costs a RAM request; a resident
-level's current block costs nothing; anything else is requested from the block's tier.
-Levels are fetched all at once (parallel) or one after another (sequential).
+level's current block costs nothing; anything else is requested from the block's tier (its
+level's tier, or the block map's). A block in a blocked subtree is never requested, cached
+nor served: the query gets nothing for that level. Levels are fetched all at once (parallel)
+or one after another (sequential).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 import simpy
 
 from memsim.bank import Bank
+from memsim.blockmap import BlockMap, in_any
 from memsim.cost_model import request_parts
 from memsim.layout import Layout
 from memsim.profile import Profile
@@ -24,6 +27,7 @@ from memsim.simulate.stats import BatchedSeries, Series
 from memsim.simulate.tiers import TierServer
 
 BATCHES = 32
+MAX_DICT_OVERRIDES = 2_000_000  # block-map overrides looked up through dicts; beyond, bisect
 
 
 def tier_load(profile: Profile, bank: Bank, layout: Layout, rate: float) -> dict[str, float]:
@@ -31,22 +35,61 @@ def tier_load(profile: Profile, bank: Bank, layout: Layout, rate: float) -> dict
 
     A tier is overloaded if its channels are busy more than all the time (latency plus
     transfer at the stream rate per request) or its bytes exceed its aggregate bandwidth.
+    With a block map or blocked subtrees, a level's demand on a tier is weighted by the
+    fraction of the level's blocks read from there (exact for uniform routing).
     """
     resident = set(layout.resident)
+    block_map = layout.block_map(profile)
+    shares = (read_shares(profile, bank, layout, block_map)
+              if block_map is not None or layout.blocked else None)
     out: dict[str, float] = {}
-    for tier in profile.tiers:
+    for t, tier in enumerate(profile.tiers):
         channel_time = 0.0
         nbytes = 0.0
         for lv in bank.active_levels:
-            if lv.depth in resident or layout.placement[lv.depth] != tier.name:
+            if lv.depth in resident:
                 continue
+            if shares is not None:
+                share = float(shares[lv.depth][t])
+                if not share:
+                    continue
+            elif layout.placement[lv.depth] != tier.name:
+                continue
+            else:
+                share = 1.0
             for part in request_parts(tier, lv.block_bytes):
-                channel_time += tier.latency.mean() + tier.request_overhead + (
-                    part / tier.stream_bandwidth)
-                nbytes += part
+                channel_time += share * (tier.latency.mean() + tier.request_overhead + (
+                    part / tier.stream_bandwidth))
+                nbytes += share * part
         if nbytes:
             out[tier.name] = rate * max(channel_time / tier.concurrency,
                                         nbytes / tier.total_bandwidth)
+    return out
+
+
+def read_shares(profile: Profile, bank: Bank, layout: Layout, block_map: BlockMap | None
+                ) -> dict[int, np.ndarray]:
+    """Per level, the fraction of its blocks read from each tier (indexed like the profile's
+    tiers); blocks in blocked subtrees are read from none. Under uniform routing these are the
+    probabilities that a query reads the level from each tier."""
+    names = profile.tier_names
+    b = bank.branching
+    trees = set(layout.subtrees)
+    # Drop subtrees inside another, so that blocked blocks are counted once.
+    roots = [t for t in trees if not any(
+        u.depth < t.depth and t.block // b ** (t.depth - u.depth) == u.block for u in trees)]
+    out = {}
+    for lv in bank.active_levels:
+        reads = np.zeros(len(names))
+        blocked = sum(b ** (lv.depth - t.depth) for t in roots if t.depth <= lv.depth)
+        ids = block_map.ids.get(lv.depth) if block_map is not None else None
+        moved = 0
+        if ids is not None and ids.size:
+            keep = ~in_any(roots, lv.depth, ids, b)
+            moved = int(keep.sum())
+            reads += np.bincount(block_map.tier_index[lv.depth][keep], minlength=len(names))
+        reads[names.index(layout.placement[lv.depth])] += lv.blocks - blocked - moved
+        out[lv.depth] = reads / lv.blocks
     return out
 
 
@@ -69,6 +112,34 @@ class RunStats:
     completed: int = 0
     hits: dict[int, int] = field(default_factory=dict)  # per level, measured queries only
     lookups: dict[int, int] = field(default_factory=dict)  # levels the cache can hold
+    blocked: dict[int, int] = field(default_factory=dict)  # per level: routed into a blocked
+    routed: dict[tuple[int, str], int] = field(default_factory=dict)  # subtree; (level, tier)
+    # -> measured queries whose block lives there (block-level layouts only)
+
+
+class _SortedOverrides:
+    """Block-map overrides of one level, found by binary search (for very large maps)."""
+
+    def __init__(self, ids: np.ndarray, tiers: list[str]) -> None:
+        self.ids, self.tiers = ids, tiers
+
+    def get(self, block: int, default: str) -> str:
+        pos = int(self.ids.searchsorted(block))
+        if pos < self.ids.size and self.ids[pos] == block:
+            return self.tiers[pos]
+        return default
+
+
+def _overrides(block_map: BlockMap, depth: int, names: list[str], small: bool
+               ) -> dict[int, str] | _SortedOverrides | None:
+    """A `.get(block, default) -> tier name` lookup of one level's overrides."""
+    ids = block_map.ids.get(depth)
+    if ids is None or ids.size == 0:
+        return None
+    tiers = [names[t] for t in block_map.tier_index[depth].tolist()]
+    if small:
+        return dict(zip(ids.tolist(), tiers, strict=True))
+    return _SortedOverrides(ids, tiers)
 
 
 class Engine:
@@ -123,6 +194,32 @@ class Engine:
                           else None)
         self.on_progress = on_progress
         self.sequential = layout.fetch == "sequential"
+        block_map = layout.block_map(profile)
+        self.block_level = block_map is not None or bool(layout.blocked)
+        if self.block_level:
+            self._setup_blocks(block_map)
+            self._plan = self._plan_blocks
+
+    def _setup_blocks(self, block_map: BlockMap | None) -> None:
+        """Per level: the override lookup, the blocked-subtree guards, every tier's parts."""
+        names = self.profile.tier_names
+        small = block_map is None or sum(
+            ids.size for ids in block_map.ids.values()) <= MAX_DICT_OVERRIDES
+        branching = self.bank.branching
+        self.block_levels = []
+        for depth, col, nbytes, tier in self.levels:
+            lookup = _overrides(block_map, depth, names, small) if block_map else None
+            if lookup is not None:
+                used = {names[t] for t in np.unique(block_map.tier_index[depth]).tolist()}
+                for name in used:
+                    self.parts[(depth, name)] = request_parts(self.tiers[name].tier, nbytes)
+            # A block lies in subtree (d, b) when its ancestor at depth d, block //
+            # branching ** (depth - d), is b: one set of roots per subtree depth.
+            roots: dict[int, set[int]] = {}
+            for tree in self.layout.subtrees:
+                if tree.depth <= depth:
+                    roots.setdefault(branching ** (depth - tree.depth), set()).add(tree.block)
+            self.block_levels.append((depth, col, nbytes, tier, lookup, tuple(roots.items())))
 
     # ------------------------------------------------------------------ one query
     def _plan(self, path: Sequence[int], measured: bool
@@ -136,6 +233,40 @@ class Engine:
             if measured and cache is not None and cache.covers(depth):
                 self.stats.lookups[depth] = self.stats.lookups.get(depth, 0) + 1
                 self.stats.hits[depth] = self.stats.hits.get(depth, 0) + hit
+            if hit:
+                if depth in cache.resident or self.ram is None:
+                    plan.append((depth, None, []))
+                else:
+                    ram = self.ram.tier.name
+                    plan.append((depth, ram, self.parts[(depth, ram)]))
+                continue
+            if cache is not None:
+                cache.insert(depth, block, nbytes)
+            plan.append((depth, tier, self.parts[(depth, tier)]))
+        return plan
+
+    def _plan_blocks(self, path: Sequence[int], measured: bool
+                     ) -> list[tuple[int, str | None, list[float]]]:
+        """`_plan` for block-level layouts: each block's own tier; blocked blocks skipped."""
+        plan = []
+        cache = self.cache
+        stats = self.stats
+        for depth, col, nbytes, tier, lookup, guards in self.block_levels:
+            block = int(path[col])
+            if guards and any(block // div in roots for div, roots in guards):
+                if measured:
+                    stats.blocked[depth] = stats.blocked.get(depth, 0) + 1
+                plan.append((depth, None, []))  # never looked up, admitted nor requested
+                continue
+            if lookup is not None:
+                tier = lookup.get(block, tier)
+            if measured:
+                key = (depth, tier)
+                stats.routed[key] = stats.routed.get(key, 0) + 1
+            hit = cache is not None and cache.lookup(depth, block)
+            if measured and cache is not None and cache.covers(depth):
+                stats.lookups[depth] = stats.lookups.get(depth, 0) + 1
+                stats.hits[depth] = stats.hits.get(depth, 0) + hit
             if hit:
                 if depth in cache.resident or self.ram is None:
                     plan.append((depth, None, []))
