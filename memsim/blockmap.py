@@ -34,6 +34,15 @@ class Subtree:
         return ids // branching ** (depth - self.depth) == self.block
 
 
+def outermost(subtrees: list[Subtree], branching: int) -> list[Subtree]:
+    """The subtrees not inside another one (so counting their blocks counts each once)."""
+    out: list[Subtree] = []
+    for tree in sorted(set(subtrees), key=lambda t: (t.depth, t.block)):
+        if not any(o.contains(tree.depth, np.array([tree.block]), branching)[0] for o in out):
+            out.append(tree)
+    return out
+
+
 def in_any(subtrees: list[Subtree], depth: int, ids: np.ndarray, branching: int) -> np.ndarray:
     """Which blocks lie in any of `subtrees`."""
     out = np.zeros(np.shape(ids), dtype=bool)

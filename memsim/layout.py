@@ -25,7 +25,7 @@ from pydantic import (
 
 from memsim import resources, yamlio
 from memsim.bank import Bank
-from memsim.blockmap import BlockMap, Subtree
+from memsim.blockmap import BlockMap, Subtree, outermost
 from memsim.errors import InputError
 from memsim.profile import Profile
 from memsim.units import format_size, parse_size
@@ -177,7 +177,8 @@ class Layout(BaseModel):
         out: dict[int, dict[str, int]] = {}
         for lv in bank.active_levels:
             default = names.index(self.placement[lv.depth])
-            blocked = sum(bank.branching ** (lv.depth - t.depth) for t in self.subtrees
+            blocked = sum(bank.branching ** (lv.depth - t.depth)
+                          for t in outermost(self.subtrees, bank.branching)
                           if t.depth <= lv.depth)
             if block_map is not None:
                 counts = block_map.counts(lv.depth, lv.blocks - blocked, default)

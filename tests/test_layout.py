@@ -55,3 +55,14 @@ def test_save_round_trip_is_atomic(tmp_path):
     again = memsim.load_layout(out)
     assert again.placement == layout.placement and again.resident == [2]
     assert list((tmp_path / "sub").iterdir()) == [out]  # no temporary file left behind
+
+
+def test_overlapping_blocked_subtrees_count_once(paper_profile, paper_bank):
+    layout = memsim.layout_from_dict({"placement": {2: "flash", 3: "disk", 4: "cloud"},
+                                      "blocked": [{"level": 2, "block": 5},
+                                                  {"level": 3, "block": 5 * 16 + 2},
+                                                  {"level": 2, "block": 5}]})
+    counts = layout.tier_counts(paper_bank, paper_profile)
+    assert counts[2] == {"flash": 255}
+    assert counts[3] == {"disk": 4096 - 16}
+    assert counts[4] == {"cloud": 65536 - 256}
