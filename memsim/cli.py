@@ -573,9 +573,14 @@ def _optimize_buckets(p: Profile, b: Bank, wl: Workload | None, *, fetch: str, b
         click.echo(f"greedy baseline, same model: {format_time(result.baseline_s)}")
     if budget is not None or any(t.cost for t in p.tiers):
         click.echo(f"cost: ${result.monthly_cost_usd:,.2f} per month")
+    if result.candidates_s:
+        click.echo("estimator, mean: " + ", ".join(
+            f"{k} {format_time(v)}" for k, v in result.candidates_s.items())
+            + f"; kept: {result.chosen}")
     if result.estimate is not None:
         f = result.estimate.fetch_time_s
-        click.echo(f"estimator: mean {format_time(f['mean'])}, p99 {format_time(f['p99'])}")
+        click.echo(f"estimator ({result.chosen}): mean {format_time(f['mean'])}, p99 "
+                   f"{format_time(f['p99'])}")
     if out:
         click.echo(f"layout written to {out} (block map beside it)")
     if checked is not None:

@@ -8,7 +8,7 @@ policies with the shared cost model; `ilp` states the integer program; `solver` 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -200,6 +200,9 @@ class BlockOptimizeResult:
     buckets: int
     tier_blocks: dict[int, dict[str, int]]
     estimate: Estimate | None = None
+    chosen: str = "bucket"  # bucket, greedy or level: the fastest by the estimator
+    model_objective_s: float | None = None  # the bucket ILP's own optimum
+    candidates_s: dict[str, float] | None = None  # estimator mean of each candidate
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -207,7 +210,8 @@ class BlockOptimizeResult:
             "fetch": self.layout.fetch, "objective_s": self.objective_s,
             "level_objective_s": self.level_objective_s, "baseline_s": self.baseline_s,
             "monthly_cost_usd": self.monthly_cost_usd, "solve_time_s": self.solve_time_s,
-            "solves": self.solves, "buckets": self.buckets,
+            "solves": self.solves, "buckets": self.buckets, "chosen": self.chosen,
+            "model_objective_s": self.model_objective_s, "candidates_s": self.candidates_s,
             "placement": {str(d): t for d, t in sorted(self.layout.placement.items())},
             "tier_blocks": {str(d): v for d, v in self.tier_blocks.items()},
             "fetch_time_s": self.estimate.fetch_time_s if self.estimate else None,
@@ -239,7 +243,7 @@ def optimize_blocks(
     """
     if buckets < 1:
         raise InputError(f"buckets must be at least 1, got {buckets}", field="buckets")
-    policy = policy or Policy()
+    policy = replace(policy) if policy is not None else Policy()  # never change the caller's
     if policy.rate == 0.0 and workload.open_loop:
         policy.rate = workload.arrivals.mean_rate()
     precheck(profile, bank, whole_levels=False)
@@ -247,27 +251,56 @@ def optimize_blocks(
                   for lv in bank.active_levels}
     problem = build_problem(profile, bank, fetch, popularity, buckets, policy)
     solution = solve_buckets(problem, solver, time_limit, gap)
-    placement, block_map, masses = to_block_map(problem, solution.counts)
     _check_bucket_solution(problem, solution.counts)
-    layout = Layout(name=name, bank=bank.name, profile=profile.name, fetch=fetch,
-                    placement=dict(sorted(placement.items())), resident=[],
-                    blocked=[SubtreeRef(level=t.depth, block=t.block) for t in policy.blocked],
-                    description=f"chosen by memsim optimize --granularity bucket "
-                                f"({buckets} buckets per level)").with_block_map(
-        block_map if block_map.ids else None)
+    blocked_refs = [SubtreeRef(level=t.depth, block=t.block) for t in policy.blocked]
+
+    def as_layout(counts: np.ndarray, how: str) -> Layout:
+        placement, block_map, _masses = to_block_map(problem, counts)
+        return Layout(name=name, bank=bank.name, profile=profile.name, fetch=fetch,
+                      placement=dict(sorted(placement.items())), resident=[],
+                      blocked=blocked_refs, description=how).with_block_map(
+            block_map if block_map.ids else None)
+
+    candidates: dict[str, tuple[Layout, np.ndarray | None]] = {
+        "bucket": (as_layout(solution.counts, f"chosen by memsim optimize --granularity "
+                                              f"bucket ({buckets} buckets per level)"),
+                   solution.counts)}
     greedy = greedy_counts(problem)
-    baseline_s = problem.bound(to_block_map(problem, greedy)[2]) if greedy is not None else None
-    level_s = _level_under_bucket_model(problem, profile, bank, fetch, policy, solver)
+    baseline_s = None
+    if greedy is not None:
+        baseline_s = problem.bound(to_block_map(problem, greedy)[2])
+        candidates["greedy"] = (as_layout(greedy, "greedy block placement"), greedy)
+    level_s, level_layout = _level_under_bucket_model(problem, profile, bank, fetch, policy,
+                                                      solver)
+    if level_layout is not None:
+        candidates["level"] = (level_layout, None)
+    # The bound cannot see two levels of one query sharing a tier. With the estimator at
+    # hand, keep whichever candidate really fetches fastest (the ILP's in a tie).
+    chosen = "bucket"
+    estimates: dict[str, Estimate] = {}
+    if verify_estimate:
+        for key, (lay, _c) in candidates.items():
+            estimates[key] = estimate(profile, bank, lay, samples=samples, seed=seed,
+                                      workload=workload)
+        chosen = min(estimates, key=lambda k: (estimates[k].mean_s, k != "bucket"))
+    layout, counts = candidates[chosen]
+    if counts is None:  # the level layout: a whole level per tier, every block on it
+        names = profile.tier_names
+        masses = {d: np.eye(len(names))[names.index(t)] for d, t in layout.placement.items()}
+        cost = None
+    else:
+        masses = to_block_map(problem, counts)[2]
+        cost = problem.monthly_cost(counts)
     tier_blocks = layout.tier_counts(bank, profile)
     layout.chunking = choose_chunking(profile, tier_blocks)
-    est = (estimate(profile, bank, layout, samples=samples, seed=seed, workload=workload)
-           if verify_estimate else None)
     return BlockOptimizeResult(
         layout=layout, status=solution.outcome.status, solver=solution.outcome.solver,
         objective_s=problem.bound(masses), level_objective_s=level_s, baseline_s=baseline_s,
-        monthly_cost_usd=problem.monthly_cost(solution.counts),
-        solve_time_s=solution.outcome.seconds, solves=solution.solves,
-        buckets=len(problem.items), tier_blocks=tier_blocks, estimate=est,
+        monthly_cost_usd=cost if cost is not None else problem.monthly_cost(solution.counts),
+        solve_time_s=solution.seconds, solves=solution.solves,
+        buckets=len(problem.items), tier_blocks=tier_blocks, estimate=estimates.get(chosen),
+        chosen=chosen, model_objective_s=solution.objective_s,
+        candidates_s={k: e.mean_s for k, e in estimates.items()},
     )
 
 
@@ -291,15 +324,16 @@ def _check_bucket_solution(problem: BucketProblem, counts: np.ndarray) -> None:
 
 def _level_under_bucket_model(problem: BucketProblem, profile: Profile, bank: Bank,
                               fetch: FetchMode, policy: Policy, solver: SolverName
-                              ) -> float | None:
+                              ) -> tuple[float | None, Layout | None]:
     """The best whole-level placement, valued with the bucket model (for comparison)."""
     if (policy.private or policy.blocked or policy.volatile
             or policy.budget_usd_month is not None):
-        return None  # the level ILP does not know these constraints
+        return None, None  # the level ILP does not know these constraints
     try:
         level = optimize(profile, bank, fetch=fetch, solver=solver, samples=1)
     except MemsimError:
-        return None
+        return None, None
     names = profile.tier_names
     masses = {d: np.eye(len(names))[names.index(t)] for d, t in level.layout.placement.items()}
-    return problem.bound(masses)
+    layout = level.layout.model_copy(update={"description": "best whole-level placement"})
+    return problem.bound(masses), layout

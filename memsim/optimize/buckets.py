@@ -296,6 +296,7 @@ class BucketSolution:
     objective_s: float  # the model's objective (bucket-average popularity)
     outcome: SolveOutcome
     solves: int
+    seconds: float = 0.0  # all solves together
 
 
 def solve_buckets(bp: BucketProblem, solver: SolverName = "auto",
@@ -303,11 +304,14 @@ def solve_buckets(bp: BucketProblem, solver: SolverName = "auto",
     """Best counts over the candidate z values (one solve for sequential fetch)."""
     zs: Sequence[float | None] = [None] if bp.fetch == "sequential" else bp.candidates()
     best: BucketSolution | None = None
+    best_z: float | None = None
     solves = 0
+    seconds = 0.0
     for z in zs:
         model = build_model(bp, z)
         outcome = solve(model.problem, solver, time_limit, gap)
         solves += 1
+        seconds += outcome.seconds
         if outcome.status == "infeasible":
             raise InfeasibleError(_shortfall(bp, solver, time_limit))
         if outcome.objective is None:
@@ -317,10 +321,43 @@ def solve_buckets(bp: BucketProblem, solver: SolverName = "auto",
         if best is None or value < best.objective_s - 1e-15:
             best = BucketSolution(counts=counts, objective_s=value, outcome=outcome,
                                   solves=solves)
+            best_z = z
     if best is None:
         raise InfeasibleError("the solver found no placement within its limits")
+    if bp.fetch == "parallel" and best.outcome.status == "optimal":
+        # Ties in the bound are common (a level well under the bottleneck may sit on any
+        # tier); among them, spread levels over tiers: least expected work on the busiest
+        # tier, since levels sharing a tier slow each other and the bound cannot see it.
+        model = build_model(bp, best_z)
+        spread_out(bp, model, best.outcome.objective)
+        outcome = solve(model.problem, solver, time_limit, gap)
+        solves += 1
+        seconds += outcome.seconds
+        if outcome.status == "optimal":
+            counts = counts_of(bp, model)
+            value = bp.bound(bp.masses(counts))
+            if value <= best.objective_s * (1 + 1e-9) + 1e-15:
+                best = BucketSolution(counts=counts, objective_s=value, outcome=outcome,
+                                      solves=solves)
     best.solves = solves
+    best.seconds = seconds
     return best
+
+
+def spread_out(bp: BucketProblem, model: BucketModel, optimum_ms: float) -> None:
+    """Second stage: keep the bound's optimum, minimise the busiest tier's expected work."""
+    prob = model.problem
+    prob += prob.objective <= optimum_ms + max(abs(optimum_ms) * 1e-9, 1e-9), "keep_optimum"
+    busiest = prob.add_variable("busiest_tier_ms", lowBound=0)
+    work: dict[int, list[tuple[float, pulp.LpVariable]]] = {}
+    for (i, s_, _p), var in model.y.items():
+        item = bp.items[i]
+        if item.size:
+            coef = float(bp.tau[item.depth][s_]) * MS * item.mass / item.size
+            work.setdefault(s_, []).append((coef, var))
+    for t, terms in work.items():
+        prob += busiest >= pulp.lpSum(c * v for c, v in terms), f"busiest_{t}"
+    prob.setObjective(busiest)
 
 
 def _shortfall(bp: BucketProblem, solver: SolverName, time_limit: float | None) -> str:
