@@ -108,3 +108,16 @@ def test_shards_keep_tiers_under_their_object_limit(paper_bank):
     with pytest.raises(memsim.InfeasibleError, match="objects"):
         optimize_blocks(impossible, paper_bank, memsim.workload_from_dict(ZIPF),
                         verify_estimate=False)
+
+
+@pytest.mark.parametrize(("s", "ram"), [(0.5, "2 GB"), (1.0, "16 GB")])
+def test_kept_layout_is_the_estimators_fastest(paper_profile, paper_bank, s, ram):
+    """With little RAM and mild skew the bound's optimum shares tiers between levels; the
+    estimator's verdict keeps whichever of bucket, greedy and level fetches fastest."""
+    profile = paper_profile.with_tier("ram", capacity=ram)
+    workload = memsim.workload_from_dict({**ZIPF, "routing": {"kind": "zipf", "s": s}})
+    result = optimize_blocks(profile, paper_bank, workload, buckets=32, samples=20_000)
+    assert set(result.candidates_s) == {"bucket", "greedy", "level"}
+    assert result.estimate.mean_s == min(result.candidates_s.values())
+    level = memsim.estimate(profile, paper_bank, memsim.optimize(profile, paper_bank).layout)
+    assert result.estimate.mean_s <= level.mean_s * (1 + 1e-9)
