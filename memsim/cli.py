@@ -28,7 +28,7 @@ from memsim.report import bank_text, estimate_text, profile_text, simulation_tex
 from memsim.simulate import MAX_QUERIES, progress_bar, saturation_rate, simulate
 from memsim.trace import read_trace
 from memsim.units import UnitError, format_size, format_time, parse_size
-from memsim.workload import Workload, load_workload, workload_from_dict
+from memsim.workload import Workload, load_workload, workload_from_dict, workload_from_trace
 
 DEFAULT_PROFILE = "paper-hypothetical"
 DEFAULT_BANK = "paper-storage-example"
@@ -360,6 +360,9 @@ def estimate_cmd(profile_ref: str | None, bank_ref: str | None, layout_ref: str,
 @click.option("--workload", "workload_ref", metavar="WORKLOAD",
               help="Workload whose routing gives block popularity (bucket granularity) and "
               "which --verify simulates. [default: uniform routing]")
+@click.option("--trace", "trace_counts", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Take block popularity from a Parquet trace's paths instead of a workload "
+              "(bucket granularity).")
 @click.option("--budget", type=click.FloatRange(min=0), metavar="USD",
               help="Dollars per month for storage plus requests (bucket granularity).")
 @click.option("--private", "private", multiple=True, metavar="LEVEL:BLOCK",
@@ -385,7 +388,8 @@ def estimate_cmd(profile_ref: str | None, bank_ref: str | None, layout_ref: str,
 def optimize_cmd(profile_ref: str, bank_ref: str, fetch: str, resident: str | None,
                  resident_budget: str | None, solver: str, time_limit: float | None, gap: float,
                  scenarios: int, granularity: str, buckets: int, workload_ref: str | None,
-                 budget: float | None, private: tuple[str, ...], private_tiers: str | None,
+                 trace_counts: str | None, budget: float | None, private: tuple[str, ...],
+                 private_tiers: str | None,
                  blocked: tuple[str, ...], replica_budget: str | None, volatile: str | None,
                  verify: bool, verify_queries: int, seed: int, out: str | None,
                  as_json: bool) -> None:
@@ -398,8 +402,13 @@ def optimize_cmd(profile_ref: str, bank_ref: str, fetch: str, resident: str | No
     """
     p, b = load_profile(profile_ref), load_bank(bank_ref)
     name = Path(out).stem if out else f"{b.name}-on-{p.name}"
+    if workload_ref and trace_counts:
+        raise InputError("give --workload or --trace, not both", field="trace")
     wl = load_workload(workload_ref) if workload_ref else None
-    bucket_only = {"--budget": budget is not None, "--private": bool(private),
+    if trace_counts:
+        wl = workload_from_trace(trace_counts, b)
+    bucket_only = {"--trace": trace_counts is not None, "--budget": budget is not None,
+                   "--private": bool(private),
                    "--blocked": bool(blocked), "--private-tiers": private_tiers is not None,
                    "--replica-budget": replica_budget is not None,
                    "--volatile": volatile is not None}

@@ -624,5 +624,27 @@ def workload_from_dict(data: dict[str, Any], file: str = "<dict>") -> Workload:
 __all__ = [
     "ClosedArrivals", "Counts", "EmpiricalRouting", "Locality", "OnOffArrivals", "OpenArrivals",
     "PathSampler", "PoissonArrivals", "ScheduleArrivals", "Step", "UniformRouting", "Workload",
-    "ZipfRouting", "load_workload", "read_counts", "workload_from_dict",
+    "ZipfRouting", "load_workload", "read_counts", "workload_from_dict", "workload_from_trace",
 ]
+
+
+def workload_from_trace(path: str | Path, bank: Bank) -> Workload:
+    """A workload that reproduces a trace: Poisson at the trace's mean rate, routing by the
+    per-cluster counts of its paths (so block popularity equals the trace's frequencies)."""
+    from memsim.trace import read_trace  # trace imports this module's neighbours
+
+    arrivals, paths = read_trace(path, bank)
+    levels, blocks, counts = [], [], []
+    for col in range(len(bank.levels)):
+        ids, n = np.unique(paths[:, col], return_counts=True)
+        levels.append(np.full(ids.size, col + 1, dtype=np.int64))
+        blocks.append(ids.astype(np.int64))
+        counts.append(n.astype(float))
+    span = float(arrivals[-1] - arrivals[0]) if len(arrivals) > 1 else 0.0
+    rate = (len(arrivals) - 1) / span if span > 0 else 1.0
+    workload = Workload(name=f"trace {Path(path).name}",
+                        arrivals=PoissonArrivals(rate=rate),
+                        routing=EmpiricalRouting(file=str(path)))
+    workload.routing._counts = Counts(Path(path), np.concatenate(levels),
+                                      np.concatenate(blocks), np.concatenate(counts))
+    return workload

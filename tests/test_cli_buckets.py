@@ -121,3 +121,25 @@ def test_kept_layout_is_the_estimators_fastest(paper_profile, paper_bank, s, ram
     assert result.estimate.mean_s == min(result.candidates_s.values())
     level = memsim.estimate(profile, paper_bank, memsim.optimize(profile, paper_bank).layout)
     assert result.estimate.mean_s <= level.mean_s * (1 + 1e-9)
+
+
+def test_popularity_from_a_trace(cli, tmp_path, paper_profile, paper_bank):
+    """Bucket placement from a recorded trace: its routing reproduces the trace's
+    frequencies, and the resulting layout matches the one from the generating workload."""
+    from memsim.popularity import block_popularity, popularity_from_trace
+    from memsim.workload import workload_from_trace
+
+    workload = memsim.workload_from_dict(ZIPF)
+    trace = tmp_path / "t.parquet"
+    memsim.simulate(paper_profile, paper_bank, memsim.load_layout("paper-hierarchical"),
+                    workload, queries=3000, seed=2, trace_out=trace)
+    replayed = workload_from_trace(trace, paper_bank)
+    for depth in (2, 3, 4):
+        assert np.allclose(block_popularity(paper_bank, replayed.routing, depth),
+                           popularity_from_trace(trace, paper_bank, depth))
+    assert replayed.arrivals.rate == pytest.approx(2.0, rel=0.1)
+    result = cli("optimize", "--granularity", "bucket", "--trace", str(trace), "--json")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["objective_s"] < data["level_objective_s"]
+    assert cli("optimize", "--trace", str(trace)).exit_code == 2  # needs bucket granularity
