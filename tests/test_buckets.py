@@ -181,3 +181,20 @@ def test_zipf_bucket_placement_beats_level_placement(paper_profile, paper_bank):
     level = memsim.optimize(paper_profile, paper_bank)
     assert result.objective_s < 0.8 * level.objective_s
     assert result.level_objective_s == pytest.approx(level.objective_s, rel=1e-9)
+
+
+def test_exact_masses_agree_with_the_block_map(paper_bank):
+    import importlib
+
+    buckets = importlib.import_module("memsim.optimize.buckets")
+    profile = memsim.load_profile("phone")
+    workload = memsim.load_workload("zipf-topic")
+    pop = {lv.depth: block_popularity(paper_bank, workload.routing, lv.depth)
+           for lv in paper_bank.active_levels}
+    problem = buckets.build_problem(profile, paper_bank, "parallel", pop, 16,
+                                    Policy(replica_budget=10**10, volatile=["ram"]))
+    for counts in (buckets.solve_buckets(problem).counts, buckets.greedy_counts(problem)):
+        fast = buckets.exact_masses(problem, counts)
+        slow = buckets.to_block_map(problem, counts)[2]
+        for depth in fast:
+            assert np.allclose(fast[depth], slow[depth], rtol=1e-12, atol=0)

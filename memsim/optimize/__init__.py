@@ -22,6 +22,7 @@ from memsim.optimize.buckets import (
     Policy,
     build_problem,
     choose_chunking,
+    exact_masses,
     greedy_counts,
     solve_buckets,
     to_block_map,
@@ -254,22 +255,25 @@ def optimize_blocks(
     _check_bucket_solution(problem, solution.counts)
     blocked_refs = [SubtreeRef(level=t.depth, block=t.block) for t in policy.blocked]
 
-    def as_layout(counts: np.ndarray, how: str) -> Layout:
-        placement, block_map, _masses = to_block_map(problem, counts)
+    maps = {"bucket": to_block_map(problem, solution.counts)}  # the costly step: once each
+
+    def as_layout(key: str, how: str) -> Layout:
+        placement, block_map, _masses = maps[key]
         return Layout(name=name, bank=bank.name, profile=profile.name, fetch=fetch,
                       placement=dict(sorted(placement.items())), resident=[],
                       blocked=blocked_refs, description=how).with_block_map(
             block_map if block_map.ids else None)
 
     candidates: dict[str, tuple[Layout, np.ndarray | None]] = {
-        "bucket": (as_layout(solution.counts, f"chosen by memsim optimize --granularity "
-                                              f"bucket ({buckets} buckets per level)"),
-                   solution.counts)}
+        "bucket": (as_layout("bucket", f"chosen by memsim optimize --granularity bucket "
+                                       f"({buckets} buckets per level)"), solution.counts)}
     greedy = greedy_counts(problem)
     baseline_s = None
     if greedy is not None:
-        baseline_s = problem.bound(to_block_map(problem, greedy)[2])
-        candidates["greedy"] = (as_layout(greedy, "greedy block placement"), greedy)
+        baseline_s = problem.bound(exact_masses(problem, greedy))
+        if verify_estimate:  # a layout only to estimate it
+            maps["greedy"] = to_block_map(problem, greedy)
+            candidates["greedy"] = (as_layout("greedy", "greedy block placement"), greedy)
     level_s, level_layout = _level_under_bucket_model(problem, profile, bank, fetch, policy,
                                                       solver)
     if level_layout is not None:
@@ -289,7 +293,7 @@ def optimize_blocks(
         masses = {d: np.eye(len(names))[names.index(t)] for d, t in layout.placement.items()}
         cost = None
     else:
-        masses = to_block_map(problem, counts)[2]
+        masses = maps[chosen][2]
         cost = problem.monthly_cost(counts)
     tier_blocks = layout.tier_counts(bank, profile)
     layout.chunking = choose_chunking(profile, tier_blocks)

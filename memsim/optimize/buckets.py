@@ -307,16 +307,32 @@ def solve_buckets(bp: BucketProblem, solver: SolverName = "auto",
     best_z: float | None = None
     solves = 0
     seconds = 0.0
+    lower: dict[float | None, float] = {}
+    if len(zs) > 1:
+        # The LP relaxation of each candidate is a lower bound on its integer optimum and
+        # takes milliseconds: solve the integer models best bound first and stop when no
+        # remaining bound can beat the best answer found (usually after one).
+        for z in zs:
+            relaxed = solve(build_model(bp, z).problem, solver, time_limit, 0.0, relax=True)
+            seconds += relaxed.seconds
+            if relaxed.status == "infeasible":
+                raise InfeasibleError(_shortfall(bp, solver, time_limit))
+            lower[z] = relaxed.objective / MS if relaxed.objective is not None else -np.inf
+        zs = sorted(zs, key=lambda z: lower[z])
     for z in zs:
+        if best is not None and lower.get(z, -np.inf) >= best.objective_s * (1 - 1e-9):
+            break
         model = build_model(bp, z)
         outcome = solve(model.problem, solver, time_limit, gap)
         solves += 1
         seconds += outcome.seconds
         if outcome.status == "infeasible":
             raise InfeasibleError(_shortfall(bp, solver, time_limit))
-        if outcome.objective is None:
+        if outcome.status not in ("optimal", "time_limit"):
             continue
         counts = counts_of(bp, model)
+        if any(block.sum() != item.size for item, block in zip(bp.items, counts, strict=True)):
+            continue  # no usable point (e.g. a constant objective left values unset)
         value = bp.bound(bp.masses(counts))
         if best is None or value < best.objective_s - 1e-15:
             best = BucketSolution(counts=counts, objective_s=value, outcome=outcome,
@@ -330,7 +346,9 @@ def solve_buckets(bp: BucketProblem, solver: SolverName = "auto",
         # tier, since levels sharing a tier slow each other and the bound cannot see it.
         model = build_model(bp, best_z)
         spread_out(bp, model, best.outcome.objective)
-        outcome = solve(model.problem, solver, time_limit, gap)
+        # Only a choice among equally good answers: never let it cost much time.
+        cap = SPREAD_SECONDS if time_limit is None else min(time_limit, SPREAD_SECONDS)
+        outcome = solve(model.problem, solver, cap, gap)
         solves += 1
         seconds += outcome.seconds
         if outcome.status == "optimal":
@@ -342,6 +360,9 @@ def solve_buckets(bp: BucketProblem, solver: SolverName = "auto",
     best.solves = solves
     best.seconds = seconds
     return best
+
+
+SPREAD_SECONDS = 1.0
 
 
 def spread_out(bp: BucketProblem, model: BucketModel, optimum_ms: float) -> None:
@@ -408,6 +429,22 @@ def greedy_counts(bp: BucketProblem) -> np.ndarray | None:
             bp.monthly_cost(counts) > bp.policy.budget_usd_month):
         return None
     return counts
+
+
+def exact_masses(bp: BucketProblem, counts: np.ndarray) -> dict[int, np.ndarray]:
+    """Per-level masses of the tiers blocks are read from, hottest blocks of each bucket on
+    the fastest tiers (as `to_block_map` places them), without building the map."""
+    masses = {d: np.zeros(len(bp.profile.tiers)) for d in bp.tau}
+    for item, block in zip(bp.items, counts, strict=True):
+        b = item.buckets
+        start = int(b.bounds[item.index])
+        for s_ in np.argsort(bp.tau[item.depth], kind="stable").tolist():
+            k = int(block[s_].sum())
+            if k:
+                masses[item.depth][s_] += float(b.cumulative[start + k - 1] - (
+                    b.cumulative[start - 1] if start else 0.0))
+                start += k
+    return masses
 
 
 def to_block_map(bp: BucketProblem, counts: np.ndarray) -> tuple[dict[int, str], BlockMap,

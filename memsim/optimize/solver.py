@@ -31,31 +31,31 @@ class SolveOutcome:
     seconds: float
 
 
-def _highs(time_limit: float | None, gap: float) -> pulp.LpSolver | None:
+def _highs(time_limit: float | None, gap: float, mip: bool = True) -> pulp.LpSolver | None:
     try:
-        solver = pulp.HiGHS(msg=False, timeLimit=time_limit, gapRel=gap, threads=1)
+        solver = pulp.HiGHS(mip=mip, msg=False, timeLimit=time_limit, gapRel=gap, threads=1)
     except Exception:  # noqa: BLE001 - any failure to construct means HiGHS is unusable
         return None
     return solver if solver.available() else None
 
 
-def _cbc(time_limit: float | None, gap: float) -> pulp.LpSolver | None:
+def _cbc(time_limit: float | None, gap: float, mip: bool = True) -> pulp.LpSolver | None:
     with warnings.catch_warnings():  # PuLP 3.x warns that the bundled CBC goes away in 4.0
         warnings.simplefilter("ignore", DeprecationWarning)
-        solver = pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit, gapRel=gap)
+        solver = pulp.PULP_CBC_CMD(mip=mip, msg=False, timeLimit=time_limit, gapRel=gap)
     return solver if solver.available() else None
 
 
-def pick_solver(name: SolverName, time_limit: float | None, gap: float
+def pick_solver(name: SolverName, time_limit: float | None, gap: float, mip: bool = True
                 ) -> tuple[str, pulp.LpSolver]:
     """The solver to use: HiGHS when available, else CBC (for `auto`)."""
     if name in ("auto", "highs"):
-        solver = _highs(time_limit, gap)
+        solver = _highs(time_limit, gap, mip)
         if solver is not None:
             return "highs", solver
         if name == "highs":
             raise SolverError("HiGHS is not available: pip install highspy (or use --solver cbc)")
-    solver = _cbc(time_limit, gap)
+    solver = _cbc(time_limit, gap, mip)
     if solver is None:
         raise SolverError("no MILP solver available: install highspy, or PuLP with its CBC")
     return "cbc", solver
@@ -81,13 +81,13 @@ def _quiet_stdout() -> Iterator[None]:
 
 
 def solve(model: pulp.LpProblem, name: SolverName = "auto", time_limit: float | None = None,
-          gap: float = 0.0) -> SolveOutcome:
+          gap: float = 0.0, relax: bool = False) -> SolveOutcome:
     """Solve `model` in place and classify the result.
 
     PuLP reports "Optimal" when HiGHS stops at its time limit with a feasible point, so the
     solution status and HiGHS's own model status are checked too.
     """
-    label, solver = pick_solver(name, time_limit, gap)
+    label, solver = pick_solver(name, time_limit, gap, mip=not relax)
     start = time.perf_counter()
     try:
         with _quiet_stdout():
