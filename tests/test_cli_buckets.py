@@ -143,3 +143,10 @@ def test_popularity_from_a_trace(cli, tmp_path, paper_profile, paper_bank):
     data = json.loads(result.stdout)
     assert data["objective_s"] < data["level_objective_s"]
     assert cli("optimize", "--trace", str(trace)).exit_code == 2  # needs bucket granularity
+
+
+def test_bucket_json_reports_the_solvers_bound(cli):
+    data = json.loads(cli("optimize", "--granularity", "bucket", "--workload", "zipf-topic",
+                          "--json").stdout)
+    assert data["status"] == "optimal" and data["gap"] == pytest.approx(0.0, abs=1e-9)
+    assert data["bound_s"] == pytest.approx(data["model_objective_s"], rel=1e-6)

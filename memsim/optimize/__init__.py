@@ -201,6 +201,8 @@ class BlockOptimizeResult:
     buckets: int
     tier_blocks: dict[int, dict[str, int]]
     estimate: Estimate | None = None
+    bound_s: float | None = None  # the solver's dual bound on the winning model
+    gap: float | None = None
     chosen: str = "bucket"  # bucket, greedy or level: the fastest by the estimator
     model_objective_s: float | None = None  # the bucket ILP's own optimum
     candidates_s: dict[str, float] | None = None  # estimator mean of each candidate
@@ -212,6 +214,7 @@ class BlockOptimizeResult:
             "level_objective_s": self.level_objective_s, "baseline_s": self.baseline_s,
             "monthly_cost_usd": self.monthly_cost_usd, "solve_time_s": self.solve_time_s,
             "solves": self.solves, "buckets": self.buckets, "chosen": self.chosen,
+            "bound_s": self.bound_s, "gap": self.gap,
             "model_objective_s": self.model_objective_s, "candidates_s": self.candidates_s,
             "placement": {str(d): t for d, t in sorted(self.layout.placement.items())},
             "tier_blocks": {str(d): v for d, v in self.tier_blocks.items()},
@@ -304,6 +307,8 @@ def optimize_blocks(
         solve_time_s=solution.seconds, solves=solution.solves,
         buckets=len(problem.items), tier_blocks=tier_blocks, estimate=estimates.get(chosen),
         chosen=chosen, model_objective_s=solution.objective_s,
+        bound_s=solution.outcome.bound / 1e3 if solution.outcome.bound is not None else None,
+        gap=solution.outcome.gap,
         candidates_s={k: e.mean_s for k, e in estimates.items()},
     )
 

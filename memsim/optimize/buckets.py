@@ -22,7 +22,7 @@ its tier, alone), which depends on where the routed block lives.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pulp
@@ -340,6 +340,9 @@ def solve_buckets(bp: BucketProblem, solver: SolverName = "auto",
             best_z = z
     if best is None:
         raise InfeasibleError("the solver found no placement within its limits")
+    if best_z is not None and best.outcome.bound is not None:
+        # HiGHS reports its dual bound without the objective's constant term (z)
+        best.outcome = replace(best.outcome, bound=best.outcome.bound + best_z * MS)
     if bp.fetch == "parallel" and best.outcome.status == "optimal":
         # Ties in the bound are common (a level well under the bottleneck may sit on any
         # tier); among them, spread levels over tiers: least expected work on the busiest
@@ -355,7 +358,8 @@ def solve_buckets(bp: BucketProblem, solver: SolverName = "auto",
             counts = counts_of(bp, model)
             value = bp.bound(bp.masses(counts))
             if value <= best.objective_s * (1 + 1e-9) + 1e-15:
-                best = BucketSolution(counts=counts, objective_s=value, outcome=outcome,
+                # the primary solve's status, bound and gap describe the optimum
+                best = BucketSolution(counts=counts, objective_s=value, outcome=best.outcome,
                                       solves=solves)
     best.solves = solves
     best.seconds = seconds
