@@ -226,30 +226,35 @@ class Engine:
               ) -> list[tuple[int, str | None, list[float]]]:
         """Per level: (depth, tier to read or None if resident and present, request parts)."""
         plan = []
-        cache = self.cache
         for depth, col, nbytes, tier in self.levels:
             block = int(path[col])
-            hit = cache is not None and cache.lookup(depth, block)
-            if measured and cache is not None and cache.covers(depth):
-                self.stats.lookups[depth] = self.stats.lookups.get(depth, 0) + 1
-                self.stats.hits[depth] = self.stats.hits.get(depth, 0) + hit
-            if hit:
-                if depth in cache.resident or self.ram is None:
-                    plan.append((depth, None, []))
-                else:
-                    ram = self.ram.tier.name
-                    plan.append((depth, ram, self.parts[(depth, ram)]))
-                continue
-            if cache is not None:
-                cache.insert(depth, block, nbytes)
-            plan.append((depth, tier, self.parts[(depth, tier)]))
+            plan.append(self._source(depth, block, nbytes, tier, measured))
         return plan
+
+    def _source(self, depth: int, block: int, nbytes: int, tier: str, measured: bool
+                ) -> tuple[int, str | None, list[float]]:
+        """Where one block comes from: RAM on a cache hit (nothing for a resident level's
+        current block), else its tier, admitting it to the cache."""
+        cache = self.cache
+        if cache is None:
+            return depth, tier, self.parts[(depth, tier)]
+        hit = cache.lookup(depth, block)
+        if measured and cache.covers(depth):
+            stats = self.stats
+            stats.lookups[depth] = stats.lookups.get(depth, 0) + 1
+            stats.hits[depth] = stats.hits.get(depth, 0) + hit
+        if hit:
+            if depth in cache.resident or self.ram is None:
+                return depth, None, []
+            ram = self.ram.tier.name
+            return depth, ram, self.parts[(depth, ram)]
+        cache.insert(depth, block, nbytes)
+        return depth, tier, self.parts[(depth, tier)]
 
     def _plan_blocks(self, path: Sequence[int], measured: bool
                      ) -> list[tuple[int, str | None, list[float]]]:
         """`_plan` for block-level layouts: each block's own tier; blocked blocks skipped."""
         plan = []
-        cache = self.cache
         stats = self.stats
         for depth, col, nbytes, tier, lookup, guards in self.block_levels:
             block = int(path[col])
@@ -263,20 +268,7 @@ class Engine:
             if measured:
                 key = (depth, tier)
                 stats.routed[key] = stats.routed.get(key, 0) + 1
-            hit = cache is not None and cache.lookup(depth, block)
-            if measured and cache is not None and cache.covers(depth):
-                stats.lookups[depth] = stats.lookups.get(depth, 0) + 1
-                stats.hits[depth] = stats.hits.get(depth, 0) + hit
-            if hit:
-                if depth in cache.resident or self.ram is None:
-                    plan.append((depth, None, []))
-                else:
-                    ram = self.ram.tier.name
-                    plan.append((depth, ram, self.parts[(depth, ram)]))
-                continue
-            if cache is not None:
-                cache.insert(depth, block, nbytes)
-            plan.append((depth, tier, self.parts[(depth, tier)]))
+            plan.append(self._source(depth, block, nbytes, tier, measured))
         return plan
 
     def start_query(self, index: int, path: Sequence[int],
