@@ -19,17 +19,15 @@ shared, so the load average is printed beside them.
 
 from __future__ import annotations
 
-import os
+# First: _common sets one-thread numeric pools before numpy is imported.
+from _common import format_load, load_average
 
-# One core: pin the BLAS / OpenMP pools to one thread before numpy is imported. (Numpy's
-# elementwise kernels and random generators are single-threaded anyway.)
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-             "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS"):
-    os.environ[_var] = "1"
+# isort: split
 
 import argparse  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
+import os
 import platform  # noqa: E402
 import random  # noqa: E402
 import sys  # noqa: E402
@@ -160,16 +158,6 @@ def loop_params(profile: memsim.Profile,
     return out
 
 
-def load_average() -> list[float] | None:
-    """The 1, 5 and 15 minute load averages, where the platform has them."""
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except (AttributeError, OSError):
-        return None
-
-
-def format_load(load: list[float] | None) -> str:
-    return ", ".join(f"{x:.2f}" for x in load) if load else "unavailable"
 
 
 def mean_and_se(values: Sequence[float] | np.ndarray) -> tuple[float, float]:

@@ -43,13 +43,10 @@ Exit status 1 if a HiGHS solve is not optimal or the two solvers' optima differ.
 
 from __future__ import annotations
 
-import os
+# First: _common sets one-thread numeric pools before numpy is imported.
+from _common import children_peak_rss, format_load, load_average
 
-# Single-threaded work: keep the BLAS / OpenMP pools to one thread before numpy is imported
-# (memsim runs HiGHS with threads=1 too).
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-             "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS"):
-    os.environ[_var] = "1"
+# isort: split
 
 import argparse  # noqa: E402
 import cProfile  # noqa: E402
@@ -58,6 +55,7 @@ import importlib  # noqa: E402
 import importlib.metadata  # noqa: E402
 import io  # noqa: E402
 import json  # noqa: E402
+import os
 import platform  # noqa: E402
 import pstats  # noqa: E402
 import resource  # noqa: E402
@@ -423,22 +421,7 @@ def child_main(argv: Sequence[str]) -> int:
 # ----------------------------------------------------------------------------- parent side
 
 
-def load_average() -> list[float] | None:
-    """The 1, 5 and 15 minute load averages, where the platform has them."""
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except (AttributeError, OSError):
-        return None
 
-
-def format_load(load: list[float] | None) -> str:
-    return ", ".join(f"{x:.2f}" for x in load) if load else "unavailable"
-
-
-def children_peak_rss() -> int:
-    """Peak resident bytes of the largest child process waited for so far."""
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024
 
 
 def run_child(*args: str) -> dict[str, Any]:

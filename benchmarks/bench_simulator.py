@@ -35,18 +35,16 @@ as JSON) with the load average before and after, because the machine may be shar
 
 from __future__ import annotations
 
-import os
+# First: _common sets one-thread numeric pools before numpy is imported.
+from _common import children_peak_rss, format_load, load_average
 
-# Single-threaded work: keep the BLAS / OpenMP pools to one thread before numpy is imported.
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-             "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS"):
-    os.environ[_var] = "1"
+# isort: split
 
 import argparse  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
+import os
 import platform  # noqa: E402
-import resource  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -181,16 +179,6 @@ def simpy_baseline(arrivals: np.ndarray, service: Sequence[tuple[int, float]]) -
 # ----------------------------------------------------------------------------- timing
 
 
-def load_average() -> list[float] | None:
-    """The 1, 5 and 15 minute load averages, where the platform has them."""
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except (AttributeError, OSError):
-        return None
-
-
-def format_load(load: list[float] | None) -> str:
-    return ", ".join(f"{x:.2f}" for x in load) if load else "unavailable"
 
 
 def best_times(runs: Sequence[Callable[[], Any]], repeats: int) -> list[tuple[float, Any]]:
@@ -226,11 +214,6 @@ def paper_child(queries: int) -> int:
     }))
     return 0
 
-
-def children_peak_rss() -> int:
-    """Peak resident bytes of the largest child process waited for so far."""
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024  # KiB on Linux, bytes on macOS
 
 
 def run_paper(queries: int) -> dict[str, Any]:

@@ -98,12 +98,9 @@ class BatchedSeries(Series):
         elif len(self._buf) >= _FLUSH:
             self.flush()
 
-    def flush(self) -> None:
-        if self._buf:
-            values = np.asarray(self._buf)
-            self._buf.clear()
-            self.absorb(values)
-            self._batch.absorb(values)
+    def absorb(self, values: np.ndarray) -> None:
+        super().absorb(values)
+        self._batch.absorb(values)
 
     def interval(self, key: str, level: float = 0.95) -> tuple[float, float] | None:
         """Confidence interval of `key` (mean, p50, ...): the whole run's value, plus or minus
