@@ -33,11 +33,6 @@ def draw_latencies(tier: Tier, rng: np.random.Generator, queries: int, requests:
     return lat
 
 
-def single_request_time(tier: Tier, size: float, latency: np.ndarray | float) -> np.ndarray:
-    """Time for one request alone on an idle tier."""
-    return np.asarray(latency) + size / tier.stream_bandwidth
-
-
 def tier_finish_times(tier: Tier, sizes: Sequence[float], latencies: np.ndarray) -> np.ndarray:
     """Finish time of each of k requests issued together at time 0 to an idle tier.
 

@@ -29,7 +29,7 @@ from memsim.optimize.buckets import (
 )
 from memsim.optimize.diagnose import precheck, shortfall_message
 from memsim.optimize.greedy import greedy_placement
-from memsim.optimize.ilp import GB, PlacementModel, build_model, prefer_faster_tiers
+from memsim.optimize.ilp import PlacementModel, build_model, prefer_faster_tiers
 from memsim.optimize.solver import SolverName, solve
 from memsim.optimize.tables import CostTables, build_tables
 from memsim.popularity import block_popularity
@@ -151,7 +151,8 @@ def optimize(
         slack_outcome = solve(slack_model.problem, solver, time_limit, gap)
         slack = {}
         if slack_outcome.status in ("optimal", "time_limit"):
-            slack = {t: (v.value() or 0.0) * GB for t, v in slack_model.slack.items()}
+            slack = {t: (v.value() or 0.0) * slack_model.unit
+                     for t, v in slack_model.slack.items()}
         raise InfeasibleError(shortfall_message(profile, bank, slack), file=profile.file,
                               field="tiers")
     if outcome.status not in ("optimal", "time_limit") or outcome.objective is None:

@@ -261,13 +261,23 @@ def build_model(bp: BucketProblem, z: float | None, capacity_slack: bool = False
                               * bp.parts[item.depth][s_] * bp.policy.rate * SECONDS_PER_MONTH
                               * item.mass / max(item.size, 1))
             if per_block:
-                cost.append(per_block * var)
-        spend = pulp.lpSum(cost)
+                cost.append((per_block, var))
+        budget = bp.policy.budget_usd_month
         if capacity_slack:
             slack["budget"] = prob.add_variable("slack_budget", lowBound=0)
-            prob += spend <= bp.policy.budget_usd_month + slack["budget"], "budget"
+            prob += pulp.lpSum(c * v for c, v in cost) <= budget + slack["budget"], "budget"
         else:
-            prob += spend <= bp.policy.budget_usd_month, "budget"
+            # A block that alone costs more than the budget is excluded exactly; the rest is
+            # in units of the budget, so the solver's tolerance is relative to it (tiny
+            # per-block dollars would otherwise slip past a tight budget).
+            within = []
+            for c, var in cost:
+                if c > budget:
+                    var.upBound = 0
+                else:
+                    within.append((c / budget, var))
+            if within:
+                prob += pulp.lpSum(c * v for c, v in within) <= 1.0, "budget"
     if capacity_slack:
         prob.setObjective(pulp.lpSum(slack.values()))
     else:
@@ -463,7 +473,6 @@ def to_block_map(bp: BucketProblem, counts: np.ndarray) -> tuple[dict[int, str],
     ids_of: dict[int, list[np.ndarray]] = {}
     serve_of: dict[int, list[np.ndarray]] = {}
     primary_of: dict[int, list[np.ndarray]] = {}
-    masses = {d: np.zeros(len(names)) for d in bp.tau}
     for item, block in zip(bp.items, counts, strict=True):
         b = item.buckets
         start = int(b.bounds[item.index])
@@ -472,8 +481,6 @@ def to_block_map(bp: BucketProblem, counts: np.ndarray) -> tuple[dict[int, str],
                 k = int(block[s_, p_])
                 if not k:
                     continue
-                masses[item.depth][s_] += float(b.cumulative[start + k - 1] - (
-                    b.cumulative[start - 1] if start else 0.0))
                 ids_of.setdefault(item.depth, []).append(b.order[start:start + k])
                 serve_of.setdefault(item.depth, []).append(np.full(k, s_, dtype=np.int16))
                 primary_of.setdefault(item.depth, []).append(np.full(k, p_, dtype=np.int16))
@@ -493,7 +500,7 @@ def to_block_map(bp: BucketProblem, counts: np.ndarray) -> tuple[dict[int, str],
         moved = (serve != default) | (primary != serve)
         if moved.any():
             block_map.set_level(depth, ids[moved], serve[moved], primary[moved])
-    return placement, block_map, masses
+    return placement, block_map, exact_masses(bp, counts)
 
 
 SHARD_CANDIDATES = (1, 16, 256, 4096, 65536)

@@ -7,8 +7,8 @@ bandwidth sharing inside a tier are modelled exactly. The parallel objective is 
 scenarios of an epigraph variable z_q >= time of every tier in scenario q; the sequential one
 is the sum of the tiers' mean times. Capacities count level banks, the anchor and resident
 blocks in RAM; only the levels the caller names may be resident (those that consecutive
-queries share), within an optional budget. Units are scaled (GB, ms) to keep the solver's
-tolerances meaningful.
+queries share), within an optional budget. Bytes are counted in units of the smallest block
+(coefficients >= 1, so the solver's tolerance stays far below one block) and times in ms.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import pulp
 
 from memsim.optimize.tables import CostTables, Subset
 
-GB = 1e9
 MS = 1e3
 
 
@@ -32,6 +31,7 @@ class PlacementModel:
     x: dict[tuple[int, str], pulp.LpVariable]
     r: dict[int, pulp.LpVariable]
     slack: dict[str, pulp.LpVariable]
+    unit: float  # bytes per capacity unit in the model
     y: dict[tuple[str, Subset], pulp.LpVariable]
 
     def placement(self) -> tuple[dict[int, str], set[int]]:
@@ -83,24 +83,25 @@ def build_model(tables: CostTables, resident_levels: Sequence[int] = (),
                 prob += chosen == x[d, t], f"fetch_{d}_{t}"
 
     slack: dict[str, pulp.LpVariable] = {}
+    unit = float(min(lv.block_bytes for lv in levels))
     for tier in profile.tiers:
-        used = pulp.lpSum((lv.bytes / GB) * x[lv.depth, tier.name] for lv in levels)
+        used = pulp.lpSum((lv.bytes / unit) * x[lv.depth, tier.name] for lv in levels)
         extra = 0.0
         if ram is not None and tier.name == ram.name:
-            extra = bank.anchor_bytes / GB
-            used += pulp.lpSum((lv.block_bytes / GB) * r[lv.depth] for lv in levels
+            extra = bank.anchor_bytes / unit
+            used += pulp.lpSum((lv.block_bytes / unit) * r[lv.depth] for lv in levels
                                if lv.depth in r)
         if tier.capacity is None:
             continue
-        room = tier.capacity / GB - extra
+        room = tier.capacity / unit - extra
         if capacity_slack:
             slack[tier.name] = _variable(prob, f"slack_{tier.name}", low=0)
             prob += used <= room + slack[tier.name], f"capacity_{tier.name}"
         else:
             prob += used <= room, f"capacity_{tier.name}"
     if r and resident_budget is not None:
-        prob += pulp.lpSum((lv.block_bytes / GB) * r[lv.depth] for lv in levels
-                           if lv.depth in r) <= resident_budget / GB, "resident_budget"
+        prob += pulp.lpSum((lv.block_bytes / unit) * r[lv.depth] for lv in levels
+                           if lv.depth in r) <= resident_budget / unit, "resident_budget"
 
     if capacity_slack:
         prob += pulp.lpSum(slack.values())
@@ -117,7 +118,7 @@ def build_model(tables: CostTables, resident_levels: Sequence[int] = (),
         prob += pulp.lpSum(
             float(tables.times[t][s].mean() * MS) * y[t, s] for t in tiers for s in subsets if s
         )
-    return PlacementModel(problem=prob, x=x, r=r, slack=slack, y=y)
+    return PlacementModel(problem=prob, x=x, r=r, slack=slack, unit=unit, y=y)
 
 
 def prefer_faster_tiers(model: PlacementModel, tables: CostTables, optimum_ms: float) -> None:
