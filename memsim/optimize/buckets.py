@@ -267,17 +267,18 @@ def build_model(bp: BucketProblem, z: float | None, capacity_slack: bool = False
             slack["budget"] = prob.add_variable("slack_budget", lowBound=0)
             prob += pulp.lpSum(c * v for c, v in cost) <= budget + slack["budget"], "budget"
         else:
-            # A block that alone costs more than the budget is excluded exactly; the rest is
-            # in units of the budget, so the solver's tolerance is relative to it (tiny
-            # per-block dollars would otherwise slip past a tight budget).
+            # A block that alone costs more than the budget is excluded exactly. Below a
+            # dollar the row is in units of the budget, so the solver's tolerance (about
+            # 1e-6 of a row unit) stays a small fraction of it; above, in dollars.
+            unit = min(budget, 1.0)
             within = []
             for c, var in cost:
                 if c > budget:
                     var.upBound = 0
                 else:
-                    within.append((c / budget, var))
+                    within.append((c / unit, var))
             if within:
-                prob += pulp.lpSum(c * v for c, v in within) <= 1.0, "budget"
+                prob += pulp.lpSum(c * v for c, v in within) <= budget / unit, "budget"
     if capacity_slack:
         prob.setObjective(pulp.lpSum(slack.values()))
     else:
