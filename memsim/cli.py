@@ -1,7 +1,8 @@
 """The memsim command line: a thin shell over the Python API.
 
 Errors a user can cause end with one line on stderr naming file, line and field, and a
-non-zero exit (2: bad input, 3: infeasible, 4: solver trouble); never a traceback.
+non-zero exit (2: bad input, 3: infeasible, 4: solver trouble, 5: a store cannot be used,
+6: stored data is missing or corrupt); never a traceback.
 """
 
 from __future__ import annotations
@@ -19,7 +20,14 @@ import click
 from memsim import resources
 from memsim.bank import Bank, load_bank
 from memsim.blockmap import Subtree
-from memsim.errors import InfeasibleError, InputError, MemsimError, SolverError
+from memsim.errors import (
+    DataError,
+    InfeasibleError,
+    InputError,
+    MemsimError,
+    SolverError,
+    StoreError,
+)
 from memsim.estimate import DEFAULT_SAMPLES, MAX_SAMPLES, estimate
 from memsim.layout import CacheConfig, Layout, load_layout
 from memsim.optimize import DEFAULT_SCENARIOS, Policy, optimize, optimize_blocks
@@ -32,7 +40,7 @@ from memsim.workload import Workload, load_workload, workload_from_dict, workloa
 
 DEFAULT_PROFILE = "paper-hypothetical"
 DEFAULT_BANK = "paper-storage-example"
-EXIT_CODES = {InputError: 2, InfeasibleError: 3, SolverError: 4}
+EXIT_CODES = {InputError: 2, InfeasibleError: 3, SolverError: 4, StoreError: 5, DataError: 6}
 
 
 def _fail(message: str, code: int) -> None:
@@ -670,6 +678,14 @@ def _finite(data: Any) -> Any:
         return [_finite(v) for v in data]
     return data
 
+
+def _register_realio() -> None:
+    from memsim.cli_realio import register
+
+    register(main, _load_trio, _emit_json, _finite, handle_errors)
+
+
+_register_realio()
 
 if __name__ == "__main__":  # pragma: no cover
     main()

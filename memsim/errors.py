@@ -40,3 +40,11 @@ class InfeasibleError(MemsimError):
 
 class SolverError(MemsimError):
     """The solver failed or is unavailable."""
+
+
+class StoreError(MemsimError):
+    """A store cannot be reached, read or written (network, permissions, space, credentials)."""
+
+
+class DataError(MemsimError):
+    """Stored bank data is missing or does not match its manifest."""

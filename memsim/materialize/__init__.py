@@ -1,0 +1,290 @@
+"""Materialize: write a bank into zarr v3 stores, one per tier, as a layout places it.
+
+`materialize(...)` writes each tier's blocks (see `manifest` for the format) in units of whole
+shards, each followed by its manifest chunk, so an interrupted run (even kill -9) resumes where
+it stopped without rewriting finished shards; every object is written atomically (a rename on
+local disks, a single PUT on S3), so no shard is ever half there. `verify(...)` reads every
+block back and checks it against the manifest.
+"""
+
+from __future__ import annotations
+
+import errno
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import crc32c
+import numpy as np
+
+from memsim.aio import run_sync
+from memsim.bank import Bank
+from memsim.errors import InputError, StoreError
+from memsim.layout import Layout
+from memsim.materialize.content import (
+    Content,
+    SyntheticContent,
+    WeightsContent,
+    content_from,
+    storage_dtype,
+)
+from memsim.materialize.manifest import (
+    LevelPlan,
+    crc_name,
+    data_name,
+    group_attributes,
+    ids_name,
+    placement_plan,
+)
+from memsim.profile import Profile
+from memsim.stores import ByteStore, tier_stores
+from memsim.stores.local import os_error
+
+__all__ = ["Content", "MaterializeResult", "SyntheticContent", "TierWrite", "WeightsContent",
+           "content_from", "materialize", "materialize_plan", "placement_plan"]
+
+
+@dataclass
+class TierWrite:
+    """What materialize did on one tier."""
+
+    tier: str
+    store: str
+    levels: list[int]
+    blocks: int
+    bytes_total: int
+    bytes_written: int = 0
+    units_skipped: int = 0  # already complete from an earlier run
+    partial_removed: int = 0
+
+
+@dataclass
+class MaterializeResult:
+    tiers: dict[str, TierWrite] = field(default_factory=dict)
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def bytes_written(self) -> int:
+        return sum(t.bytes_written for t in self.tiers.values())
+
+    def to_json(self) -> dict[str, Any]:
+        return {"seconds": self.seconds, "bytes_written": self.bytes_written,
+                "tiers": {name: vars(t) for name, t in self.tiers.items()},
+                "notes": self.notes}
+
+
+def _crc_rows(data: np.ndarray) -> np.ndarray:
+    rows = np.ascontiguousarray(data).view(np.uint8).reshape(data.shape[0], -1)
+    return np.fromiter((crc32c.crc32c(r) for r in rows), dtype=np.uint32, count=rows.shape[0])
+
+
+def _open_group(store: ByteStore, attrs: dict[str, Any], overwrite: bool) -> Any:
+    """The store's root group, created, or reopened when it holds the same bank."""
+    import zarr
+
+    zstore = store.zarr_store()
+    meta = run_sync(store.read("zarr.json"))
+    if meta is not None:
+        try:
+            group = zarr.open_group(zstore, mode="r+", zarr_format=3)
+            old = dict(group.attrs).get("memsim")
+        except Exception:  # noqa: BLE001 - whatever is there is not ours
+            old = None
+        if old is None:
+            raise StoreError(f"{store.url} already holds zarr data that memsim did not write; "
+                             "choose an empty directory or prefix")
+        if old.get("fingerprint") == attrs["memsim"]["fingerprint"]:
+            return group
+        if not overwrite:
+            raise StoreError(
+                f"{store.url} holds a different bank (bank '{old.get('bank')}', layout "
+                f"'{old.get('layout')}', tier '{old.get('tier')}'); pass --overwrite to replace "
+                "it, or choose another store")
+        for depth in old.get("levels", []):
+            for name in (data_name(depth), ids_name(depth), crc_name(depth)):
+                if name in group:
+                    del group[name]
+        group.attrs.update(attrs)
+        return group
+    if store.kind == "file" and store.root.is_dir() and any(store.root.iterdir()):  # type: ignore[attr-defined]
+        raise StoreError(f"{store.url} is not empty and is not a memsim bank; choose an empty "
+                         "directory")
+    return zarr.open_group(zstore, mode="w", zarr_format=3, attributes=attrs)
+
+
+def _arrays(group: Any, lp: LevelPlan, bank: Bank, tier: str) -> tuple[Any, Any]:
+    """(data array, manifest array) of one level, created on first use."""
+    names = set(group.array_keys())
+    config = {"write_empty_chunks": True}
+    if data_name(lp.depth) in names:
+        return group[data_name(lp.depth)], group[crc_name(lp.depth)]
+    params = lp.block_params
+    data = group.create_array(
+        data_name(lp.depth), shape=(lp.rows, params), chunks=(1, params),
+        shards=(lp.shard, params) if lp.shard else None, dtype=storage_dtype(bank),
+        compressors=None, fill_value=0, config=config,
+        attributes={"dtype": bank.dtype, "level": lp.depth, "tier": tier,
+                    "block_bytes": lp.block_bytes, "blocks_per_shard": lp.shard})
+    ids = group.create_array(ids_name(lp.depth), shape=(lp.rows,),
+                             chunks=(min(max(lp.rows, 1), 1 << 20),), dtype="int64",
+                             compressors=None, fill_value=-1, config=config)
+    ids[:] = lp.ids
+    crc = group.create_array(crc_name(lp.depth), shape=(lp.rows,), chunks=(lp.unit,),
+                             dtype="uint32", compressors=None, fill_value=0, config=config,
+                             attributes={"unit_rows": lp.unit})
+    return data, crc
+
+
+def done_units(store: ByteStore, depth: int) -> set[int]:
+    """Manifest chunks present: the units of rows known to be complete."""
+    keys = run_sync(store.list_keys(f"{crc_name(depth)}/c"))
+    out = set()
+    for key in keys:
+        tail = key.rsplit("/", 1)[-1]
+        if tail.isdigit():
+            out.add(int(tail))
+    return out
+
+
+def materialize(
+    profile: Profile,
+    bank: Bank,
+    layout: Layout,
+    *,
+    stores: Mapping[str, str] | None = None,
+    content: Content | None = None,
+    overwrite: bool = False,
+    progress: Callable[[int], None] | None = None,
+    on_total: Callable[[int], None] | None = None,
+) -> MaterializeResult:
+    """Write the bank into each tier's store as `layout` places it; resume unfinished work.
+
+    `stores` overrides tier stores (TIER -> URL). `content` defaults to synthetic weights with
+    seed 0. `progress(n)` is told of every n bytes written, after `on_total(bytes to write)`.
+    """
+    layout.check(bank, profile)
+    content = content or SyntheticContent(bank)
+    plan = placement_plan(profile, bank, layout)
+    opened = tier_stores(profile, plan, stores, cold=False)
+    try:
+        return materialize_plan(profile, bank, layout, plan, opened, content,
+                                overwrite=overwrite, progress=progress, on_total=on_total)
+    finally:
+        for store in opened.values():
+            store.close()
+
+
+def materialize_plan(
+    profile: Profile,
+    bank: Bank,
+    layout: Layout,
+    plan: dict[str, dict[int, LevelPlan]],
+    opened: Mapping[str, ByteStore],
+    content: Content,
+    *,
+    overwrite: bool = False,
+    progress: Callable[[int], None] | None = None,
+    on_total: Callable[[int], None] | None = None,
+) -> MaterializeResult:
+    """Write `plan` (tier -> level -> rows) into the `opened` stores."""
+    started = time.perf_counter()
+    result = MaterializeResult()
+    jobs: list[tuple[str, ByteStore, LevelPlan, Any, Any, list[int]]] = []
+    for tier, levels in plan.items():
+        store = opened[tier]
+        if store.persistent:
+            run_sync(store.check_writable())
+        removed = store.cleanup_partial()
+        attrs = group_attributes(bank, tier, levels, content.describe(), layout)
+        group = _open_group(store, attrs, overwrite)
+        write = TierWrite(tier=tier, store=store.url, levels=sorted(levels),
+                          blocks=sum(lp.rows for lp in levels.values()),
+                          bytes_total=sum(lp.rows * lp.block_bytes for lp in levels.values()),
+                          partial_removed=removed)
+        result.tiers[tier] = write
+        pending = 0
+        for depth in sorted(levels):
+            lp = levels[depth]
+            data, crc = _arrays(group, lp, bank, tier)
+            done = done_units(store, depth)
+            todo = [u for u in range(lp.units) if u not in done]
+            write.units_skipped += lp.units - len(todo)
+            pending += _unit_bytes(lp, todo)
+            jobs.append((tier, store, lp, data, crc, todo))
+        free = run_sync(store.free_bytes())
+        if free is not None and pending > free:
+            from memsim.units import format_size
+
+            raise StoreError(f"{store.url} needs {format_size(pending)} more but has "
+                             f"{format_size(free)} free")
+        if not store.persistent:
+            result.notes.append(f"tier '{tier}' is {store.url}: it lives in this process; "
+                                "replay fills it again when it starts")
+    if on_total is not None:
+        on_total(sum(_unit_bytes(lp, todo) for _t, _s, lp, _d, _c, todo in jobs))
+    for tier, store, lp, data, crc, todo in jobs:
+        for u in todo:
+            a, b = lp.unit_rows(u)
+            values = content.blocks(lp.depth, lp.ids[a:b])
+            try:
+                data[a:b] = values
+                crc[a:b] = _crc_rows(values)
+            except OSError as exc:
+                raise os_error(exc, "write to", store.url) from None
+            except Exception as exc:  # noqa: BLE001 - zarr wraps store errors
+                raise _write_error(exc, store) from None
+            nbytes = (b - a) * lp.block_bytes
+            result.tiers[tier].bytes_written += nbytes
+            if progress is not None:
+                progress(nbytes)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _unit_bytes(lp: LevelPlan, units: list[int]) -> int:
+    return sum(lp.unit_rows(u)[1] - lp.unit_rows(u)[0] for u in units) * lp.block_bytes
+
+
+def _write_error(exc: BaseException, store: ByteStore) -> StoreError:
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EACCES,
+                                                           errno.EROFS, errno.EDQUOT):
+            return os_error(cause, "write to", store.url)
+        cause = cause.__cause__ or cause.__context__
+    from memsim.stores.url import redact
+
+    secrets = getattr(getattr(store, "settings", None), "secrets", [])
+    text = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+                  secrets)
+    return StoreError(f"cannot write to {store.url}: {text}")
+
+
+def load_content(stores: Mapping[str, ByteStore], bank: Bank,
+                 weights: str | Path | None = None) -> Content | None:
+    """The content source recorded in the first persistent store that has one."""
+    for store in stores.values():
+        if not store.persistent:
+            continue
+        meta = run_sync(store.read("zarr.json"))
+        if meta is None:
+            continue
+        import json
+
+        try:
+            attrs = json.loads(bytes(meta)).get("attributes", {}).get("memsim")
+        except ValueError:
+            continue
+        if attrs and "content" in attrs:
+            return content_from(bank, attrs["content"], weights)
+    if weights is not None:
+        return WeightsContent(bank, weights)
+    return None
+
+
+def check_content_arg(seed: int | None, weights: str | None) -> None:
+    if seed is not None and weights is not None:
+        raise InputError("give --seed (synthetic weights) or --weights, not both", field="seed")
