@@ -21,7 +21,7 @@ import numpy as np
 
 from memsim.aio import run_sync
 from memsim.bank import Bank
-from memsim.errors import InputError, StoreError
+from memsim.errors import InputError, MemsimError, StoreError
 from memsim.layout import Layout
 from memsim.materialize.content import (
     Content,
@@ -98,7 +98,7 @@ def _open_group(store: ByteStore, attrs: dict[str, Any], overwrite: bool) -> Any
                              "choose an empty directory or prefix")
         if old.get("fingerprint") == attrs["memsim"]["fingerprint"]:
             return group
-        if not overwrite:
+        if not overwrite and store.persistent:  # RAM copies are memsim's to replace
             raise StoreError(
                 f"{store.url} holds a different bank (bank '{old.get('bank')}', layout "
                 f"'{old.get('layout')}', tier '{old.get('tier')}'); pass --overwrite to replace "
@@ -197,23 +197,30 @@ def materialize_plan(
         store = opened[tier]
         if store.persistent:
             run_sync(store.check_writable())
-        removed = store.cleanup_partial()
-        attrs = group_attributes(bank, tier, levels, content.describe(), layout)
-        group = _open_group(store, attrs, overwrite)
-        write = TierWrite(tier=tier, store=store.url, levels=sorted(levels),
-                          blocks=sum(lp.rows for lp in levels.values()),
-                          bytes_total=sum(lp.rows * lp.block_bytes for lp in levels.values()),
-                          partial_removed=removed)
-        result.tiers[tier] = write
-        pending = 0
-        for depth in sorted(levels):
-            lp = levels[depth]
-            data, crc = _arrays(group, lp, bank, tier)
-            done = done_units(store, depth)
-            todo = [u for u in range(lp.units) if u not in done]
-            write.units_skipped += lp.units - len(todo)
-            pending += _unit_bytes(lp, todo)
-            jobs.append((tier, store, lp, data, crc, todo))
+        try:
+            removed = store.cleanup_partial()
+            attrs = group_attributes(bank, tier, levels, content.describe(), layout)
+            group = _open_group(store, attrs, overwrite)
+            write = TierWrite(tier=tier, store=store.url, levels=sorted(levels),
+                              blocks=sum(lp.rows for lp in levels.values()),
+                              bytes_total=sum(lp.rows * lp.block_bytes for lp in levels.values()),
+                              partial_removed=removed)
+            result.tiers[tier] = write
+            pending = 0
+            for depth in sorted(levels):
+                lp = levels[depth]
+                data, crc = _arrays(group, lp, bank, tier)
+                done = done_units(store, depth)
+                todo = [u for u in range(lp.units) if u not in done]
+                write.units_skipped += lp.units - len(todo)
+                pending += _unit_bytes(lp, todo)
+                jobs.append((tier, store, lp, data, crc, todo))
+        except MemsimError:
+            raise
+        except OSError as exc:
+            raise os_error(exc, "write to", store.url) from None
+        except Exception as exc:  # noqa: BLE001 - zarr wraps store errors
+            raise _write_error(exc, store) from None
         free = run_sync(store.free_bytes())
         if free is not None and pending > free:
             from memsim.units import format_size
