@@ -122,6 +122,8 @@ class BankReader:
 
         plan = plan if plan is not None else placement_plan(self.profile, self.bank, self.layout)
         for tier, levels in plan.items():
+            if tier not in self.stores:  # a reader of some tiers only
+                continue
             store = self.stores[tier]
             for depth in levels:
                 self.levels[(tier, depth)] = await self._open_level(store, tier, depth)
