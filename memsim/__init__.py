@@ -5,7 +5,14 @@ fetch time, `optimize` a new one, or `simulate` it under a workload.
 """
 
 from memsim.bank import ANCHORS, Bank, bank_from_dict, load_bank
-from memsim.errors import InfeasibleError, InputError, MemsimError, SolverError
+from memsim.errors import (
+    DataError,
+    InfeasibleError,
+    InputError,
+    MemsimError,
+    SolverError,
+    StoreError,
+)
 from memsim.estimate import Estimate, estimate
 from memsim.layout import Layout, layout_from_dict, load_layout
 from memsim.optimize import OptimizeResult, optimize
@@ -31,4 +38,5 @@ __all__ = [
     "load_layout", "load_profile", "optimize", "parse_rate", "parse_size", "parse_time",
     "profile_from_dict", "SimulationResult", "simulate", "read_trace", "write_trace",
     "Workload", "load_workload", "workload_from_dict", "saturation_rate", "tier_load",
+    "DataError", "StoreError",
 ]
