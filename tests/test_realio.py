@@ -258,13 +258,11 @@ def test_resume_skips_finished_units_and_rewrites_unfinished(tmp_path):
     assert verify(prof, bank, lay).ok
 
 
-KILL_SCRIPT = textwrap.dedent("""
-    import sys, memsim
-    from memsim.materialize import materialize
-    root = sys.argv[1]
+def mid_bank_setup(root):
+    """A 44 MB bank over two local tiers: big enough that a kill lands mid-write."""
     bank = memsim.bank_from_dict({"name": "mid", "branching": 8, "levels": [16, 4, 1],
-        "anchor": {"name": "m", "layers": 1, "d_model": 8192, "d_ff": 1, "heads": 1,
-                   "head_dim": 1}})
+                                  "anchor": {"name": "m", "layers": 1, "d_model": 8192,
+                                             "d_ff": 1, "heads": 1, "head_dim": 1}})
     prof = memsim.profile_from_dict({"name": "p", "tiers": [
         {"name": "ram", "kind": "ram", "bandwidth": "10 GB/s"},
         {"name": "flash", "kind": "flash", "bandwidth": "1 GB/s",
@@ -272,7 +270,16 @@ KILL_SCRIPT = textwrap.dedent("""
         {"name": "disk", "kind": "disk", "bandwidth": "1 GB/s", "store": f"file://{root}/disk"}]})
     lay = memsim.layout_from_dict({"name": "l", "placement": {1: "flash", 2: "flash", 3: "disk"},
                                    "chunking": {3: 8}})
+    return bank, prof, lay
+
+
+KILL_SCRIPT = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, sys.argv[2])
+    from test_realio import mid_bank_setup
+    from memsim.materialize import materialize
     print("start", flush=True)
+    bank, prof, lay = mid_bank_setup(sys.argv[1])
     materialize(prof, bank, lay)
     print("done", flush=True)
 """)
@@ -282,8 +289,9 @@ def test_kill_9_during_materialize_then_rerun_passes_verify(tmp_path):
     script = tmp_path / "m.py"
     script.write_text(KILL_SCRIPT)
     root = tmp_path / "bank"
-    proc = subprocess.Popen([sys.executable, str(script), str(root)], stdout=subprocess.PIPE,
-                            text=True)
+    here = str(Path(__file__).parent)
+    proc = subprocess.Popen([sys.executable, str(script), str(root), here],
+                            stdout=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     shards = root / "disk" / "L3" / "c"
     while time.monotonic() < deadline:  # kill once level 3 is partly written
@@ -297,19 +305,10 @@ def test_kill_9_during_materialize_then_rerun_passes_verify(tmp_path):
                    } if (root / "disk" / "L3.crc32c" / "c").is_dir() else {}
     total = 512
     assert len(done_before) < total // 8  # it really was interrupted
-    rerun = subprocess.run([sys.executable, str(script), str(root)], capture_output=True,
-                           text=True, timeout=120)
+    rerun = subprocess.run([sys.executable, str(script), str(root), here],
+                           capture_output=True, text=True, timeout=120)
     assert rerun.returncode == 0 and "done" in rerun.stdout, rerun.stderr
-    bank = memsim.bank_from_dict({"name": "mid", "branching": 8, "levels": [16, 4, 1],
-                                  "anchor": {"name": "m", "layers": 1, "d_model": 8192,
-                                             "d_ff": 1, "heads": 1, "head_dim": 1}})
-    prof = memsim.profile_from_dict({"name": "p", "tiers": [
-        {"name": "ram", "kind": "ram", "bandwidth": "10 GB/s"},
-        {"name": "flash", "kind": "flash", "bandwidth": "1 GB/s",
-         "store": f"file://{root}/flash"},
-        {"name": "disk", "kind": "disk", "bandwidth": "1 GB/s", "store": f"file://{root}/disk"}]})
-    lay = memsim.layout_from_dict({"name": "l", "placement": {1: "flash", 2: "flash", 3: "disk"},
-                                   "chunking": {3: 8}})
+    bank, prof, lay = mid_bank_setup(root)
     result = verify(prof, bank, lay)
     assert result.ok, [str(b) for b in result.bad[:5]]
     assert sum(result.checked.values()) == 8 + 64 + 512
@@ -447,3 +446,14 @@ def test_cli_materialize_replay_and_bad_input(tmp_path):
         assert out.exit_code == 2 and message in out.output, out.output
         assert "Traceback" not in out.output and "secret" not in out.output.replace(
             "must not carry credentials", "")
+
+
+def test_closed_loop_replay(tmp_path):
+    bank, prof, lay = tiny_bank(), profile_for(tmp_path), layout()
+    materialize(prof, bank, lay)
+    wl = memsim.load_workload("closed-8")
+    result = replay(prof, bank, lay, wl, queries=120, warmup=0.0, check_rate=1.0,
+                    trace_out=tmp_path / "c.parquet")
+    assert result.queries == 120 and result.checked_blocks == 360 and not result.unstable
+    arrivals, _paths = memsim.read_trace(tmp_path / "c.parquet", bank)
+    assert np.all(np.diff(np.sort(arrivals)) >= 0) and arrivals.max() <= result.wall_s

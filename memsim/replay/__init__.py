@@ -23,18 +23,18 @@ import numpy as np
 from memsim.aio import run_sync
 from memsim.bank import Bank
 from memsim.blockmap import Subtree
-from memsim.errors import DataError, InputError
+from memsim.errors import DataError
 from memsim.layout import Layout
 from memsim.materialize import load_content, materialize_plan
 from memsim.materialize.manifest import placement_plan
 from memsim.profile import Profile
 from memsim.replay.reader import BadBlock, BankReader, Location
-from memsim.simulate import MAX_QUERIES, SimulationResult, _Paths
+from memsim.simulate import SimulationResult, _Paths, plan_queries
 from memsim.simulate.cache import BlockCache
 from memsim.simulate.stats import PERCENTILES, BatchedSeries, Series
 from memsim.stores import ByteStore, tier_stores
 from memsim.trace import write_trace
-from memsim.workload import PathSampler, Workload
+from memsim.workload import Workload
 
 __all__ = ["BadBlock", "BankReader", "ReplayResult", "replay"]
 
@@ -273,26 +273,9 @@ def replay(
     layout's. Missing or corrupt blocks are collected in `bad_blocks`, not raised.
     """
     layout.check(bank, profile)
-    if (workload is None) == (trace is None):
-        raise InputError("give a workload or a trace (not both)", field="workload")
-    if not 1 <= queries <= MAX_QUERIES:
-        raise InputError(f"queries must be between 1 and {MAX_QUERIES:,}, got {queries:,}",
-                         field="queries")
-    if not 0.0 <= warmup < 1.0:
-        raise InputError(f"warmup must be a fraction in [0, 1), got {warmup}", field="warmup")
-    rng = np.random.default_rng(seed)
-    arrival_rng, path_rng, _engine_rng, think_rng = rng.spawn(4)
-    closed = workload is not None and workload.arrivals.kind == "closed"
-    arrivals: np.ndarray | None = None
-    fixed: np.ndarray | None = None
-    if trace is not None:
-        arrivals, fixed = trace
-        queries = min(queries, len(arrivals))
-        arrivals, fixed = arrivals[:queries], fixed[:queries]
-    elif not closed:
-        arrivals = workload.arrivals.arrival_times(queries, arrival_rng)
-    paths = _Paths(PathSampler(workload, bank, path_rng) if fixed is None else None, fixed)
-
+    queries_plan = plan_queries(bank, workload, trace, queries, seed, warmup)
+    queries, closed = queries_plan.queries, queries_plan.closed
+    arrivals, paths = queries_plan.arrivals, queries_plan.paths
     plan = placement_plan(profile, bank, layout)
     opened = tier_stores(profile, plan, stores, cold=cold, seed=seed)
     try:
@@ -307,15 +290,7 @@ def replay(
             preloaded = await reader.preload_indexes() if preload_index else 0
             t0 = time.perf_counter()
             if closed:
-                spec = workload.arrivals
-                buffer: list[float] = []
-
-                def think() -> float:
-                    if not buffer:
-                        buffer.extend(spec.think(think_rng, 4096).tolist())
-                    return buffer.pop()
-
-                await run.closed_loop(spec.clients, think, paths)
+                await run.closed_loop(queries_plan.clients, queries_plan.think, paths)
             else:
                 await run.open_loop(arrivals, paths)
             return preloaded, time.perf_counter() - t0

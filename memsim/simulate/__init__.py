@@ -27,7 +27,8 @@ from memsim.simulate.stats import PERCENTILES, BatchedSeries
 from memsim.trace import write_trace
 from memsim.workload import PathSampler, Workload
 
-__all__ = ["SimulationResult", "simulate", "saturation_rate", "tier_load"]
+__all__ = ["QueryPlan", "SimulationResult", "plan_queries", "simulate", "saturation_rate",
+           "tier_load"]
 
 CHUNK = 1 << 16
 MAX_QUERIES = 100_000_000
@@ -85,6 +86,58 @@ class _Paths:
         return self.block[i - self.start]
 
 
+@dataclass
+class QueryPlan:
+    """The queries of a run: arrivals (open loop) or clients with think times (closed), and
+    paths. Simulate and replay draw them alike, so the same seed gives the same queries."""
+
+    queries: int
+    closed: bool
+    arrivals: np.ndarray | None
+    paths: _Paths
+    engine_rng: np.random.Generator
+    clients: int = 0
+    think: Callable[[], float] | None = None
+
+
+def plan_queries(bank: Bank, workload: Workload | None,
+                 trace: tuple[np.ndarray, np.ndarray] | None, queries: int, seed: int,
+                 warmup: float) -> QueryPlan:
+    """Check the run's arguments and draw its queries from `seed`."""
+    if (workload is None) == (trace is None):
+        raise InputError("give a workload or a trace (not both)", field="workload")
+    if not 1 <= queries <= MAX_QUERIES:
+        raise InputError(f"queries must be between 1 and {MAX_QUERIES:,}, got {queries:,}",
+                         field="queries")
+    if not 0.0 <= warmup < 1.0:
+        raise InputError(f"warmup must be a fraction in [0, 1), got {warmup}", field="warmup")
+    rng = np.random.default_rng(seed)
+    arrival_rng, path_rng, engine_rng, think_rng = rng.spawn(4)
+    closed = workload is not None and workload.arrivals.kind == "closed"
+    arrivals: np.ndarray | None = None
+    fixed_paths: np.ndarray | None = None
+    if trace is not None:
+        arrivals, fixed_paths = trace
+        queries = min(queries, len(arrivals))
+        arrivals, fixed_paths = arrivals[:queries], fixed_paths[:queries]
+    elif not closed:
+        arrivals = workload.arrivals.arrival_times(queries, arrival_rng)
+    paths = _Paths(PathSampler(workload, bank, path_rng) if fixed_paths is None else None,
+                   fixed_paths)
+    plan = QueryPlan(queries, closed, arrivals, paths, engine_rng)
+    if closed:
+        spec = workload.arrivals
+        buffer: list[float] = []
+
+        def think() -> float:
+            if not buffer:
+                buffer.extend(spec.think(think_rng, 4096).tolist())
+            return buffer.pop()
+
+        plan.clients, plan.think = spec.clients, think
+    return plan
+
+
 def simulate(
     profile: Profile,
     bank: Bank,
@@ -104,43 +157,15 @@ def simulate(
     the statistics. The same seed gives the same result.
     """
     layout.check(bank, profile)
-    if (workload is None) == (trace is None):
-        raise InputError("give a workload or a trace (not both)", field="workload")
-    if not 1 <= queries <= MAX_QUERIES:
-        raise InputError(f"queries must be between 1 and {MAX_QUERIES:,}, got {queries:,}",
-                         field="queries")
-    if not 0.0 <= warmup < 1.0:
-        raise InputError(f"warmup must be a fraction in [0, 1), got {warmup}", field="warmup")
-    rng = np.random.default_rng(seed)
-    arrival_rng, path_rng, engine_rng, think_rng = rng.spawn(4)
-
-    closed = workload is not None and workload.arrivals.kind == "closed"
-    arrivals: np.ndarray | None = None
-    fixed_paths: np.ndarray | None = None
-    if trace is not None:
-        arrivals, fixed_paths = trace
-        queries = min(queries, len(arrivals))
-        arrivals, fixed_paths = arrivals[:queries], fixed_paths[:queries]
-    elif not closed:
-        arrivals = workload.arrivals.arrival_times(queries, arrival_rng)
-    paths = _Paths(PathSampler(workload, bank, path_rng) if fixed_paths is None else None,
-                   fixed_paths)
-
+    plan = plan_queries(bank, workload, trace, queries, seed, warmup)
+    queries, closed, arrivals, paths = plan.queries, plan.closed, plan.arrivals, plan.paths
     warm = int(queries * warmup)
     keep = trace_out is not None
-    engine = Engine(profile, bank, layout, queries=queries, warmup=warm, rng=engine_rng,
+    engine = Engine(profile, bank, layout, queries=queries, warmup=warm, rng=plan.engine_rng,
                     keep_trace=keep, on_progress=progress)
     issued_at = np.full(queries, np.nan) if (keep and closed) else None
     if closed:
-        spec = workload.arrivals
-        buffer: list[float] = []
-
-        def think() -> float:
-            if not buffer:
-                buffer.extend(spec.think(think_rng, 4096).tolist())
-            return buffer.pop()
-
-        engine.closed_loop(spec.clients, think, paths, issued_at)
+        engine.closed_loop(plan.clients, plan.think, paths, issued_at)
     else:
         engine.env.process(engine.open_loop(arrivals, paths))
     end = engine.run()
