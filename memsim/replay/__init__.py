@@ -217,7 +217,9 @@ class _Run:
 
         async def client() -> None:
             while True:
-                await asyncio.sleep(think())
+                pause = think()
+                if pause > 0:
+                    await asyncio.sleep(pause)
                 if issued[0] >= self.queries:
                     return
                 i = issued[0]

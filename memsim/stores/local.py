@@ -51,7 +51,10 @@ class BufferPool:
 
     @staticmethod
     def size_class(n: int) -> int:
-        return max(ALIGN, 1 << (n - 1).bit_length())
+        """Powers of two up to 64 KiB, then multiples of 64 KiB (little waste on big blocks)."""
+        if n <= 1 << 16:
+            return max(ALIGN, 1 << (n - 1).bit_length())
+        return -(-n // (1 << 16)) << 16
 
     def get(self, n: int) -> mmap.mmap:
         size = self.size_class(n)
