@@ -21,7 +21,7 @@ import numpy as np
 
 from memsim.aio import run_sync
 from memsim.bank import Bank
-from memsim.errors import InputError, MemsimError, StoreError
+from memsim.errors import MemsimError, StoreError
 from memsim.layout import Layout
 from memsim.materialize.content import (
     Content,
@@ -291,7 +291,3 @@ def load_content(stores: Mapping[str, ByteStore], bank: Bank,
         return WeightsContent(bank, weights)
     return None
 
-
-def check_content_arg(seed: int | None, weights: str | None) -> None:
-    if seed is not None and weights is not None:
-        raise InputError("give --seed (synthetic weights) or --weights, not both", field="seed")

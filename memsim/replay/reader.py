@@ -159,10 +159,10 @@ class BankReader:
         return StoredLevel(tier=tier, depth=depth, store=store, ids=ids, crc=crc,
                            complete=complete, block_bytes=block_bytes, shard=shard)
 
-    async def _unit(self, store: ByteStore, name_depth: int) -> int:
-        meta = await store.read(f"{crc_name(name_depth)}/zarr.json")
+    async def _unit(self, store: ByteStore, depth: int) -> int:
+        meta = await store.read(f"{crc_name(depth)}/zarr.json")
         if meta is None:
-            raise DataError(f"the manifest of level {name_depth} is missing from {store.url}")
+            raise DataError(f"the manifest of level {depth} is missing from {store.url}")
         info = json.loads(bytes(meta))
         return int(info["chunk_grid"]["configuration"]["chunk_shape"][0])
 
