@@ -33,7 +33,13 @@ from memsim.layout import CacheConfig, Layout, load_layout
 from memsim.optimize import DEFAULT_SCENARIOS, Policy, optimize, optimize_blocks
 from memsim.profile import Profile, load_profile
 from memsim.report import bank_text, estimate_text, profile_text, simulation_text, table
-from memsim.simulate import MAX_QUERIES, progress_bar, saturation_rate, simulate
+from memsim.simulate import (
+    MAX_QUERIES,
+    SimulationResult,
+    progress_bar,
+    saturation_rate,
+    simulate,
+)
 from memsim.trace import read_trace
 from memsim.units import UnitError, format_size, format_time, parse_size
 from memsim.workload import Workload, load_workload, workload_from_dict, workload_from_trace
@@ -657,15 +663,22 @@ def simulate_cmd(profile_ref: str | None, bank_ref: str | None, layout_ref: str,
                           warmup=warmup, trace_out=trace_out, progress=update)
     finally:
         close()
+    if _report_run(result, p, b, lay, layout_ref, wl, trace_in, as_json):
+        return
+    click.echo(simulation_text(result, f"layout {lay.name or layout_ref} on {p.name}, bank "
+                                       f"{b.name}, workload {wl.name if wl else trace_in}"))
+
+
+def _report_run(result: SimulationResult, p: Profile, b: Bank, lay: Layout, layout_ref: str,
+                wl: Workload | None, trace_in: str | None, as_json: bool) -> bool:
+    """Warnings of a simulate or replay run, and its JSON when asked; True if JSON was sent."""
     for problem in result.unstable:
         click.echo(f"memsim: warning: {problem}", err=True)
     if as_json:
         _emit_json({"profile": p.name, "bank": b.name, "layout": lay.name or layout_ref,
                     "workload": wl.name if wl else None, "trace": trace_in,
                     **_finite(result.to_json())})
-        return
-    click.echo(simulation_text(result, f"layout {lay.name or layout_ref} on {p.name}, bank "
-                                       f"{b.name}, workload {wl.name if wl else trace_in}"))
+    return as_json
 
 
 def _finite(data: Any) -> Any:
@@ -682,7 +695,7 @@ def _finite(data: Any) -> Any:
 def _register_realio() -> None:
     from memsim.cli_realio import register
 
-    register(main, _load_trio, _emit_json, _finite, handle_errors)
+    register(main, _load_trio, _emit_json, _report_run, handle_errors)
 
 
 _register_realio()

@@ -75,7 +75,7 @@ def _report_bad(bad: list[Any], what: str) -> None:
 
 
 def register(main: click.Group, load_trio: Callable[..., tuple[Profile, Bank, Layout]],
-             emit_json: Callable[[Any], None], finite: Callable[[Any], Any],
+             emit_json: Callable[[Any], None], report_run: Callable[..., bool],
              handle_errors: Callable[..., Any]) -> None:
     """Add the real-I/O commands to the `memsim` group."""
     from memsim.stores import parse_overrides
@@ -234,17 +234,11 @@ def register(main: click.Group, load_trio: Callable[..., tuple[Profile, Bank, La
                             progress=update)
         finally:
             close()
-        for problem in result.unstable:
-            click.echo(f"memsim: warning: {problem}", err=True)
-        if as_json:
-            emit_json({"profile": p.name, "bank": b.name, "layout": lay.name or layout_ref,
-                       "workload": wl.name if wl else None, "trace": trace_in,
-                       **finite(result.to_json())})
-        else:
-            text = simulation_text(result, f"replay of layout {lay.name or layout_ref} on "
-                                           f"{p.name}, bank {b.name}, workload "
-                                           f"{wl.name if wl else trace_in} (real reads)")
-            click.echo(text.replace("simulated time:", "wall time:"))
+        if not report_run(result, p, b, lay, layout_ref, wl, trace_in, as_json):
+            click.echo(simulation_text(result, f"replay of layout {lay.name or layout_ref} on "
+                                               f"{p.name}, bank {b.name}, workload "
+                                               f"{wl.name if wl else trace_in} (real reads)",
+                                       clock="wall time"))
             modes = ", ".join(f"{t} {m}" for t, m in result.read_mode.items())
             click.echo(f"reads: {modes}; {result.checked_blocks:,} blocks checked")
             if result.retries:

@@ -125,7 +125,8 @@ def estimate_text(est: Estimate, title: str = "") -> str:
     return "\n".join(parts)
 
 
-def simulation_text(result: SimulationResult, title: str = "") -> str:
+def simulation_text(result: SimulationResult, title: str = "", clock: str = "simulated time"
+                    ) -> str:
     block_level = any("blocked_fraction" in v for v in result.per_level.values())
     if block_level:
         levels = table(["level", "tiers (share of queries)", "block", "blocked", "mean time",
@@ -160,7 +161,7 @@ def simulation_text(result: SimulationResult, title: str = "") -> str:
     lines.append(f"  max  {format_time(f['max'])}")
     if result.cache_hit_ratio is not None:
         lines.append(f"cache hit ratio: {result.cache_hit_ratio:.3f}")
-    lines.append(f"simulated time: {format_time(result.simulated_s)}")
+    lines.append(f"{clock}: {format_time(result.simulated_s)}")
     if result.trace_out:
         lines.append(f"trace written to {result.trace_out}")
     return "\n".join(lines)
