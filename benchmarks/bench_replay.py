@@ -7,9 +7,12 @@ Part 1 (local throughput, same byte ranges, same concurrency). For 1 MiB and 16 
 --chunking blocks per shard. For each concurrency C (--concurrency) two programs read
 --mib-per-run MiB of blocks:
 
-* `memsim.replay` with a closed loop of C clients, no think time, uniform routing, the disk
-  tier allowing C requests in flight, cold reads (O_DIRECT), no checks, shard indexes preloaded;
-  its throughput is the tier's bytes over `ReplayResult.wall_s` (the timed part of the run);
+* `memsim.replay` with the disk tier's concurrency at C (C reading threads, so C requests in
+  flight, as in the baseline), a closed loop of 2C clients with no think time (so a queue of
+  requests waits for the tier, as at a busy server: a thread that finishes takes the next one
+  without a round trip through the event loop), uniform routing, cold reads (O_DIRECT), no
+  checks, shard indexes preloaded; its throughput is the tier's bytes over
+  `ReplayResult.wall_s` (the timed part of the run);
 * the baseline: C threads, each with its own page-aligned `mmap` buffer, reading the same
   blocks' byte ranges (found with `BankReader.locate`, widened to 4 KiB) with `os.preadv` on
   O_DIRECT file descriptors opened beforehand, over a shuffled list that holds every block
@@ -258,7 +261,7 @@ class LocalBench:
         return {"seconds": seconds, "bytes": sum(done), "cpu_s": cpu}
 
     def replay(self, conc: int, seed: int) -> dict[str, Any]:
-        """memsim.replay: a closed loop of `conc` clients, no think time."""
+        """memsim.replay: `conc` channels on the tier, 2 * `conc` clients, no think time."""
         profile = local_profile(self.dir, conc)
         if conc not in self._setup_cpu:  # replay's untimed set-up, from a one-query run
             cpu0 = cpu_seconds()
@@ -277,7 +280,7 @@ class LocalBench:
                     queries: int) -> Any:
         workload = memsim.workload_from_dict(
             {"name": "bench-replay-closed",
-             "arrivals": {"kind": "closed", "clients": conc, "think_time": "0 s"}},
+             "arrivals": {"kind": "closed", "clients": 2 * conc, "think_time": "0 s"}},
             file="<bench workload>")
         result = replay(profile, self.bank, self.layout, workload, queries=queries, seed=seed,
                         warmup=0.0, cold=True, check_rate=0.0, preload_index=True)

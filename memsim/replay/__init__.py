@@ -4,7 +4,8 @@ Queries arrive as the workload says (open loop: at their arrival times; closed l
 that think, query and wait), exactly as `simulate` would draw them for the same seed, so the
 two can be compared query by query. Each query reads one block per level through the
 `BankReader`, in parallel or in sequence as the layout says, at most `concurrency` requests
-at once per tier (a request waits for a slot, as in the simulator's FCFS channels). Local
+at once per tier (a request waits for a channel, as in the simulator's FCFS channels: a local
+store's threads, or a slot here for other stores). Local
 tiers read cold by default. Resident levels cost nothing; a RAM-cache hit costs a real copy
 of the block in RAM. Statistics and JSON keys are those of `simulate`, plus `replay`.
 """
@@ -111,12 +112,16 @@ class _Run:
 
     async def _request(self, loc: Location, start: int, length: int) -> Any:
         stats = self.tier_stats[loc.tier]
+        store = self.reader.stores[loc.tier]
         asked = time.perf_counter()
-        async with self.slots[loc.tier]:
-            begun = time.perf_counter()
-            data = await self.reader.stores[loc.tier].read_range(loc.key, start, length)
-            stats.service += time.perf_counter() - begun
-        stats.wait += begun - asked
+        if store.channels is not None:  # the store queues requests for its own channels
+            data, service = await store.read_range_timed(loc.key, start, length)
+            stats.wait += time.perf_counter() - asked - service
+        else:
+            async with self.slots[loc.tier]:
+                data, service = await store.read_range_timed(loc.key, start, length)
+            stats.wait += time.perf_counter() - asked - service
+        stats.service += service
         stats.requests += 1
         stats.bytes += length
         return data

@@ -16,6 +16,8 @@ from memsim.stores.local import LocalByteStore
 from memsim.stores.memory import MemoryByteStore, forget
 from memsim.stores.url import StoreURL, parse_store_url, redact, s3_settings
 
+MAX_THREADS = 256
+
 __all__ = ["ByteStore", "LocalByteStore", "MemoryByteStore", "StoreCounters", "StoreURL",
            "forget", "open_store", "parse_overrides", "parse_store_url", "redact",
            "tier_stores"]
@@ -76,6 +78,7 @@ def tier_stores(profile: Profile, tiers: Iterable[str], overrides: Mapping[str, 
                              "each tier its own directory, bucket prefix or memory name",
                              field="store")
         seen[key] = name
-    threads = {name: max(4, profile.tier(name).concurrency) for name in urls}
-    return {name: open_store(url, cold=cold, threads=min(threads[name], 64), seed=seed)
+    # a local tier's threads are its channels: as many as it serves requests at once
+    return {name: open_store(url, cold=cold, threads=min(profile.tier(name).concurrency,
+                                                         MAX_THREADS), seed=seed)
             for name, url in urls.items()}

@@ -28,6 +28,7 @@ class ByteStore(ABC):
 
     kind: str  # "file", "s3" or "memory"
     persistent: bool = True  # False: the data lives in this process only
+    channels: int | None = None  # requests it serves at once by itself, queueing the rest
 
     def __init__(self, url: str) -> None:
         self.url = url  # for messages: never carries credentials
@@ -44,6 +45,15 @@ class ByteStore(ABC):
     @abstractmethod
     async def read_range(self, key: str, start: int, length: int) -> bytes | memoryview:
         """`length` bytes from `start`; a missing object or a short read is a DataError."""
+
+    async def read_range_timed(self, key: str, start: int, length: int
+                               ) -> tuple[bytes | memoryview, float]:
+        """`read_range`, and the seconds it was being served (excluding any queueing)."""
+        import time
+
+        begun = time.perf_counter()
+        data = await self.read_range(key, start, length)
+        return data, time.perf_counter() - begun
 
     @abstractmethod
     async def read_suffix(self, key: str, length: int) -> bytes | memoryview | None:
