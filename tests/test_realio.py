@@ -457,3 +457,35 @@ def test_closed_loop_replay(tmp_path):
     assert result.queries == 120 and result.checked_blocks == 360 and not result.unstable
     arrivals, _paths = memsim.read_trace(tmp_path / "c.parquet", bank)
     assert np.all(np.diff(np.sort(arrivals)) >= 0) and arrivals.max() <= result.wall_s
+
+
+def test_a_local_tier_serves_at_most_concurrency_requests(tmp_path, monkeypatch):
+    """The store's threads are the tier's channels: the disk tier (concurrency 2) never has
+    more than 2 reads in flight, and queued reads show up as waiting time."""
+    import threading
+
+    from memsim.stores.local import LocalByteStore
+
+    bank, prof, lay = tiny_bank(), profile_for(tmp_path), layout()
+    materialize(prof, bank, lay)
+    lock, inflight, peak = threading.Lock(), {}, {}
+    original = LocalByteStore._pread
+
+    def slow(self, key, start, length):
+        with lock:
+            inflight[self.url] = inflight.get(self.url, 0) + 1
+            peak[self.url] = max(peak.get(self.url, 0), inflight[self.url])
+        time.sleep(0.01)
+        try:
+            return original(self, key, start, length)
+        finally:
+            with lock:
+                inflight[self.url] -= 1
+
+    monkeypatch.setattr(LocalByteStore, "_pread", slow)
+    wl = memsim.workload_from_dict({"name": "w", "arrivals": {"kind": "poisson",
+                                                              "rate": "1000/s"}})
+    result = replay(prof, bank, lay, wl, queries=60, check_rate=0.0)
+    assert peak == {f"file://{tmp_path}/flash": 4, f"file://{tmp_path}/disk": 2}
+    assert result.per_tier["disk"]["wait_s"] > 0.01
+    assert result.per_tier["disk"]["time_s"] >= 0.01
