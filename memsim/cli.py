@@ -693,9 +693,11 @@ def _finite(data: Any) -> Any:
 
 
 def _register_realio() -> None:
+    from memsim.cli_calibrate import register as register_calibrate
     from memsim.cli_realio import register
 
     register(main, _load_trio, _emit_json, _report_run, handle_errors)
+    register_calibrate(main, handle_errors, _emit_json)
 
 
 _register_realio()

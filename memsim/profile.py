@@ -116,6 +116,8 @@ class Tier(BaseModel):
         "memory://",
     )
     source: str = Field(default="", description="Where the numbers come from.")
+    calibration: dict[str, Any] | None = Field(
+        default=None, description="How the numbers were measured (memsim calibrate)")
 
     @field_validator("store")
     @classmethod

@@ -1,0 +1,393 @@
+"""Timed reads from a real store, the way replay reads: the raw material of a calibration.
+
+A test object of random bytes is written to the store (a file in a local directory, an object
+under an S3 prefix, or an entry of a memory store), then read at random 4 KiB-aligned offsets
+for every (request size, concurrency) point of a `Plan`. Each read is timed around
+`await store.read_range(...)` from asyncio, exactly as replay does, so the times include the
+same software path (thread pool, event loop, HTTP client) that replay pays. Local stores are
+opened cold (O_DIRECT, or page-cache drops where O_DIRECT is refused), as replay opens them.
+
+Whatever happens (a store error, Ctrl-C), the test object and any directories created for it
+are removed before the error propagates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from memsim.aio import run_sync
+from memsim.errors import DataError, InputError, MemsimError, StoreError
+from memsim.stores import MAX_THREADS, ByteStore, open_store, parse_store_url
+from memsim.stores.local import os_error
+from memsim.units import format_size
+
+KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
+ALIGN = 4 * KiB
+DEFAULT_SIZES = (4 * KiB, 16 * KiB, 64 * KiB, 256 * KiB, MiB, 4 * MiB, 16 * MiB, 64 * MiB)
+DEFAULT_CONCURRENCY = (1, 2, 4, 8, 16, 32)
+DEFAULT_SAMPLES = 20
+QUICK_SIZES = (4 * KiB, 16 * KiB, 64 * KiB, 256 * KiB, MiB)
+QUICK_CONCURRENCY = (1, 4)
+QUICK_SAMPLES = 6
+POINT_BYTES = GiB  # a point reads at most this much (but at least 2 reads per stream)
+MIN_THREADS = 32
+SPACE_MARGIN = 64 * MiB  # left free on a local filesystem besides the test file
+WRITE_CHUNK = 4 * MiB
+WARMUP_ROUNDS = 3
+PREFIX = ".memsim-calibrate-"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to measure: request sizes, concurrencies, reads per point and the test object."""
+
+    sizes: tuple[int, ...]
+    concurrencies: tuple[int, ...]
+    samples: int
+    object_size: int
+    seed: int = 0
+    point_bytes: int = POINT_BYTES
+
+    def reads(self, size: int, concurrency: int) -> int:
+        """Reads at one point: `samples`, fewer for big requests, never under 2 per stream."""
+        budget = max(1, self.point_bytes // size)
+        return max(2 * concurrency, min(self.samples, budget))
+
+    @property
+    def total_reads(self) -> int:
+        return sum(self.reads(s, c) for s in self.sizes for c in self.concurrencies)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"sizes_bytes": list(self.sizes), "concurrencies": list(self.concurrencies),
+                "samples": self.samples, "object_size_bytes": self.object_size,
+                "seed": self.seed}
+
+
+def make_plan(*, quick: bool = False, sizes: list[int] | tuple[int, ...] | None = None,
+              concurrencies: list[int] | tuple[int, ...] | None = None,
+              samples: int | None = None, max_size: int | None = None,
+              object_size: int | None = None, seed: int = 0) -> Plan:
+    """A checked plan: the default (or `quick`) preset, narrowed by the given options."""
+    chosen = list(sizes) if sizes else list(QUICK_SIZES if quick else DEFAULT_SIZES)
+    conc = list(concurrencies) if concurrencies else list(
+        QUICK_CONCURRENCY if quick else DEFAULT_CONCURRENCY)
+    if samples is None:
+        samples = QUICK_SAMPLES if quick else DEFAULT_SAMPLES
+    if max_size is not None:
+        if max_size < 1:
+            raise InputError("--max-size must be positive", field="max-size")
+        chosen = [s for s in chosen if s <= max_size]
+        if not chosen:
+            raise InputError(f"no request size is at most {format_size(max_size, binary=True)}",
+                             field="max-size")
+    if any(s < 1 for s in chosen):
+        raise InputError("request sizes must be positive", field="sizes")
+    if any(c < 1 for c in conc):
+        raise InputError("concurrencies must be positive", field="concurrency")
+    if max(conc) > MAX_THREADS:
+        raise InputError(f"at most {MAX_THREADS} requests at once (one reading thread each)",
+                         field="concurrency")
+    if 1 not in conc:
+        raise InputError("the concurrencies must include 1: the per-stream bandwidth and the "
+                         "latency are fitted from single reads", field="concurrency")
+    if samples < 2:
+        raise InputError("--samples must be at least 2", field="samples")
+    chosen, conc = sorted(set(chosen)), sorted(set(conc))
+    if len(chosen) < 2:
+        raise InputError("give at least two request sizes (bandwidth is a slope)", field="sizes")
+    need = -(-max(chosen) // ALIGN) * ALIGN
+    if object_size is None:
+        object_size = 2 * need
+    if object_size < need:
+        raise InputError(f"the test object ({format_size(object_size, binary=True)}) must hold "
+                         f"the largest request ({format_size(max(chosen), binary=True)})",
+                         field="object-size")
+    object_size = -(-object_size // ALIGN) * ALIGN
+    return Plan(sizes=tuple(chosen), concurrencies=tuple(conc), samples=samples,
+                object_size=object_size, seed=seed)
+
+
+@dataclass
+class Measurements:
+    """Every timed read of one tier: request size, concurrency, seconds, when it began (from
+    its point's start) and which stream issued it; plus each point's wall time."""
+
+    url: str
+    mode: str  # o_direct, fadvise, warm, s3 or memory
+    sizes: np.ndarray
+    concurrency: np.ndarray
+    seconds: np.ndarray
+    started: np.ndarray
+    stream: np.ndarray
+    wall: dict[tuple[int, int], float] = field(default_factory=dict)
+    wall_s: float = 0.0  # the whole measurement
+
+    @property
+    def reads(self) -> int:
+        return int(self.seconds.size)
+
+    def at(self, size: int, concurrency: int) -> np.ndarray:
+        """The times of one point."""
+        mask = (self.sizes == size) & (self.concurrency == concurrency)
+        return self.seconds[mask]
+
+    def in_flight(self, size: int, concurrency: int) -> float:
+        """Mean number of reads in flight at one point while every stream was busy.
+
+        Over the window from the start until the first stream ran out of reads, the summed
+        read time divided by the window's length. It is the concurrency when the streams'
+        reads overlap (threads, connections), and 1 when a store serves them one after another
+        (a memory store copies inside the event loop); Little's law then gives throughput.
+        """
+        mask = (self.sizes == size) & (self.concurrency == concurrency)
+        begin, secs, stream = self.started[mask], self.seconds[mask], self.stream[mask]
+        end = begin + secs
+        if concurrency == 1 or secs.size == 0:
+            return 1.0
+        last = min(end[stream == s].max() for s in np.unique(stream))
+        if last <= 0:
+            return float(concurrency)
+        busy = np.clip(np.minimum(end, last) - np.maximum(begin, 0.0), 0.0, None).sum()
+        return float(min(concurrency, max(busy / last, 1.0)))
+
+
+# ---------------------------------------------------------------------------- the test object
+@dataclass
+class ScratchObject:
+    """The object written for the calibration, and how to remove it."""
+
+    store: ByteStore
+    key: str
+    size: int
+    path: Path | None = None  # local file, for fio
+    created_dirs: list[Path] = field(default_factory=list)
+    written: bool = False
+    fresh_memory: bool = False
+
+
+def _existing_parent(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _random_chunks(total: int, seed: int) -> Iterator[bytes]:
+    rng = np.random.default_rng(seed)
+    left = total
+    while left > 0:
+        n = min(WRITE_CHUNK, left)
+        yield rng.bytes(n)
+        left -= n
+
+
+def _prepare_local(obj: ScratchObject, root: Path, seed: int) -> None:
+    url = obj.store.url
+    if root.exists() and not root.is_dir():
+        raise StoreError(f"cannot use {url}: it is not a directory")
+    parent = _existing_parent(root)
+    try:
+        free = shutil.disk_usage(parent).free
+    except OSError as exc:
+        raise os_error(exc, "inspect", url) from None
+    if free < obj.size + SPACE_MARGIN:
+        raise StoreError(
+            f"not enough free space for the {format_size(obj.size, binary=True)} test file in "
+            f"{url}: {format_size(free, binary=True)} free, "
+            f"{format_size(obj.size + SPACE_MARGIN, binary=True)} needed "
+            "(smaller requests need a smaller file: --max-size or --quick)")
+    missing = []
+    path = root
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    target = root / obj.key
+    try:
+        for d in reversed(missing):
+            d.mkdir()
+            obj.created_dirs.append(d)
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        raise os_error(exc, "write to", url) from None
+    obj.path, obj.written = target, True
+    try:
+        for chunk in _random_chunks(obj.size, seed):
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(fd, view):]
+        os.fsync(fd)
+        # start cold even where O_DIRECT is refused and reads drop pages one by one
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    except OSError as exc:
+        raise os_error(exc, "write to", url) from None
+    finally:
+        os.close(fd)
+
+
+async def _prepare_remote(obj: ScratchObject, seed: int) -> None:
+    from zarr.core.buffer import default_buffer_prototype
+
+    store = obj.store
+    # a cheap request first: an unreachable endpoint, a missing bucket or bad credentials
+    # fail here at once (reads are not retried for those), before a large upload
+    await store.read(f"{PREFIX}probe")
+    data = b"".join(_random_chunks(obj.size, seed))
+    if store.kind == "memory":
+        obj.fresh_memory = not store.data  # type: ignore[attr-defined]
+    obj.written = True  # an upload cut short by Ctrl-C may still land: remove it then too
+    try:
+        await store.zarr_store().set(obj.key, default_buffer_prototype().buffer.from_bytes(data))
+    except MemsimError:
+        obj.written = False
+        raise
+    except Exception as exc:  # noqa: BLE001 - obstore raises many kinds; classified here
+        obj.written = False
+        error = getattr(store, "error", None)
+        if error is not None:
+            raise error(exc, obj.key) from None
+        raise StoreError(f"cannot write to {store.url}: {exc}") from None
+
+
+def _remove(obj: ScratchObject) -> str | None:
+    """Remove the test object (and directories made for it); a message if that failed."""
+    problem = None
+    if obj.written:
+        try:
+            if obj.path is not None:
+                obj.path.unlink(missing_ok=True)
+            elif obj.store.kind == "memory":
+                obj.store.data.pop(obj.key, None)  # type: ignore[attr-defined]
+                if obj.fresh_memory:
+                    from memsim.stores import forget
+
+                    forget(obj.store.name)  # type: ignore[attr-defined]
+            else:
+                run_sync(obj.store.zarr_store().delete(obj.key))
+        except Exception as exc:  # noqa: BLE001 - reported, never masking the first error
+            problem = f"could not remove the test object '{obj.key}' from {obj.store.url}: {exc}"
+    for d in reversed(obj.created_dirs):
+        with contextlib.suppress(OSError):
+            d.rmdir()
+    return problem
+
+
+@contextlib.contextmanager
+def scratch_object(store: ByteStore, size: int, seed: int) -> Iterator[ScratchObject]:
+    """Write a random test object to `store`; it is removed on leaving, even on Ctrl-C."""
+    key = f"{PREFIX}{uuid.uuid4().hex[:12]}.bin"
+    obj = ScratchObject(store=store, key=key, size=size)
+    failed = False
+    try:
+        if store.kind == "file":
+            _prepare_local(obj, Path(store.root), seed)  # type: ignore[attr-defined]
+        else:
+            run_sync(_prepare_remote(obj, seed))
+        yield obj
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        problem = _remove(obj)
+        if problem is not None and not failed:
+            raise StoreError(problem)
+
+
+# ---------------------------------------------------------------------------- timing
+async def _timed_read(store: ByteStore, key: str, start: int, length: int) -> float:
+    """Seconds of one `await store.read_range(...)`, as replay times it; buffer released."""
+    begun = time.perf_counter()
+    data = await store.read_range(key, start, length)
+    elapsed = time.perf_counter() - begun
+    got = len(memoryview(data))
+    release = getattr(store, "release", None)
+    if release is not None and isinstance(data, memoryview):
+        release(data)
+    if got != length:
+        raise DataError(f"the test object in {store.url} returned {got} bytes, not {length}")
+    return elapsed
+
+
+def _offsets(rng: np.random.Generator, n: int, size: int, object_size: int) -> np.ndarray:
+    slots = (object_size - size) // ALIGN + 1
+    return rng.integers(0, slots, size=n) * ALIGN
+
+
+async def _measure(store: ByteStore, key: str, plan: Plan,
+                   progress: Callable[[int], None] | None) -> Measurements:
+    rng = np.random.default_rng(plan.seed)
+    # untimed warm-up: open the file (or as many connections as the most parallel point
+    # uses), start the reading threads, and settle the first read's one-off costs
+    small = min(plan.sizes)
+    for width in (max(plan.concurrencies), 1):
+        for _ in range(WARMUP_ROUNDS):
+            await asyncio.gather(*(_timed_read(store, key, int(o), small)
+                                   for o in _offsets(rng, width, small, plan.object_size)))
+    sizes: list[np.ndarray] = []
+    conc: list[np.ndarray] = []
+    secs: list[np.ndarray] = []
+    began: list[np.ndarray] = []
+    streams: list[np.ndarray] = []
+    wall: dict[tuple[int, int], float] = {}
+    started = time.perf_counter()
+    for c in plan.concurrencies:
+        for size in plan.sizes:
+            n = plan.reads(size, c)
+            offsets = _offsets(rng, n, size, plan.object_size)
+            times, starts = np.empty(n), np.empty(n)
+            owner = np.empty(n, dtype=np.int64)
+            issued = iter(range(n))
+            begun = time.perf_counter()
+
+            async def stream(j: int, size: int = size, offsets: np.ndarray = offsets,
+                             times: np.ndarray = times, starts: np.ndarray = starts,
+                             owner: np.ndarray = owner, issued: Iterator[int] = issued,
+                             begun: float = begun) -> None:
+                for i in issued:
+                    starts[i], owner[i] = time.perf_counter() - begun, j
+                    times[i] = await _timed_read(store, key, int(offsets[i]), size)
+                    if progress is not None:
+                        progress(1)
+
+            await asyncio.gather(*(stream(j) for j in range(c)))
+            wall[(size, c)] = time.perf_counter() - begun
+            sizes.append(np.full(n, size, dtype=np.int64))
+            conc.append(np.full(n, c, dtype=np.int64))
+            secs.append(times)
+            began.append(starts)
+            streams.append(owner)
+    return Measurements(url=store.url, mode=getattr(store, "mode", store.kind),
+                        sizes=np.concatenate(sizes), concurrency=np.concatenate(conc),
+                        seconds=np.concatenate(secs), started=np.concatenate(began),
+                        stream=np.concatenate(streams), wall=wall,
+                        wall_s=time.perf_counter() - started)
+
+
+def measure(url: str, plan: Plan, *, progress: Callable[[int], None] | None = None,
+            while_present: Callable[[ScratchObject, Measurements], Any] | None = None,
+            field_name: str = "store") -> tuple[Measurements, Any]:
+    """Measure one store (`file:///dir`, `s3://bucket/prefix`, `memory://name`).
+
+    `while_present(test_object, measurements)` runs after the timed reads, while the test
+    object still exists (fio reads the same file). Returns (measurements, its result).
+    """
+    parsed = parse_store_url(url, field_name=field_name)
+    threads = max(MIN_THREADS, max(plan.concurrencies))
+    store = open_store(url, cold=True, threads=threads, seed=plan.seed, field_name=field_name)
+    try:
+        with scratch_object(store, plan.object_size, plan.seed) as obj:
+            result = run_sync(_measure(store, obj.key, plan, progress))
+            result.url = parsed.display
+            extra = while_present(obj, result) if while_present is not None else None
+        return result, extra
+    finally:
+        store.close()
