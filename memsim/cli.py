@@ -698,6 +698,9 @@ def _register_realio() -> None:
 
     register(main, _load_trio, _emit_json, _report_run, handle_errors)
     register_calibrate(main, handle_errors, _emit_json)
+    from memsim.cli_validate import register as register_validate
+
+    register_validate(main, _load_trio, _emit_json, handle_errors)
 
 
 _register_realio()
