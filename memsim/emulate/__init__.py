@@ -7,6 +7,6 @@ netem, so this is how reads from "the cloud" get realistic timings on one machin
 """
 
 from memsim.emulate.proxy import DelayProxy, Faults, RequestRecord
-from memsim.emulate.s3 import LocalS3
+from memsim.emulate.s3 import LocalS3, LocalS3Process
 
-__all__ = ["DelayProxy", "Faults", "LocalS3", "RequestRecord"]
+__all__ = ["DelayProxy", "Faults", "LocalS3", "LocalS3Process", "RequestRecord"]

@@ -16,7 +16,7 @@ from typing import Any
 from memsim.emulate.proxy import DelayProxy, Faults, _check_bandwidth, _check_delay
 from memsim.errors import InputError
 
-__all__ = ["ACCESS_KEY_ID", "REGION", "SECRET_ACCESS_KEY", "LocalS3"]
+__all__ = ["ACCESS_KEY_ID", "REGION", "SECRET_ACCESS_KEY", "LocalS3", "LocalS3Process"]
 
 ACCESS_KEY_ID = "memsim-test-key"
 SECRET_ACCESS_KEY = "memsim-test-secret"
@@ -144,3 +144,64 @@ class LocalS3:
             code = exc.response.get("Error", {}).get("Code")
             if code not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
                 raise
+
+
+class LocalS3Process:
+    """`memsim cloud-emulator` in a child process: the same emulated cloud, without its
+    server and proxy competing for this process's interpreter lock, so that timings taken
+    here (replay, validate, calibrate) are not inflated by the emulator's own Python work."""
+
+    def __init__(self, *, delay: float = 0.0, bandwidth: float | None = None,
+                 buckets: tuple[str, ...] = ("memsim",)) -> None:
+        self.delay, self.bandwidth, self.buckets = delay, bandwidth, buckets
+        self._proc: Any = None
+        self._info: dict[str, Any] = {}
+
+    def start(self, timeout: float = 60.0) -> LocalS3Process:
+        import json
+        import subprocess
+        import sys
+
+        args = [sys.executable, "-c", "from memsim.cli import main; main()", "cloud-emulator",
+                "--json", "--delay", f"{self.delay} s"]
+        if self.bandwidth is not None:
+            args += ["--bandwidth", f"{self.bandwidth} B/s"]
+        for bucket in self.buckets:
+            args += ["--bucket", bucket]
+        self._proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                      text=True)
+        line = self._proc.stdout.readline()
+        if not line:
+            self._proc.wait(timeout)
+            raise InputError("the cloud emulator did not start (is moto installed? "
+                             "pip install 'memsim[emulate]')")
+        self._info = json.loads(line)
+        return self
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(10)
+            except Exception:  # noqa: BLE001 - a child that will not go is killed
+                self._proc.kill()
+        self._proc = None
+
+    def __enter__(self) -> LocalS3Process:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    @property
+    def endpoint(self) -> str:
+        return self._info["endpoint"]
+
+    @property
+    def direct_endpoint(self) -> str:
+        return self._info["direct_endpoint"]
+
+    def env(self) -> dict[str, str]:
+        """The AWS_* variables that point S3 clients at the emulator."""
+        return dict(self._info["env"])
