@@ -308,8 +308,8 @@ def _raw_key(doc: yamlio.Document, loc: tuple[Any, ...]) -> tuple[Any, ...]:
     return loc
 
 
-def write_atomic(path: str | Path, text: str) -> Path:
-    """Write `text` to `path` through a temporary file and a rename."""
+def write_atomic(path: str | Path, text: str | bytes) -> Path:
+    """Write `text` (or bytes) to `path` through a temporary file and a rename."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -317,8 +317,9 @@ def write_atomic(path: str | Path, text: str) -> Path:
     except OSError as exc:
         raise InputError(f"cannot write: {exc.strerror or exc}", file=path) from None
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        data = text.encode("utf-8") if isinstance(text, str) else text
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

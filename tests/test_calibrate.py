@@ -53,15 +53,10 @@ def run(group):
 
 @pytest.fixture(scope="module")
 def s3():
-    with LocalS3(delay=DELAY, bandwidth=BANDWIDTH) as server:
-        saved = {k: os.environ.get(k) for k in server.env()}
-        os.environ.update(server.env())
+    with LocalS3(delay=DELAY, bandwidth=BANDWIDTH) as server, pytest.MonkeyPatch.context() as env:
+        for key, value in server.env().items():
+            env.setenv(key, value)
         yield server
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def _objects(s3: LocalS3, prefix: str) -> list[str]:

@@ -35,15 +35,10 @@ WORKLOAD = memsim.workload_from_dict({"name": "w", "arrivals": {"kind": "poisson
 
 @pytest.fixture(scope="module")
 def s3():
-    with LocalS3() as server:
-        saved = {k: os.environ.get(k) for k in server.env()}
-        os.environ.update(server.env())
+    with LocalS3() as server, pytest.MonkeyPatch.context() as env:
+        for key, value in server.env().items():
+            env.setenv(key, value)
         yield server
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @pytest.fixture(autouse=True)

@@ -261,16 +261,10 @@ def local_s3():
     """The emulated cloud in this process (moto behind the delay proxy); stopped after its
     test, so that its threads never share this process with a timed run."""
     from memsim.emulate import LocalS3
-
-    with LocalS3(delay=0.02, bandwidth=100e6) as server:
-        saved = {k: os.environ.get(k) for k in server.env()}
-        os.environ.update(server.env())
+    with LocalS3(delay=0.02, bandwidth=100e6) as server, pytest.MonkeyPatch.context() as env:
+        for key, value in server.env().items():
+            env.setenv(key, value)
         yield server
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def test_validate_end_to_end_on_the_emulated_cloud(local_s3, tmp_path):

@@ -5,21 +5,19 @@ so the caller's pyplot backend (a notebook's, say) is left alone."""
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from memsim.errors import InputError
+from memsim.layout import write_atomic
 from memsim.validate.metrics import percent as _pct
 
 if TYPE_CHECKING:
     from memsim.validate import Samples, ValidationResult
     from memsim.validate.metrics import Comparison
 
-__all__ = ["plot_cdfs", "write_bytes"]
+__all__ = ["plot_cdfs"]
 
 COLUMNS = 3  # panels per row
 LOG_SPAN = 30  # a log time axis when the slowest sample is this many times the fastest
@@ -63,26 +61,5 @@ def plot_cdfs(result: ValidationResult, path: str | Path) -> Path:
                  "real vs simulated")
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
-    return write_bytes(Path(path), buffer.getvalue())
+    return write_atomic(path, buffer.getvalue())
 
-
-def write_bytes(path: Path, data: bytes) -> Path:
-    """Write `data` through a temporary file and a rename: never a partial file."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise InputError(f"cannot write: {exc.strerror or exc}", file=path) from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise InputError(f"cannot write: {exc.strerror or exc}", file=path) from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
