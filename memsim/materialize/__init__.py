@@ -247,6 +247,9 @@ def materialize_plan(
             result.tiers[tier].bytes_written += nbytes
             if progress is not None:
                 progress(nbytes)
+    for tier in plan:
+        if opened[tier].persistent:
+            opened[tier].flush()
     result.seconds = time.perf_counter() - started
     return result
 

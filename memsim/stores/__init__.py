@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 
 from memsim.errors import InputError
 from memsim.profile import Profile
-from memsim.stores.abc import ByteStore, StoreCounters
+from memsim.stores.abc import ByteStore, StoreCounters, TimedRead
 from memsim.stores.local import LocalByteStore
 from memsim.stores.memory import MemoryByteStore, forget
 from memsim.stores.url import StoreURL, parse_store_url, redact, s3_settings
@@ -19,6 +19,7 @@ from memsim.stores.url import StoreURL, parse_store_url, redact, s3_settings
 MAX_THREADS = 256
 
 __all__ = ["ByteStore", "LocalByteStore", "MemoryByteStore", "StoreCounters", "StoreURL",
+           "TimedRead",
            "forget", "open_store", "parse_overrides", "parse_store_url", "redact",
            "tier_stores"]
 

@@ -8,9 +8,10 @@ ranges one after another).
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 
 @dataclass
@@ -21,6 +22,16 @@ class StoreCounters:
     bytes: int = 0
     retries: int = 0
     errors: dict[str, int] = field(default_factory=dict)  # retried failures by kind
+
+
+class TimedRead(NamedTuple):
+    """A timed byte-range read. `done` is stamped where the bytes arrive (a local store's
+    reading thread), not when the event loop next looks: waking the loop is the harness's
+    cost, not the tier's, and on an idle virtual machine it can exceed a small read."""
+
+    data: bytes | memoryview
+    service_s: float  # seconds being served, excluding any queueing in the store
+    done: float  # time.perf_counter() when the last byte was in memory
 
 
 class ByteStore(ABC):
@@ -46,14 +57,13 @@ class ByteStore(ABC):
     async def read_range(self, key: str, start: int, length: int) -> bytes | memoryview:
         """`length` bytes from `start`; a missing object or a short read is a DataError."""
 
-    async def read_range_timed(self, key: str, start: int, length: int
-                               ) -> tuple[bytes | memoryview, float]:
-        """`read_range`, and the seconds it was being served (excluding any queueing)."""
-        import time
-
+    async def read_range_timed(self, key: str, start: int, length: int) -> TimedRead:
+        """`read_range`, the seconds it was being served (excluding any queueing) and when
+        its last byte was in memory (`time.perf_counter()`)."""
         begun = time.perf_counter()
         data = await self.read_range(key, start, length)
-        return data, time.perf_counter() - begun
+        done = time.perf_counter()
+        return TimedRead(data, done - begun, done)
 
     @abstractmethod
     async def read_suffix(self, key: str, length: int) -> bytes | memoryview | None:
@@ -62,6 +72,13 @@ class ByteStore(ABC):
     @abstractmethod
     async def list_keys(self, prefix: str) -> set[str]:
         """Keys under `prefix` (relative to the store root)."""
+
+    def prewarm(self, sizes: list[int], count: int) -> None:  # noqa: B027 - optional hook
+        """Get ready to serve `count` reads of each of `sizes` bytes at once without
+        allocating (called before timed reads)."""
+
+    def flush(self) -> None:  # noqa: B027 - optional hook
+        """Make what was written durable (called when materialize finishes)."""
 
     async def check_writable(self) -> None:  # noqa: B027 - optional hook
         """Raise a StoreError if the store cannot be written (called before materializing)."""
