@@ -182,7 +182,12 @@ def test_replay_statistics_and_trace(tmp_path):
     table = memsim.read_trace(out, bank)
     simulated = memsim.read_trace(tmp_path / "s.pq", bank)
     assert np.array_equal(table[1], simulated[1])  # same paths as the simulator, same seed
-    assert np.allclose(table[0], simulated[0])  # and the same arrivals
+    # and the same arrivals, as replay really issued them: a timer fires up to a millisecond
+    # or two late (more on a busy machine), never early
+    lateness = table[0] - simulated[0]
+    assert (lateness >= -1e-6).all() and np.median(lateness) < 0.005
+    assert result.arrival_lag_s["p50"] == pytest.approx(np.median(lateness), abs=1e-6)
+    assert result.arrival_lag_s["max"] == pytest.approx(lateness.max(), abs=1e-6)
     import pyarrow.parquet as pq
 
     fetch = pq.read_table(out).column("fetch_time_s").to_numpy()

@@ -8,6 +8,13 @@ at once per tier (a request waits for a channel, as in the simulator's FCFS chan
 store's threads, or a slot here for other stores). Local
 tiers read cold by default. Resident levels cost nothing; a RAM-cache hit costs a real copy
 of the block in RAM. Statistics and JSON keys are those of `simulate`, plus `replay`.
+
+Times are taken as the model takes them: a level's time ends when its bytes are in memory,
+stamped by the thread that read them (`TimedRead.done`), not when the event loop next looks;
+a query's time starts when it really started, which the trace records as its arrival. The
+harness keeps its own costs off the clock: buffers are paged in beforehand, the heap that
+existed before the run is frozen (a full garbage collection would stall every reading thread)
+and a query's path is drawn before it arrives.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from memsim.aio import run_sync
+from memsim.aio import frozen_heap, run_sync
 from memsim.bank import Bank
 from memsim.blockmap import Subtree
 from memsim.errors import DataError
@@ -54,6 +61,9 @@ class ReplayResult(SimulationResult):
     blocked_reads: dict[int, int] = field(default_factory=dict)
     bad_blocks: list[BadBlock] = field(default_factory=list)
     indexes_preloaded: int = 0
+    arrival_lag_s: dict[str, float] = field(default_factory=dict)  # open loop: p50/p99/max
+    # tier -> each request's service time (s), in the order they finished: is the tier steady?
+    service_times: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         out = super().to_json()
@@ -63,6 +73,7 @@ class ReplayResult(SimulationResult):
             "blocked_reads": {str(d): n for d, n in self.blocked_reads.items()},
             "bad_blocks": [vars(b) for b in self.bad_blocks],
             "indexes_preloaded": self.indexes_preloaded,
+            "arrival_lag_s": self.arrival_lag_s,
         }
         return out
 
@@ -73,6 +84,7 @@ class _TierStats:
     bytes: int = 0
     service: float = 0.0
     wait: float = 0.0
+    services: list[float] = field(default_factory=list)
 
 
 class _Run:
@@ -109,25 +121,35 @@ class _Run:
         self.paths_out = np.zeros((queries, len(bank.levels)), dtype=np.int64) if keep else None
         self.issued_at = np.full(queries, np.nan) if keep else None
         self.started = 0.0
+        self.lag: list[float] = []  # open loop: how late each query was issued (s)
 
-    async def _request(self, loc: Location, start: int, length: int) -> Any:
+    async def _request(self, loc: Location, start: int, length: int) -> tuple[Any, float]:
+        """One byte range: (data, when its last byte was in memory)."""
         stats = self.tier_stats[loc.tier]
         store = self.reader.stores[loc.tier]
         asked = time.perf_counter()
         if store.channels is not None:  # the store queues requests for its own channels
-            data, service = await store.read_range_timed(loc.key, start, length)
-            stats.wait += time.perf_counter() - asked - service
+            data, service, done = await store.read_range_timed(loc.key, start, length)
         else:
             async with self.slots[loc.tier]:
-                data, service = await store.read_range_timed(loc.key, start, length)
-            stats.wait += time.perf_counter() - asked - service
+                data, service, done = await store.read_range_timed(loc.key, start, length)
+        stats.wait += done - asked - service
         stats.service += service
+        stats.services.append(service)
         stats.requests += 1
         stats.bytes += length
-        return data
+        return data, done
 
-    async def _level(self, depth: int, block: int, nbytes: int, measured: bool) -> bool:
-        """Fetch one block; True if it cost anything (a read or a RAM copy)."""
+    async def _level(self, depth: int, block: int, nbytes: int, measured: bool
+                     ) -> float | None:
+        """Fetch one block: when it was in memory, or None if it cost nothing."""
+        reader = self.reader
+        if reader.blocked and reader.is_blocked(depth, block):
+            # never looked up, admitted nor requested, as in the simulator
+            reader.blocked_reads[depth] = reader.blocked_reads.get(depth, 0) + 1
+            if measured:
+                self.blocked[depth] = self.blocked.get(depth, 0) + 1
+            return None
         cache = self.cache
         if cache is not None:
             hit = cache.lookup(depth, block)
@@ -136,55 +158,68 @@ class _Run:
                 self.hits[depth] = self.hits.get(depth, 0) + hit
             if hit:
                 if depth in cache.resident:
-                    return False
+                    return None
                 bytes(memoryview(self._ram_src)[:nbytes])  # the copy out of the RAM cache
-                return True
+                return time.perf_counter()
+            # admitted at lookup, as the simulator does: a query that arrives while the
+            # block is being read finds it (and waits for nothing, as in the model)
+            cache.insert(depth, block, nbytes)
         try:
             loc = await self.reader.locate(depth, block)
         except DataError as exc:
             self.reader.report_missing(depth, block, exc)
-            return True
+            return time.perf_counter()
         if loc is None:
             if measured:
                 self.blocked[depth] = self.blocked.get(depth, 0) + 1
-            return False
+            return None
         if measured:
             key = (depth, loc.tier)
             self.routed[key] = self.routed.get(key, 0) + 1
         try:
             if len(loc.ranges) == 1:
-                parts = [await self._request(loc, *loc.ranges[0])]
+                got = [await self._request(loc, *loc.ranges[0])]
             else:
-                parts = list(await asyncio.gather(*(self._request(loc, s, n)
-                                                    for s, n in loc.ranges)))
+                got = list(await asyncio.gather(*(self._request(loc, s, n)
+                                                  for s, n in loc.ranges)))
         except DataError as exc:
             self.reader.report_missing(depth, block, exc)
-            return True
+            return time.perf_counter()
+        parts = [data for data, _done in got]
         if self.reader.should_check():
             self.reader.check(loc, parts)
         self.reader.release(loc, parts)
-        if cache is not None:
-            cache.insert(depth, block, nbytes)
-        return True
+        return max(done for _data, done in got)
 
     async def query(self, index: int, path: np.ndarray, arrived: float) -> None:
         measured = index >= self.warmup
         if self.paths_out is not None:
             self.paths_out[index] = path
         times = [0.0] * len(self.levels)
+        last = arrived
         if self.layout.fetch == "sequential":
             for j, (depth, col, nbytes) in enumerate(self.levels):
                 t0 = time.perf_counter()
-                await self._level(depth, int(path[col]), nbytes, measured)
-                times[j] = time.perf_counter() - t0
+                done = await self._level(depth, int(path[col]), nbytes, measured)
+                if done is not None:
+                    times[j] = done - t0
+                    last = done
         else:
-            async def timed(j: int, depth: int, block: int, nbytes: int) -> None:
-                if await self._level(depth, block, nbytes, measured):
-                    times[j] = time.perf_counter() - arrived
+            async def timed(j: int, depth: int, block: int, nbytes: int) -> float:
+                done = await self._level(depth, block, nbytes, measured)
+                if done is None:
+                    return arrived
+                times[j] = done - arrived
+                return done
 
-            await asyncio.gather(*(timed(j, d, int(path[c]), b)
-                                   for j, (d, c, b) in enumerate(self.levels)))
-        total = time.perf_counter() - arrived
+            steps = [timed(j, d, int(path[c]), b) for j, (d, c, b) in enumerate(self.levels)]
+            if steps:
+                # the others as tasks, the first inline: a task starts only on the event
+                # loop's next round, a delay that is the harness's, not the tier's
+                others = [asyncio.ensure_future(step) for step in steps[1:]]
+                first = await steps[0]
+                last = max([first, *(await asyncio.gather(*others))])
+        total = last - arrived
         self.completed += 1
         if self.fetch_times is not None:
             self.fetch_times[index] = total
@@ -200,16 +235,24 @@ class _Run:
         self.started = start = time.perf_counter() + 0.005
         tasks: set[asyncio.Task[None]] = set()
         first = float(arrivals[0]) if len(arrivals) else 0.0
+
+        async def arrive(i: int, path: np.ndarray, due: float) -> None:
+            # timed from when the query starts: a timer fires up to ~1 ms late (epoll's
+            # resolution) and a task starts after the callbacks ahead of it, which shifts the
+            # arrival (recorded as such, for the simulation of the trace), not the fetch
+            now = time.perf_counter()
+            self.lag.append(now - due)
+            if self.issued_at is not None:
+                self.issued_at[i] = first + (now - start)
+            await self.query(i, path, now)
+
         for i, t in enumerate(arrivals.tolist()):
+            path = paths(i)  # drawn before the clock: the query's path is known on arrival
             due = start + (t - first)
             delay = due - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            if self.issued_at is not None:
-                self.issued_at[i] = t
-            # timed from when the loop gets to it: a timer fires up to ~1 ms late (epoll's
-            # resolution), which shifts the arrival, not the fetch
-            task = asyncio.create_task(self.query(i, paths(i), time.perf_counter()))
+            task = asyncio.create_task(arrive(i, path, due))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
         while tasks:
@@ -235,6 +278,18 @@ class _Run:
                 await self.query(i, paths(i), now)
 
         await asyncio.gather(*(client() for _ in range(clients)))
+
+
+def _prewarm(profile: Profile, bank: Bank, layout: Layout, stores: dict[str, ByteStore]
+             ) -> None:
+    """Let each store ready its read buffers before the clock starts: for every level, the
+    block size, as many as can be in flight (its channels, twice over: a block being read
+    while the one before is still being checked)."""
+    sizes = [lv.block_bytes for lv in bank.active_levels if lv.depth not in layout.resident]
+    for tier in profile.tiers:
+        store = stores.get(tier.name)
+        if store is not None:
+            store.prewarm(sizes, 2 * tier.concurrency + 2)
 
 
 def _fill_memory_tiers(profile: Profile, bank: Bank, layout: Layout,
@@ -295,6 +350,7 @@ def replay(
 
         async def main() -> tuple[int, float]:
             preloaded = await reader.preload_indexes() if preload_index else 0
+            _prewarm(profile, bank, layout, opened)
             t0 = time.perf_counter()
             if closed:
                 await run.closed_loop(queries_plan.clients, queries_plan.think, paths)
@@ -302,12 +358,22 @@ def replay(
                 await run.open_loop(arrivals, paths)
             return preloaded, time.perf_counter() - t0
 
-        preloaded, wall = run_sync(main())
+        with frozen_heap():
+            preloaded, wall = run_sync(main())
         return _result(run, reader, opened, profile, bank, layout, seed, warm, wall, preloaded,
                        closed, arrivals, trace_out)
     finally:
         for store in opened.values():
             store.close()
+
+
+def _lag(lag: list[float]) -> dict[str, float]:
+    """How late the open loop issued its queries: p50, p99 and the worst, in seconds."""
+    if not lag:
+        return {}
+    x = np.maximum(np.asarray(lag), 0.0)
+    return {"p50": float(np.quantile(x, 0.5)), "p99": float(np.quantile(x, 0.99)),
+            "max": float(x.max())}
 
 
 def _result(run: _Run, reader: BankReader, stores: dict[str, ByteStore], profile: Profile,
@@ -345,7 +411,9 @@ def _result(run: _Run, reader: BankReader, stores: dict[str, ByteStore], profile
             offered[name] = max(s.service / (tier.concurrency * span),
                                 s.bytes / (tier.total_bandwidth * span))
         per_tier[name] = {"requests": s.requests, "bytes": s.bytes,
-                          "time_s": s.service / s.requests, "wait_s": s.wait / s.requests,
+                          # as the simulator's: from asking the tier to the last byte
+                          "time_s": (s.service + s.wait) / s.requests,
+                          "wait_s": s.wait / s.requests,
                           "channel_utilization": channel, "bandwidth_utilization": bandwidth}
     unstable = [] if closed else [
         f"tier '{name}' is overloaded: measured utilisation {rho:.2f} >= 1; its queue grew "
@@ -362,7 +430,8 @@ def _result(run: _Run, reader: BankReader, stores: dict[str, ByteStore], profile
         columns = {"fetch_time_s": run.fetch_times}
         for j, (depth, *_r) in enumerate(run.levels):
             columns[f"time_L{depth}_s"] = run.level_times[:, j]
-        arrival_col = run.issued_at if closed else arrivals
+        arrival_col = run.issued_at  # as issued (late timers and all), so a simulation of
+        # the trace sees the arrivals the reads saw
         out_path = str(write_trace(trace_out, np.asarray(arrival_col, dtype=float),
                                    run.paths_out, columns=columns))
     return ReplayResult(
@@ -378,4 +447,7 @@ def _result(run: _Run, reader: BankReader, stores: dict[str, ByteStore], profile
                         if s.counters.errors},
         checked_blocks=reader.checked, blocked_reads=dict(reader.blocked_reads),
         bad_blocks=list(reader.bad), indexes_preloaded=preloaded,
+        service_times={name: np.asarray(s.services) for name, s in run.tier_stats.items()
+                       if s.services},
+        arrival_lag_s=_lag(run.lag),
     )
