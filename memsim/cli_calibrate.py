@@ -173,6 +173,18 @@ def register(main: click.Group, handle_errors: Callable[..., Any],
                   show_default=True,
                   help="iops: the concurrency beyond which small-read IOPS grow by no more than "
                   "10%; fit: the tested concurrency whose model fits every point best.")
+    @click.option("--latency-size", "latency_size", metavar="LIST",
+                  help="Fit the latency distribution from single reads of these sizes "
+                  "(added to --sizes), e.g. your bank's block size, so that the spread of its "
+                  "reads is modelled [default: the latency-bound sizes].")
+    @click.option("--latency-samples", type=int, default=None,
+                  help="Single reads of each latency size [default: 200; --quick: 60].")
+    @click.option("--gap-ratio", type=float, default=1.0, show_default=True,
+                  help="Single reads start from idle: each is followed by a random pause of "
+                  "this many times its duration, as at moderate load (0: back to back).")
+    @click.option("--warm", is_flag=True,
+                  help="Read local files through the page cache, as `replay --warm` and "
+                  "`validate --warm` do [default: cold, O_DIRECT].")
     @click.option("--kind", "kind", multiple=True, metavar="TIER=KIND",
                   help="Tier kind (ram, flash, disk, cloud, other) instead of the guess from "
                   "the URL (file: flash, s3: cloud, memory: ram). Repeatable.")
@@ -184,8 +196,10 @@ def register(main: click.Group, handle_errors: Callable[..., Any],
     def calibrate_cmd(tiers: tuple[str, ...], out: str | None, plot: str | None,
                       use_fio: bool, fio_engine: str, quick: bool, samples: int | None,
                       sizes: str | None, concurrency: str | None, max_size: str | None,
-                      object_size: str | None, concurrency_rule: str, kind: tuple[str, ...],
-                      name: str | None, seed: int, as_json: bool) -> None:
+                      object_size: str | None, concurrency_rule: str,
+                      latency_size: str | None, latency_samples: int | None, gap_ratio: float,
+                      warm: bool, kind: tuple[str, ...], name: str | None, seed: int, as_json: bool
+                      ) -> None:
         """Measure real tiers and write a device profile.
 
         Each TIER=URL (file:///dir, s3://bucket/prefix, memory://name) gets a scratch object
@@ -209,7 +223,9 @@ def register(main: click.Group, handle_errors: Callable[..., Any],
             concurrencies=_int_list(concurrency, "concurrency"), samples=samples,
             max_size=_one_size(max_size, "max-size"),
             object_size=_one_size(object_size, "object-size"), kinds=kinds, name=name,
-            fio=use_fio, fio_engine=fio_engine, concurrency_rule=concurrency_rule, seed=seed,
+            fio=use_fio, fio_engine=fio_engine, concurrency_rule=concurrency_rule,
+            latency_sizes=_size_list(latency_size, "latency-size"),
+            latency_samples=latency_samples, gap_ratio=gap_ratio, cold=not warm, seed=seed,
             progress=_progress_factory())
         saved = str(result.save(out)) if out else None
         plotted = str(result.plot(plot)) if plot else None

@@ -103,7 +103,7 @@ class TierCalibration:
             rows.append({"size_bytes": f.size, "concurrency": f.concurrency,
                          "memsim_p50_s": p.p50_s, "fio_p50_s": f.clat_p50_s,
                          "memsim_p99_s": p.p99_s, "fio_p99_s": f.clat_p99_s,
-                         "memsim_bytes_per_s": p.wall_throughput,
+                         "memsim_bytes_per_s": p.throughput,
                          "fio_bytes_per_s": f.bw_bytes, "fio_ios": f.ios})
         return rows
 
@@ -190,13 +190,13 @@ class CalibrationResult:
                         "per-stream bandwidth")
         put("aggregate_bandwidth", _scalar(format_rate(tier.total_bandwidth)),
             f"{by}: {agg_text}")
-        lat = tier.latency
-        put("latency", f'{{p50: "{format_time(lat.p50)}", p99: "{format_time(lat.p99)}"}}',
-            f"{by}: {f.latency_reads} single reads of "
-            f"{_sizes_text(f.latency_sizes)} minus their transfer time at the bandwidth "
-            f"above; memsim fits a lognormal through p50 and p99")
+        cells = ", ".join(f'{k}: "{v}"' for k, v in _latency_quantiles(f).items())
+        put("latency", f"{{quantiles: {{{cells}}}}}",
+            f"{by}: {f.latency_reads} single reads of {_sizes_text(f.latency_sizes)}, "
+            "each from idle, minus their transfer time at the bandwidth above: their "
+            "empirical distribution (memsim interpolates between these quantiles)")
         iops = ", ".join(f"{c}: {v:,.0f}/s" for c, v in sorted(f.iops.items()))
-        small = format_size(min(p.size for p in cal.points), binary=True)
+        small = format_size(f.concurrency_size, binary=True)
         limit = (" (still growing at the largest concurrency tested: a lower bound)"
                  if f.concurrency_at_limit else "")
         if f.rule == "fit":
@@ -209,8 +209,13 @@ class CalibrationResult:
             why = (f"{small} reads per second stop growing by more than 10% beyond "
                    f"{tier.concurrency} at once{limit} ({iops})")
         put("concurrency", str(tier.concurrency), f"{by}: {why}")
-        put("request_overhead", "0 s", "not separable from latency by reads alone: the "
-            "software path is included in the latency above")
+        if f.overhead_reads:
+            put("request_overhead", _scalar(format_time(f.request_overhead_s)),
+                f"{by}: mean time from asking the store to its starting the read (waking a "
+                f"reading thread), over {f.overhead_reads} reads under load")
+        else:
+            put("request_overhead", "0 s", "not separable from latency by reads alone: the "
+                "software path is included in the latency above")
         out.append(f"    store: {_scalar(tier.store or '')}")
         out.append(f"    source: {_scalar(tier.source)}")
         out.append("    # how the numbers above were measured (memsim calibrate)")
@@ -362,6 +367,11 @@ def calibrate(
     fio_engine: str = "psync",
     fio_runtime_s: float | None = None,
     concurrency_rule: str = "iops",
+    latency_sizes: list[int] | None = None,
+    latency_samples: int | None = None,
+    gap_ratio: float = measure_mod.GAP_RATIO,
+    cold: bool = True,
+    load: float = measure_mod.LOAD,
     seed: int = 0,
     progress: Progress | None = None,
 ) -> CalibrationResult:
@@ -373,6 +383,13 @@ def calibrate(
     from each URL. `fio` also runs fio on local tiers (same file, sizes and concurrency).
     `concurrency_rule` "iops" takes the concurrency beyond which small-read IOPS grow by no more
     than 10%; "fit" the tested one whose model fits every point best (both are recorded).
+    `latency_sizes`: the request sizes whose single reads (`latency_samples` of them) give the
+    latency distribution; a bank's block size models the spread of its reads (default: the
+    latency-bound sizes). Single reads start from idle: each is followed by a random pause of
+    `gap_ratio` times its duration (0: back to back).
+    `cold=False` reads local files through the page cache (as `replay --warm` does). The
+    latency distribution is fitted from reads of the latency sizes arriving at random with one
+    channel busy `load` of the time (0: from the single reads from idle instead).
     `progress(tier, total_reads)` may return (update, close) for a progress bar.
     """
     if concurrency_rule not in RULES:
@@ -381,7 +398,9 @@ def calibrate(
     kinds = dict(kinds or {})
     urls = _check_request(tiers, kinds)
     plan = make_plan(quick=quick, sizes=sizes, concurrencies=concurrencies, samples=samples,
-                     max_size=max_size, object_size=object_size, seed=seed)
+                     max_size=max_size, object_size=object_size, seed=seed,
+                     latency_sizes=latency_sizes, latency_samples=latency_samples,
+                     gap_ratio=gap_ratio, cold=cold, load=load)
     notes: list[str] = []
     if fio:
         if fio_engine not in fio_mod.ENGINES:
@@ -406,8 +425,13 @@ def calibrate(
                          else (None, lambda: None))
         fio_note: list[str] = []
 
-        def cross_check(obj: Any, meas: Measurements, scheme: str = scheme,
-                        fio_note: list[str] = fio_note) -> list[fio_mod.FioPoint] | None:
+        def while_present(store: Any, obj: Any, meas: Measurements, scheme: str = scheme,
+                          fio_note: list[str] = fio_note,
+                          update: Callable[[int], None] | None = update
+                          ) -> list[fio_mod.FioPoint] | None:
+            if plan.load > 0:  # the latency sizes again, at random arrivals under load
+                service = {s: float(np.median(meas.at(s, 1))) for s in plan.latency_reads_at}
+                measure_mod.under_load(store, obj, meas, plan, service, update)
             if not fio or scheme != "file" or obj.path is None:
                 return None
             direct = meas.mode == "o_direct"
@@ -415,12 +439,12 @@ def calibrate(
                 fio_note.append("the filesystem refuses O_DIRECT: fio ran with --direct=0 and "
                                 "may read from the page cache")
             return fio_mod.run(obj.path, list(plan.sizes), list(plan.concurrencies),
-                               plan.object_size, engine=fio_engine, direct=direct,
+                               obj.size, engine=fio_engine, direct=direct,
                                runtime_s=runtime)
 
         try:
             meas, fio_points = measure_mod.measure(url, plan, progress=update,
-                                                   while_present=cross_check,
+                                                   while_present=while_present,
                                                    field_name=f"tiers.{tier_name}")
         finally:
             close()
@@ -432,7 +456,8 @@ def calibrate(
                        "overrides")
         done[tier_name] = TierCalibration(
             name=tier_name, url=meas.url, kind=kind, kind_source=kind_source,
-            measurements=meas, points=pts, fit=fit_tier(meas, concurrency_rule),  # type: ignore[arg-type]
+            measurements=meas, points=pts, fit=fit_tier(meas, concurrency_rule,  # type: ignore[arg-type]
+                                                              plan.latency_sizes),
             capacity=capacity,
             capacity_source=capacity_source, fio=fio_points,
             fio_note=fio_note[0] if fio_note else None)
@@ -447,16 +472,31 @@ def calibrate(
                              date=date, host=host, notes=notes)
 
 
+def _latency_quantiles(f: TierFit) -> dict[str, str]:
+    """The fitted latency quantiles as profile keys ("min", "p50", "max") and times."""
+    out = {}
+    for q, v in f.latency_quantiles.items():
+        key = "min" if q == 0 else "max" if q == 1 else f"p{q * 100:g}"
+        out[key] = format_time(v)
+    return out
+
+
 def _record(cal: TierCalibration, plan: Plan, date: str, host: str) -> dict[str, Any]:
     f, m = cal.fit, cal.measurements
     rec: dict[str, Any] = {
         "tool": "memsim calibrate", "date": date, "host": host, "store": cal.url,
         "cold_mode": m.mode, "sizes_bytes": list(plan.sizes),
         "concurrencies": list(plan.concurrencies), "samples_per_point": plan.samples,
-        "reads": m.reads, "object_size_bytes": plan.object_size, "seconds": _sig(m.wall_s),
-        "seed": plan.seed,
+        "reads": m.reads, "object_size_bytes": m.object_size or plan.object_size,
+        "seconds": _sig(m.wall_s), "seed": plan.seed,
+        "single_reads": f"from idle: each followed by a random pause of {plan.gap_ratio:g}x "
+                        "its time",
+        "latency_sizes_bytes": list(f.latency_sizes),
         "fit": {"method": "bandwidth: relative least squares of median time vs size at "
-                          "concurrency 1; latency: small single reads minus transfer time; "
+                          "concurrency 1; latency: empirical quantiles of reads of the latency "
+                          "sizes (or the small ones) minus transfer time, arriving at random "
+                          "under load where measured so, else single reads from idle; request "
+                          "overhead: mean time from asking the store to its starting a read; "
                           "aggregate: largest reads in flight x size / median time; "
                           "concurrency: rule iops (where small-read IOPS stop growing by more "
                           "than 10%) or fit (the tested concurrency fitting all points best)",
@@ -470,6 +510,13 @@ def _record(cal: TierCalibration, plan: Plan, date: str, host: str) -> dict[str,
                       "all_points": _sig(f.residual_all, 3),
                       "all_points_by_concurrency": {
                           int(c): _sig(v, 3) for c, v in f.residual_by_concurrency.items()}},
+        "under_load": {str(size): {
+            "reads": int(m.loaded[size].size), "offered_reads_per_s": _sig(m.loaded_rate[size]),
+            "utilization": _sig(m.loaded_utilization[size], 3),
+            "service_p50_s": _sig(float(np.median(m.loaded[size]))),
+            "service_p99_s": _sig(float(np.quantile(m.loaded[size], 0.99))),
+            "overhead_mean_s": _sig(float(m.loaded_overhead[size].mean()))}
+            for size in sorted(m.loaded)},
         "points": [{"size": p.size, "concurrency": p.concurrency, "reads": p.reads,
                     "p50_s": _sig(p.p50_s), "p99_s": _sig(p.p99_s)} for p in cal.points],
     }
@@ -495,9 +542,9 @@ def _profile(done: dict[str, TierCalibration], order: list[str], plan: Plan,
             "capacity": "unlimited" if cal.capacity is None else format_size(cal.capacity),
             "bandwidth": format_rate(f.bandwidth),
             "aggregate_bandwidth": format_rate(max(f.aggregate_bandwidth, f.bandwidth)),
-            "latency": {"p50": format_time(f.latency_p50_s),
-                        "p99": format_time(f.latency_p99_s)},
-            "concurrency": f.concurrency, "request_overhead": "0 s", "store": urls[n],
+            "latency": {"quantiles": _latency_quantiles(f)},
+            "concurrency": f.concurrency,
+            "request_overhead": format_time(f.request_overhead_s), "store": urls[n],
             "source": f"memsim calibrate on host {host}, {day}: {cal.measurements.reads} "
                       f"{'cold ' if cal.mode in COLD else ''}reads ({cal.mode}) through "
                       "memsim's own store, as replay reads",

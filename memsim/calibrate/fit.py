@@ -7,13 +7,18 @@ the measurements:
 - per-stream bandwidth (and a base latency): a weighted least-squares line through the median
   time of each request size at concurrency 1, weighted so that every size counts by its
   relative error (small requests are not drowned by large ones); coefficients kept >= 0.
-- latency p50 and p99: the single small reads (transfer under 10% of their time, or the
-  smallest size) minus their transfer time at that bandwidth.
+- latency: an empirical distribution (quantiles from min to max) of single reads minus their
+  transfer time at that bandwidth: reads of the chosen latency sizes (a bank's block size, so
+  that the spread of its reads is modelled), or by default the small ones (transfer under 10%
+  of their time, or the smallest size). Where the reads were also measured at random
+  arrivals under load (`Measurements.loaded`), their service times are used instead.
 - aggregate bandwidth: the largest throughput seen, reads in flight x size / median time.
-- concurrency: the smallest c beyond which small-request throughput (IOPS) grows by no more
-  than 10% (rule "iops", the default); or, with rule "fit", the tested concurrency whose model
-  fits every point best. Both are recorded.
-- request overhead: 0 (it cannot be told apart from latency by reads alone).
+- concurrency: the smallest c beyond which the IOPS of the smallest size (or of the largest
+  latency size, when given) grow by no more than 10% (rule "iops", the default); or, with
+  rule "fit", the tested concurrency whose model fits every point best. Both are recorded.
+- request overhead: the mean time from asking the store to its starting a read (waking a
+  reading thread), measured in the reads under load; 0 without them (it cannot be told apart
+  from latency by the total time alone) and for stores that do not report it (S3, memory).
 
 The fit is checked against every point: the model's median time for c streams reading
 back to back (c <= channels: c requests in service at once; more: they queue, Little's law)
@@ -38,6 +43,10 @@ ConcurrencyRule = Literal["iops", "fit"]
 RULES = ("iops", "fit")
 SMALL_SHARE = 0.10  # a read is "small" when its transfer is under this share of its time
 IOPS_GROWTH = 0.10  # concurrency stops helping when IOPS grow by no more than this
+# probabilities of the fitted empirical latency (0 and 1: the smallest and largest residual)
+# (finer in the tails, where a few reads decide the demerit; linear in between)
+LATENCY_GRID = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98,
+                0.99, 0.995, 1.0)
 
 
 @dataclass(frozen=True)
@@ -105,7 +114,7 @@ class TierFit:
     intercept_s: float  # base latency of the straight line at concurrency 1
     latency_p50_s: float
     latency_p99_s: float
-    latency_reads: int  # the small reads behind p50 and p99
+    latency_reads: int  # the single reads behind the latency distribution
     latency_sizes: list[int]
     aggregate_bandwidth: float
     aggregate_at: tuple[int, int]  # (size, concurrency) of the largest throughput
@@ -122,6 +131,10 @@ class TierFit:
     residual_all: float = float("nan")  # ... over every point
     residual_by_concurrency: dict[int, float] = field(default_factory=dict)  # all points
     notes: list[str] = field(default_factory=list)
+    latency_quantiles: dict[float, float] = field(default_factory=dict)  # probability -> s
+    concurrency_size: int = 0  # the request size whose IOPS the rule "iops" looked at
+    request_overhead_s: float = 0.0  # mean, from asking the store to its starting the read
+    overhead_reads: int = 0
 
     def tier(self, name: str = "fit") -> Tier:
         """A memsim Tier with these parameters (latency at its median, for predictions)."""
@@ -145,6 +158,8 @@ class TierFit:
             "bandwidth_bytes_per_s": self.bandwidth, "intercept_s": self.intercept_s,
             "latency_p50_s": self.latency_p50_s, "latency_p99_s": self.latency_p99_s,
             "latency_reads": self.latency_reads, "latency_sizes_bytes": self.latency_sizes,
+            "latency_quantiles_s": {str(q): v for q, v in self.latency_quantiles.items()},
+            "request_overhead_s": self.request_overhead_s,
             "aggregate_bandwidth_bytes_per_s": self.aggregate_bandwidth,
             "aggregate_measured_bytes_per_s": self.aggregate_measured,
             "aggregate_at": {"size_bytes": self.aggregate_at[0],
@@ -196,9 +211,11 @@ def _residuals(f: TierFit, pts: list[Point]) -> tuple[float, float]:
     return rel_rms(predicted[c1], measured[c1]), rel_rms(predicted, measured)
 
 
-def fit(m: Measurements, rule: ConcurrencyRule = "iops") -> TierFit:
+def fit(m: Measurements, rule: ConcurrencyRule = "iops",
+        latency_sizes: list[int] | tuple[int, ...] = ()) -> TierFit:
     """Fit memsim's tier model to one store's measurements (`rule`: how to pick the
-    concurrency, "iops" or "fit")."""
+    concurrency, "iops" or "fit"; `latency_sizes`: single reads the latency distribution is
+    fitted from, by default the latency-bound ones)."""
     if rule not in RULES:
         raise ValueError(f"unknown concurrency rule {rule!r}")
     pts = points(m)
@@ -213,15 +230,41 @@ def fit(m: Measurements, rule: ConcurrencyRule = "iops") -> TierFit:
         bandwidth = float(np.max(sizes / medians))
         notes.append("read time did not grow with size at concurrency 1: bandwidth set to the "
                      "largest size / median time measured, a lower bound")
-    # latency: small single reads minus their transfer time
-    small = [p.size for p in single if p.size / bandwidth <= SMALL_SHARE * p.p50_s]
+    # latency: single reads (of the chosen sizes, or small ones) minus their transfer time
+    overhead, spent = 0.0, np.zeros(0)
+    measured = {p.size for p in single}
+    small = [s for s in latency_sizes if s in measured]
+    if latency_sizes and not small:
+        raise ValueError("none of the latency sizes was measured at concurrency 1")
+    if not small:
+        small = [p.size for p in single if p.size / bandwidth <= SMALL_SHARE * p.p50_s]
     if not small:
         small = [single[0].size]
         notes.append(f"no read was latency-bound (transfer under {SMALL_SHARE:.0%} of its "
                      "time); latency taken from the smallest size")
-    lat = np.concatenate([m.at(s, 1) - s / bandwidth for s in small])
+    under_load = [s for s in small if s in m.loaded]
+    if under_load:  # measured at random arrivals under load: what a workload meets
+        small = under_load
+        # reads under load may be faster than the line through single reads from idle says:
+        # the stream is then at least as fast as the fastest of them (p1), so that the model
+        # (latency + transfer) reproduces their distribution instead of clipping it at 0
+        floor = max(s / float(np.quantile(m.loaded[s], 0.01)) for s in small)
+        if floor > bandwidth:
+            notes.append(f"reads of {', '.join(str(s) for s in small)} bytes under load were "
+                         f"faster than single reads from idle: per-stream bandwidth raised "
+                         f"from {bandwidth:.4g} to {floor:.4g} B/s (their fastest 1%)")
+            bandwidth = floor
+        lat = np.concatenate([m.loaded[s] - s / bandwidth for s in small])
+        spent = np.concatenate([m.loaded_overhead[s] for s in small
+                                if s in m.loaded_overhead] or [np.zeros(0)])
+        overhead = float(spent.mean()) if spent.size else 0.0
+    else:
+        lat = np.concatenate([m.at(s, 1) - s / bandwidth for s in small])
     tiny = 1e-9
-    p50 = max(float(np.median(lat)), tiny)
+    values = np.maximum(np.quantile(lat, LATENCY_GRID), tiny)
+    quantiles = {q: float(v) for q, v in zip(LATENCY_GRID, np.maximum.accumulate(values),
+                                             strict=True)}
+    p50 = quantiles[0.5]
     p99 = max(float(np.percentile(lat, 99)), p50)
     # aggregate bandwidth: the best throughput seen
     best = max(pts, key=lambda p: p.throughput)
@@ -231,7 +274,8 @@ def fit(m: Measurements, rule: ConcurrencyRule = "iops") -> TierFit:
                      f"B/s); aggregate bandwidth set to the per-stream bandwidth")
         aggregate = bandwidth
     # channels: where small-request IOPS stop growing
-    smallest = min(p.size for p in pts)
+    # (at the largest latency size when given: the reads that matter; else the smallest)
+    smallest = max(latency_sizes) if latency_sizes else min(p.size for p in pts)
     iops = {p.concurrency: p.iops for p in pts if p.size == smallest}
     channels, at_limit = _concurrency(iops)
     overlap = max(p.in_flight for p in pts if p.size == smallest)
@@ -248,7 +292,9 @@ def fit(m: Measurements, rule: ConcurrencyRule = "iops") -> TierFit:
                   aggregate_measured=best.throughput, concurrency=channels,
                   concurrency_at_limit=at_limit, iops=iops,
                   c1_reads=sum(p.reads for p in single), c1_sizes=[p.size for p in single],
-                  rule=rule, concurrency_iops=channels, notes=notes)
+                  rule=rule, concurrency_iops=channels, notes=notes,
+                  latency_quantiles=quantiles, concurrency_size=smallest,
+                  request_overhead_s=overhead, overhead_reads=int(spent.size))
     # the same model with each tested concurrency as its channel count, over every point
     by_c = {c: _residuals(replace(out, concurrency=c), pts)[1] for c in sorted(iops)}
     out.residual_by_concurrency = by_c
