@@ -35,6 +35,11 @@ def register(main: click.Group, load_trio: Callable[..., tuple[Profile, Bank, La
                   "s3://bucket/prefix or memory://name. Repeatable.")
     @click.option("--warm", is_flag=True,
                   help="Allow the page cache (default: cold reads with O_DIRECT).")
+    @click.option("--recalibrate", is_flag=True,
+                  help="First refit the latency and request overhead of every tier holding "
+                  "the bank in a local directory or S3 from reads of the bank's own blocks "
+                  "(one channel, utilisation 0.45): a scratch file's pages are not the "
+                  "bank's, and on a virtual machine their speeds differ by 20%.")
     @click.option("--plot", "plot_path", metavar="FILE.png",
                   type=click.Path(dir_okay=False),
                   help="Write the real and simulated CDFs (one panel per tier and one for the "
@@ -43,8 +48,8 @@ def register(main: click.Group, load_trio: Callable[..., tuple[Profile, Bank, La
     @handle_errors
     def validate_cmd(profile_ref: str | None, bank_ref: str | None, layout_ref: str,
                      workload_ref: str, queries: int, warmup: float, seed: int,
-                     store: tuple[str, ...], warm: bool, plot_path: str | None,
-                     as_json: bool) -> None:
+                     store: tuple[str, ...], warm: bool, recalibrate: bool,
+                     plot_path: str | None, as_json: bool) -> None:
         """Replay a workload with real reads, simulate the same queries, compare.
 
         Reports per tier, per level and for the whole fetch the median and 99th-percentile
@@ -65,7 +70,8 @@ def register(main: click.Group, load_trio: Callable[..., tuple[Profile, Bank, La
         update, close = progress_bar(queries)
         try:
             result = validate(p, b, lay, wl, queries=queries, seed=seed, stores=overrides,
-                              warmup=warmup, cold=not warm, progress=update)
+                              warmup=warmup, cold=not warm, recalibrate=recalibrate,
+                              progress=update)
         finally:
             close()
         if lay.name == "":

@@ -23,6 +23,7 @@ from click.testing import CliRunner
 import memsim
 from memsim.aio import run_sync
 from memsim.blockmap import BlockMap
+from memsim.calibrate import calibrate
 from memsim.cli import _emit_json, _load_trio, handle_errors
 from memsim.cli_validate import register
 from memsim.errors import InputError
@@ -84,18 +85,18 @@ def quantile_latency(times: np.ndarray) -> dict[str, object]:
 
 async def _alone(url: str, keys: list[str], nbytes: int, n: int, cold: bool = True,
                  gap: float = 0.01) -> np.ndarray:
-    """Times of `n` reads one at a time, as replay issues them (through asyncio), `gap` seconds
-    apart, of random blocks."""
+    """Times of `n` reads one at a time, as replay times them (until the bytes are in memory),
+    `gap` seconds apart, of random blocks."""
     store = open_store(url, cold=cold, threads=1)
     rng = random.Random(0)
     out = []
     try:
         for _ in range(n):
             t0 = time.perf_counter()
-            view = await store.read_range(keys[rng.randrange(len(keys))], 0, nbytes)
-            out.append(time.perf_counter() - t0)
+            got = await store.read_range_timed(keys[rng.randrange(len(keys))], 0, nbytes)
+            out.append(got.done - t0)
             if hasattr(store, "release"):
-                store.release(view)
+                store.release(got.data)
             await asyncio.sleep(gap)
     finally:
         store.close()
@@ -329,6 +330,12 @@ def test_command_text_json_plot_and_errors(tmp_path, monkeypatch):
     data = json.loads(out.output)
     assert {"per_tier", "per_level", "fetch", "utilization", "real", "simulated"} <= set(data)
     assert data["queries"] == 135 and data["seed"] == 3 and data["plot"] is None
+    assert data["recalibrated"] == {} and isinstance(data["diagnostics"], list)
+    out = runner.invoke(_group(), [*args, "--queries", "60", "--recalibrate", "--json"])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.output)
+    assert set(data["recalibrated"]) == {"flash", "disk"}
+    assert all(v["reads"] > 0 and v["service_p50_s"] > 0 for v in data["recalibrated"].values())
     assert list(scratch.iterdir()) == []  # the temporary traces are gone
     # bad input: exit 2 and one line, before any real read
     bad = runner.invoke(_group(), [*args, "--store", "tape=file:///x"])
@@ -355,39 +362,45 @@ def test_validate_rejects_bad_arguments(tmp_path):
 
 
 COLD = os.environ.get("MEMSIM_VALIDATE_COLD") == "1"
+BIG = {"name": "big", "layers": 1, "d_model": 163840, "d_ff": 1, "heads": 1, "head_dim": 1}
 
 
 @pytest.mark.parametrize("cold", [
     False,
     pytest.param(True, marks=pytest.mark.skipif(
-        not COLD, reason="cold reads of a shared virtual disk change speed 2-4x within a "
-        "second; set MEMSIM_VALIDATE_COLD=1 on a machine with a steady disk")),
+        not COLD, reason="this virtual machine's disk changes speed 2-10x from minute to "
+        "minute (see the README's validation figures); set MEMSIM_VALIDATE_COLD=1 on a "
+        "machine with a steady disk")),
 ])
 def test_local_directory_tier_meets_loose_targets_at_moderate_load(tmp_path, cold):
-    """After a hand calibration (reads one at a time, through asyncio as replay issues them), a
-    run at utilisation ~0.35 of the local directory tier: |median error| and demerit within
-    the loose bound. Warm reads (page cache) by default: the tier's own speed then holds
-    still long enough to be calibrated, and what is checked is the model of the local store:
-    its threads as FCFS channels, queueing, the latency distribution."""
-    bank = memsim.bank_from_dict({"name": "wide", "branching": 4, "levels": [0, 16],
-                                  "anchor": WIDE})  # 16 blocks of 786 kB
-    url = f"file://{tmp_path}/disk"
-    base = memsim.profile_from_dict({"name": "hand", "tiers": [
+    """The issue's acceptance, small: `calibrate` the local directory (at the bank's block
+    size, one channel), then `validate` a Poisson workload at utilisation ~0.45 of it, the
+    tier's latency and overhead first refitted on the bank's own blocks. Warm reads (the page
+    cache) by default: they hold still from calibration to validation on this machine, where
+    the virtual disk does not."""
+    bank = memsim.bank_from_dict({"name": "big", "branching": 4, "levels": [0, 16],
+                                  "anchor": BIG})  # 16 blocks of 15.7 MB
+    nbytes = bank.level(2).block_bytes
+    cal = calibrate({"disk": f"file://{tmp_path}/calib"}, sizes=[64 * 1024, 1 << 20],
+                    concurrencies=[1], samples=8, latency_sizes=[nbytes], cold=cold)
+    disk = cal.profile.tier("disk")
+    assert disk.concurrency == 1 and disk.request_overhead > 0
+    prof = memsim.profile_from_dict({"name": "calibrated", "tiers": [
         {"name": "ram", "kind": "ram", "bandwidth": "10 GB/s"},
-        {"name": "disk", "kind": "disk", "bandwidth": "1 TB/s", "store": url}]})
+        {**disk.model_dump(mode="json", exclude_none=True, exclude={"calibration"}),
+         "store": f"file://{tmp_path}/bank"}]})
     lay = memsim.layout_from_dict({"name": "l", "placement": {2: "disk"}})
-    materialize(base, bank, lay)
-    keys = [f"L2/c/{b}/0" for b in range(16)]
+    materialize(prof, bank, lay)
+    rate, _busiest = memsim.saturation_rate(prof, bank, lay)
     tries = []
     for attempt in range(ATTEMPTS):
-        alone = run_sync(_alone(url, keys, bank.level(2).block_bytes, 60, cold=cold))
-        prof = base.with_tier("disk", latency=quantile_latency(alone))
-        rate = 0.35 / float(np.mean(np.clip(alone, *np.quantile(alone, [0.05, 0.95]))))
-        result = validate(prof, bank, lay, poisson(rate), queries=800, seed=attempt, cold=cold)
+        result = validate(prof, bank, lay, poisson(0.45 * rate), queries=600, seed=attempt,
+                          cold=cold, recalibrate=True)
+        assert list(result.recalibrated) == ["disk"]
         c = result.per_tier["disk"]
-        tries.append(f"rate {rate:.0f}/s, utilisation {result.simulated.utilization['disk']:.2f}"
-                     f": p50 {c.p50_error:+.1%}, p99 {c.p99_error:+.1%}, "
-                     f"demerit {c.demerit:.1%}")
+        tries.append(f"utilisation {result.simulated.utilization['disk']:.2f}: p50 "
+                     f"{c.p50_error:+.1%}, p99 {c.p99_error:+.1%}, demerit {c.demerit:.1%}"
+                     + "".join(f" ({d})" for d in result.diagnostics))
         assert 0.3 <= result.simulated.utilization["disk"] <= 0.6
         if abs(c.p50_error) <= LOOSE and c.demerit <= LOOSE:
             return

@@ -45,6 +45,8 @@ __all__ = ["DEMERIT_TARGET", "MEDIAN_TARGET", "Comparison", "ValidationResult",
 MEDIAN_TARGET = 0.10  # |median error| the model should stay within
 DEMERIT_TARGET = 0.10  # CDF demerit the model should stay within
 MAX_LISTED = 5
+SPEED_RATIO = 1.25  # a tier this much slower or faster than modelled (or than itself) is named
+MIN_STEADY = 40  # requests of a tier before its steadiness is judged
 
 Samples = tuple[np.ndarray, np.ndarray]  # (real, simulated), paired row by row
 
@@ -79,6 +81,8 @@ class ValidationResult:
     tier_samples: dict[str, Samples] = field(default_factory=dict, repr=False)
     level_samples: dict[int, Samples] = field(default_factory=dict, repr=False)
     fetch_samples: Samples | None = field(default=None, repr=False)
+    diagnostics: list[str] = field(default_factory=list)  # why the model and reads may differ
+    recalibrated: dict[str, Any] = field(default_factory=dict)  # tier -> BankCalibration
 
     def misses(self) -> list[str]:
         """What misses the targets (per tier and the fetch time), one phrase each."""
@@ -121,6 +125,8 @@ class ValidationResult:
             "fetch": self.fetch.to_json() if self.fetch else None,
             "targets": {"median_error": self.median_target, "demerit": self.demerit_target},
             "meets_targets": self.meets_targets, "misses": self.misses(),
+            "diagnostics": list(self.diagnostics),
+            "recalibrated": {k: v.to_json() for k, v in self.recalibrated.items()},
             "utilization": {"real": self.real.utilization,
                             "simulated": self.simulated.utilization},
             "offered_load": {"real": self.real.offered_load,
@@ -142,7 +148,9 @@ class ValidationResult:
                 "demerit"]
         lines = [f"validation of layout {self.layout} on {self.profile}, bank {self.bank}, "
                  f"workload {self.workload}: {self.real.queries:,} queries after "
-                 f"{self.real.warmup:,} warm-up, real reads vs simulation", ""]
+                 f"{self.real.warmup:,} warm-up, real reads vs simulation"]
+        lines += [cal.text() for cal in self.recalibrated.values()]
+        lines.append("")
         rows = []
         for name, c in self.per_tier.items():
             util = [_util(self.real.utilization.get(name)),
@@ -159,6 +167,9 @@ class ValidationResult:
         lines.append("")
         target = (f"median error <= {self.median_target:.0%}, demerit <= "
                   f"{self.demerit_target:.0%}")
+        lines.extend(f"note: {d}" for d in self.diagnostics)
+        if self.diagnostics:
+            lines.append("")
         misses = self.misses()
         if not self.per_tier and self.fetch is None:
             lines.append("verdict: nothing to compare (every level was resident or blocked)")
@@ -290,6 +301,8 @@ def validate(
     warmup: float = 0.1,
     cold: bool = True,
     check_rate: float = 0.0,
+    recalibrate: bool | list[str] = False,
+    recalibrate_samples: int = 200,
     progress: Callable[[int], None] | None = None,
 ) -> ValidationResult:
     """Replay `queries` queries of `workload` with real reads, simulate the same queries, and
@@ -298,8 +311,19 @@ def validate(
     `check_rate` (the fraction of blocks checked against the manifest) defaults to 0: a check
     costs CPU time inside the measured level time that the model does not have. A missing or
     corrupt block met during the replay is a DataError: its timings would mean nothing.
+    `recalibrate` (True: every tier holding the bank in a local directory or S3; or a list
+    of tiers) first refits those tiers' latency and request overhead from
+    `recalibrate_samples` reads of the bank's own blocks each (`memsim.calibrate.onbank`); the
+    comparison is then against that profile.
     """
     layout.check(bank, profile)
+    recalibrated: dict[str, Any] = {}
+    if recalibrate:
+        from memsim.calibrate.onbank import calibrate_on_bank
+
+        profile, recalibrated = calibrate_on_bank(
+            profile, bank, layout, None if recalibrate is True else list(recalibrate),
+            stores=stores, cold=cold, samples=recalibrate_samples, seed=seed)
     with tempfile.TemporaryDirectory(prefix="memsim-validate-") as tmp:
         real_path = Path(tmp) / "real.parquet"
         real = replay(profile, bank, layout, workload, queries=queries, seed=seed,
@@ -313,8 +337,39 @@ def validate(
                             + (f"; and {more} more" if more > 0 else ""))
         result = compare_replay(profile, bank, layout, real, real_path,
                                 workload.name or "workload", seed=seed, warmup=warmup)
+    result.recalibrated = recalibrated
     real.trace_out = None  # the file is gone with the temporary directory
     return result
+
+
+def diagnose(real: ReplayResult, sim: SimulationResult) -> list[str]:
+    """Why real and simulated times may differ, apart from the model's shape: a tier that
+    served its requests much slower or faster than the profile says (calibrated at another
+    time, or for other sizes), or that changed speed during the run (a device that is not
+    steady: no fixed model can match it)."""
+    from memsim.units import format_time
+
+    out = []
+    for name, times in real.service_times.items():
+        r, s = real.per_tier.get(name), sim.per_tier.get(name)
+        if r is None or s is None or not r["requests"] or not s["requests"]:
+            continue
+        real_s, sim_s = r["time_s"] - r["wait_s"], s["time_s"] - s["wait_s"]
+        if real_s > 0 and sim_s > 0 and not 1 / SPEED_RATIO <= real_s / sim_s <= SPEED_RATIO:
+            out.append(f"tier {name} served its requests in {format_time(real_s)} on average "
+                       f"(queueing excluded), the profile in {format_time(sim_s)} "
+                       f"({real_s / sim_s:.2f}x): the profile does not describe the device "
+                       "as it is now (recalibrate it, for these request sizes)")
+        if times.size >= MIN_STEADY:
+            half = times.size // 2
+            first, second = float(np.median(times[:half])), float(np.median(times[half:]))
+            if first > 0 and second > 0 and not (
+                    1 / SPEED_RATIO <= second / first <= SPEED_RATIO):
+                out.append(f"tier {name} changed speed during the run: median service "
+                           f"{format_time(first)} in the first half, {format_time(second)} "
+                           "in the second; the device is not steady, and no fixed model "
+                           "can match it")
+    return out
 
 
 def compare_replay(profile: Profile, bank: Bank, layout: Layout, real: ReplayResult,
@@ -356,6 +411,7 @@ def compare_replay(profile: Profile, bank: Bank, layout: Layout, real: ReplayRes
 
     level_tiers = _level_tiers(profile, bank, layout, paths)
     return ValidationResult(
+        diagnostics=diagnose(real, sim),
         profile=profile.name, bank=bank.name, layout=layout.name or "layout",
         workload=workload_name,
         per_tier={name: compare(*s) for name, s in tier_samples.items()},
