@@ -250,8 +250,8 @@ def test_the_metric_can_fail_a_wrong_profile(tmp_path):
                   trace_out=trace)
     fine = compare_replay(good, bank, lay, real, trace, "poisson-100", seed=1)
     bad = compare_replay(wrong, bank, lay, real, trace, "poisson-100", seed=1)
-    assert bad.per_tier["disk"].p50_error > 3.0  # about +900%
-    assert bad.per_tier["disk"].demerit > 3.0
+    assert bad.per_tier["disk"].p50_error > 2.0  # +200% to +900%, by how much of the real
+    assert bad.per_tier["disk"].demerit > 2.0  # time the disk's latency is
     assert abs(fine.per_tier["disk"].p50_error) < bad.per_tier["disk"].p50_error / 4
     assert not bad.meets_targets
     assert any("tier disk: median error" in m for m in bad.misses())
