@@ -105,6 +105,13 @@ def _round(kind: str, work: Path, args: argparse.Namespace, index: int,
               f"median error {c.p50_error:+.1%}, p99 error {c.p99_error:+.1%}, demerit "
               f"{c.demerit:.1%}{speed}"
               + "".join(f"\n      note: {d}" for d in result.diagnostics), flush=True)
+        if args.verbose:
+            parts = []
+            for label, run in (("real", result.real), ("sim", result.simulated)):
+                t = run.per_tier[kind]
+                parts.append(f"{label} service {memsim.format_time(t['time_s'] - t['wait_s'])} "
+                             f"wait {memsim.format_time(t['wait_s'])}")
+            print("      mean per request: " + "; ".join(parts), flush=True)
     if not cloud:
         shutil.rmtree(work / "bank", ignore_errors=True)
     memsim.stores.forget()
@@ -126,6 +133,8 @@ def main() -> None:
     parser.add_argument("--recalibrate", action="store_true",
                         help="validate(recalibrate=True): refit latency and overhead on the "
                         "bank's own blocks before each validation.")
+    parser.add_argument("--verbose", action="store_true",
+                        help="Also print each run's mean service and wait, real and simulated.")
     parser.add_argument("--dir", default=None, help="Scratch directory (a disk filesystem).")
     args = parser.parse_args()
     kinds = [k.strip() for k in args.tiers.split(",") if k.strip()]

@@ -449,8 +449,9 @@ async def _measure(store: ByteStore, key: str, object_size: int, plan: Plan,
 async def reads_under_load(store: ByteStore, requests: list[tuple[str, int, int]],
                            rate: float, seed: int) -> tuple[np.ndarray, np.ndarray, float]:
     """The (key, start, length) `requests`, arriving at random (Poisson, `rate`/s) at one
-    channel: their service times, their overheads (from asking the store to its starting the
-    read: waking a reading thread) and the channel's measured utilisation."""
+    channel: their service times, their overheads (from the request's arrival, or its turn
+    when it waited, to the store starting the read: the event loop's round, waking a reading
+    thread) and the channel's measured utilisation."""
     n = len(requests)
     gaps = np.random.default_rng([seed, n, 2]).exponential(1.0 / rate, n)
     slot = asyncio.Semaphore(1)
@@ -459,10 +460,15 @@ async def reads_under_load(store: ByteStore, requests: list[tuple[str, int, int]
 
     async def one(i: int) -> None:
         key, start, length = requests[i]
+        arrived = time.perf_counter()
+        idle = not slot.locked()
         async with slot:
             asked = time.perf_counter()
             got, busy, done = await store.read_range_timed(key, start, length)
-            service[i], overhead[i] = busy, max(done - busy - asked, 0.0)
+            # from the read's arrival when the channel was free (as a replayed request is
+            # timed from its query's start); from its turn when it had to wait (the waiting
+            # is queueing, the model's to add)
+            service[i], overhead[i] = busy, max(done - busy - (arrived if idle else asked), 0.0)
         if release is not None and isinstance(got, memoryview):
             release(got)
 
