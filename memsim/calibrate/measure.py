@@ -449,26 +449,30 @@ async def _measure(store: ByteStore, key: str, object_size: int, plan: Plan,
 async def reads_under_load(store: ByteStore, requests: list[tuple[str, int, int]],
                            rate: float, seed: int) -> tuple[np.ndarray, np.ndarray, float]:
     """The (key, start, length) `requests`, arriving at random (Poisson, `rate`/s) at one
-    channel: their service times, their overheads (from the request's arrival, or its turn
-    when it waited, to the store starting the read: the event loop's round, waking a reading
-    thread) and the channel's measured utilisation."""
+    channel: their service times, their overheads and the channel's measured utilisation.
+
+    A request's overhead is the time the channel was held but not reading: from the moment it
+    could start (its arrival, or the end of the read before it) to the store starting it. A
+    store that queues for its own channels (`channels == 1`: a local directory's one reading
+    thread, as replay uses it) is given the requests directly, so that the hand-over from one
+    read to the next is the one replay sees; otherwise a request waits for a slot here.
+    """
     n = len(requests)
     gaps = np.random.default_rng([seed, n, 2]).exponential(1.0 / rate, n)
+    own_queue = store.channels == 1
     slot = asyncio.Semaphore(1)
-    service, overhead = np.empty(n), np.empty(n)
+    service, asked_at, done_at = np.empty(n), np.empty(n), np.empty(n)
     release = getattr(store, "release", None)
 
     async def one(i: int) -> None:
         key, start, length = requests[i]
-        arrived = time.perf_counter()
-        idle = not slot.locked()
-        async with slot:
-            asked = time.perf_counter()
-            got, busy, done = await store.read_range_timed(key, start, length)
-            # from the read's arrival when the channel was free (as a replayed request is
-            # timed from its query's start); from its turn when it had to wait (the waiting
-            # is queueing, the model's to add)
-            service[i], overhead[i] = busy, max(done - busy - (arrived if idle else asked), 0.0)
+        if own_queue:
+            asked_at[i] = time.perf_counter()
+            got, service[i], done_at[i] = await store.read_range_timed(key, start, length)
+        else:
+            async with slot:
+                asked_at[i] = time.perf_counter()
+                got, service[i], done_at[i] = await store.read_range_timed(key, start, length)
         if release is not None and isinstance(got, memoryview):
             release(got)
 
@@ -482,6 +486,11 @@ async def reads_under_load(store: ByteStore, requests: list[tuple[str, int, int]
         tasks.append(asyncio.create_task(one(i)))
     await asyncio.gather(*tasks)
     wall = time.perf_counter() - begun
+    order = np.argsort(done_at - service)  # by when each read started: the channel's order
+    started = (done_at - service)[order]
+    free = np.maximum(asked_at[order], np.r_[-np.inf, done_at[order][:-1]])
+    overhead = np.empty(n)
+    overhead[order] = np.maximum(started - free, 0.0)
     busy_total = float((service + overhead).sum())
     return service, overhead, busy_total / wall if wall > 0 else 0.0
 
@@ -493,6 +502,29 @@ def under_load(store: ByteStore, obj: ScratchObject, m: Measurements, plan: Plan
     (by `service_s`, its estimated service time): the latency distribution and the request
     overhead are fitted from these reads, made the way a workload at moderate load meets the
     store (a device faster in short bursts than sustained, a CPU neither asleep nor busy)."""
+    reader = one_channel(store)
+    try:
+        _under_load_sizes(reader, obj, m, plan, service_s, progress)
+    finally:
+        if reader is not store:
+            reader.close()
+
+
+def one_channel(store: ByteStore) -> ByteStore:
+    """The same local directory with one reading thread (the channel queues its requests, as
+    replay's do); other stores as they are."""
+    if store.kind != "file":
+        return store
+    from memsim.stores.local import LocalByteStore
+
+    local: LocalByteStore = store  # type: ignore[assignment]
+    return LocalByteStore(local.root, cold=local.cold, threads=1)
+
+
+def _under_load_sizes(store: ByteStore, obj: ScratchObject, m: Measurements, plan: Plan,
+                      service_s: dict[int, float], progress: Callable[[int], None] | None
+                      ) -> None:
+    store.prewarm(list(service_s), 4)
     for size, est in service_s.items():
         rate = plan.load / max(est, 1e-6)
         rng = np.random.default_rng([plan.seed, size, 2])

@@ -23,7 +23,7 @@ import numpy as np
 from memsim.aio import frozen_heap, run_sync
 from memsim.bank import Bank
 from memsim.calibrate.fit import LATENCY_GRID
-from memsim.calibrate.measure import LOAD, reads_under_load
+from memsim.calibrate.measure import LOAD, one_channel, reads_under_load
 from memsim.errors import InputError
 from memsim.layout import Layout
 from memsim.materialize.manifest import placement_plan
@@ -154,13 +154,17 @@ def calibrate_on_bank(profile: Profile, bank: Bank, layout: Layout,
         run_sync(reader.preload_indexes())
         for name in names:
             tier = profile.tier(name)
-            store = opened[name]
             requests = _requests(reader, bank, layout, name, samples, rng)
-            store.prewarm(sorted({length for _k, _s, length in requests}), 4)
-            estimate = run_sync(_pilot(store, requests[:PILOT]))
-            with frozen_heap():
-                service, overhead, util = run_sync(reads_under_load(
-                    store, requests, load / max(estimate, 1e-6), seed))
+            store = one_channel(opened[name])
+            try:
+                store.prewarm(sorted({length for _k, _s, length in requests}), 4)
+                estimate = run_sync(_pilot(store, requests[:PILOT]))
+                with frozen_heap():
+                    service, overhead, util = run_sync(reads_under_load(
+                        store, requests, load / max(estimate, 1e-6), seed))
+            finally:
+                if store is not opened[name]:
+                    store.close()
             done[name] = _fit(tier, requests, service, overhead, util)
     finally:
         for store in opened.values():
