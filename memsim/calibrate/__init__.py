@@ -211,8 +211,9 @@ class CalibrationResult:
         put("concurrency", str(tier.concurrency), f"{by}: {why}")
         if f.overhead_reads:
             put("request_overhead", _scalar(format_time(f.request_overhead_s)),
-                f"{by}: mean time from asking the store to its starting the read (waking a "
-                f"reading thread), over {f.overhead_reads} reads under load")
+                f"{by}: mean time the channel is held but not reading (from when a read "
+                "could start to its start: waking a reading thread, the hand-over between "
+                f"reads), over {f.overhead_reads} reads under load")
         else:
             put("request_overhead", "0 s", "not separable from latency by reads alone: the "
                 "software path is included in the latency above")
@@ -496,7 +497,7 @@ def _record(cal: TierCalibration, plan: Plan, date: str, host: str) -> dict[str,
                           "concurrency 1; latency: empirical quantiles of reads of the latency "
                           "sizes (or the small ones) minus transfer time, arriving at random "
                           "under load where measured so, else single reads from idle; request "
-                          "overhead: mean time from asking the store to its starting a read; "
+                          "overhead: mean time a channel is held but not reading; "
                           "aggregate: largest reads in flight x size / median time; "
                           "concurrency: rule iops (where small-read IOPS stop growing by more "
                           "than 10%) or fit (the tested concurrency fitting all points best)",

@@ -16,9 +16,10 @@ the measurements:
 - concurrency: the smallest c beyond which the IOPS of the smallest size (or of the largest
   latency size, when given) grow by no more than 10% (rule "iops", the default); or, with
   rule "fit", the tested concurrency whose model fits every point best. Both are recorded.
-- request overhead: the mean time from asking the store to its starting a read (waking a
-  reading thread), measured in the reads under load; 0 without them (it cannot be told apart
-  from latency by the total time alone) and for stores that do not report it (S3, memory).
+- request overhead: the mean time a channel is held but not reading (from when a read could
+  start, its arrival or the previous read's end, to its start: waking a reading thread, the
+  hand-over between reads), measured in the reads under load; 0 without them (it cannot be
+  told apart from latency by the total time alone) and for stores that do not report it.
 
 The fit is checked against every point: the model's median time for c streams reading
 back to back (c <= channels: c requests in service at once; more: they queue, Little's law)
@@ -133,7 +134,7 @@ class TierFit:
     notes: list[str] = field(default_factory=list)
     latency_quantiles: dict[float, float] = field(default_factory=dict)  # probability -> s
     concurrency_size: int = 0  # the request size whose IOPS the rule "iops" looked at
-    request_overhead_s: float = 0.0  # mean, from asking the store to its starting the read
+    request_overhead_s: float = 0.0  # mean time a channel is held but not reading
     overhead_reads: int = 0
 
     def tier(self, name: str = "fit") -> Tier:
