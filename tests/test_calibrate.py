@@ -305,7 +305,7 @@ def test_too_little_free_space(run, tmp_path, monkeypatch):
 
 def _interrupt_after(monkeypatch, reads: int) -> None:
     """Ctrl-C in the middle of the measuring loop, after `reads` timed reads."""
-    real = measure_mod._timed_read
+    real = measure_mod.timed_read
     count = [0]
 
     async def flaky(*args, **kwargs):
@@ -314,7 +314,7 @@ def _interrupt_after(monkeypatch, reads: int) -> None:
             raise KeyboardInterrupt
         return await real(*args, **kwargs)
 
-    monkeypatch.setattr(measure_mod, "_timed_read", flaky)
+    monkeypatch.setattr(measure_mod, "timed_read", flaky)
 
 
 def test_ctrl_c_leaves_nothing_behind(run, tmp_path, monkeypatch):

@@ -372,7 +372,7 @@ def scratch_object(store: ByteStore, size: int, seed: int, cold: bool = True
 
 
 # ---------------------------------------------------------------------------- timing
-async def _timed_read(store: ByteStore, key: str, start: int, length: int) -> float:
+async def timed_read(store: ByteStore, key: str, start: int, length: int) -> float:
     """Seconds of one read, as replay times it: from the request until its last byte was in
     memory (stamped where the bytes arrive); buffer released."""
     begun = time.perf_counter()
@@ -401,7 +401,7 @@ async def _measure(store: ByteStore, key: str, object_size: int, plan: Plan,
     small = min(plan.sizes)
     for width in (max(plan.concurrencies), 1):
         for _ in range(WARMUP_ROUNDS):
-            await asyncio.gather(*(_timed_read(store, key, int(o), small)
+            await asyncio.gather(*(timed_read(store, key, int(o), small)
                                    for o in _offsets(rng, width, small, object_size)))
     sizes: list[np.ndarray] = []
     conc: list[np.ndarray] = []
@@ -426,7 +426,7 @@ async def _measure(store: ByteStore, key: str, object_size: int, plan: Plan,
                              begun: float = begun, idle: bool = idle) -> None:
                 for i in issued:
                     starts[i], owner[i] = time.perf_counter() - begun, j
-                    times[i] = await _timed_read(store, key, int(offsets[i]), size)
+                    times[i] = await timed_read(store, key, int(offsets[i]), size)
                     if progress is not None:
                         progress(1)
                     if idle:  # from idle, as at moderate load (see the module's docstring)
@@ -504,7 +504,19 @@ def under_load(store: ByteStore, obj: ScratchObject, m: Measurements, plan: Plan
     store (a device faster in short bursts than sustained, a CPU neither asleep nor busy)."""
     reader = one_channel(store)
     try:
-        _under_load_sizes(reader, obj, m, plan, service_s, progress)
+        reader.prewarm(list(service_s), 4)
+        for size, est in service_s.items():
+            rate = plan.load / max(est, 1e-6)
+            rng = np.random.default_rng([plan.seed, size, 2])
+            requests = [(obj.key, int(o), size)
+                        for o in _offsets(rng, plan.latency_samples, size, obj.size)]
+            with frozen_heap():
+                times, overhead, util = run_sync(reads_under_load(reader, requests, rate,
+                                                                  plan.seed))
+            m.loaded[size], m.loaded_overhead[size] = times, overhead
+            m.loaded_rate[size], m.loaded_utilization[size] = rate, util
+            if progress is not None:
+                progress(plan.latency_samples)
     finally:
         if reader is not store:
             reader.close()
@@ -519,24 +531,6 @@ def one_channel(store: ByteStore) -> ByteStore:
 
     local: LocalByteStore = store  # type: ignore[assignment]
     return LocalByteStore(local.root, cold=local.cold, threads=1)
-
-
-def _under_load_sizes(store: ByteStore, obj: ScratchObject, m: Measurements, plan: Plan,
-                      service_s: dict[int, float], progress: Callable[[int], None] | None
-                      ) -> None:
-    store.prewarm(list(service_s), 4)
-    for size, est in service_s.items():
-        rate = plan.load / max(est, 1e-6)
-        rng = np.random.default_rng([plan.seed, size, 2])
-        requests = [(obj.key, int(o), size)
-                    for o in _offsets(rng, plan.latency_samples, size, obj.size)]
-        with frozen_heap():
-            times, overhead, util = run_sync(reads_under_load(store, requests, rate,
-                                                              plan.seed))
-        m.loaded[size], m.loaded_overhead[size] = times, overhead
-        m.loaded_rate[size], m.loaded_utilization[size] = rate, util
-        if progress is not None:
-            progress(plan.latency_samples)
 
 
 def _object_size(store: ByteStore, plan: Plan) -> int:

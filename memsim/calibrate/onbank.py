@@ -13,7 +13,6 @@ calibration (one channel, before any workload), not a peek at the run it precede
 from __future__ import annotations
 
 import datetime as dt
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +22,7 @@ import numpy as np
 from memsim.aio import frozen_heap, run_sync
 from memsim.bank import Bank
 from memsim.calibrate.fit import LATENCY_GRID
-from memsim.calibrate.measure import LOAD, one_channel, reads_under_load
+from memsim.calibrate.measure import LOAD, one_channel, reads_under_load, timed_read
 from memsim.errors import InputError
 from memsim.layout import Layout
 from memsim.materialize.manifest import placement_plan
@@ -97,15 +96,8 @@ def _requests(reader: Any, bank: Bank, layout: Layout, tier: str, n: int,
 async def _pilot(store: ByteStore, requests: list[tuple[str, int, int]]) -> float:
     """Median time of a few reads one after another (untimed by the fit): what one read
     costs now, from which the arrival rate for the wanted utilisation follows."""
-    times = []
-    release = getattr(store, "release", None)
-    for key, start, length in requests:
-        asked = time.perf_counter()
-        got, _busy, done = await store.read_range_timed(key, start, length)
-        times.append(done - asked)
-        if release is not None and isinstance(got, memoryview):
-            release(got)
-    return float(np.median(times))
+    return float(np.median([await timed_read(store, key, start, length)
+                            for key, start, length in requests]))
 
 
 def _fit(tier: Tier, requests: list[tuple[str, int, int]], service: np.ndarray,
