@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 
 from memsim import resources, yamlio
 from memsim.errors import InputError
-from memsim.validation import validate
+from memsim.yamlio import validate_model
 
 MemoryType = Literal["ffn", "lora-ffn", "lora-qk", "lora-ov", "kv"]
 DTYPE_BYTES: dict[str, int] = {"bf16": 2, "fp16": 2, "fp32": 4, "fp8": 1, "int8": 1}
@@ -221,14 +221,14 @@ def load_bank(ref: str | Path) -> Bank:
     """A bank from a YAML file, or a preset by name (A2, B2, C2, paper-storage-example)."""
     path = resources.resolve(ref, "banks")
     doc = yamlio.load(path)
-    bank = validate(Bank, doc)
+    bank = validate_model(Bank, doc)
     bank._doc = doc
     return bank
 
 
 def bank_from_dict(data: dict[str, Any], file: str = "<dict>") -> Bank:
     """A bank from plain data (notebooks, tests); errors name `file`."""
-    return validate(Bank, yamlio.Document(data=data, file=file))
+    return validate_model(Bank, yamlio.Document(data=data, file=file))
 
 
 __all__ = ["ANCHORS", "Anchor", "Bank", "Level", "load_bank", "bank_from_dict", "InputError"]

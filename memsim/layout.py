@@ -29,7 +29,7 @@ from memsim.blockmap import BlockMap, Subtree, outermost
 from memsim.errors import InputError
 from memsim.profile import Profile
 from memsim.units import format_size, parse_size
-from memsim.validation import validate
+from memsim.yamlio import validate_model
 
 FetchMode = Literal["parallel", "sequential"]
 
@@ -336,7 +336,7 @@ def load_layout(ref: str | Path) -> Layout:
     """A layout from a YAML file, or a shipped one by name (`paper-hierarchical`)."""
     path = resources.resolve(ref, "layouts")
     doc = yamlio.load(path)
-    layout = validate(Layout, doc)
+    layout = validate_model(Layout, doc)
     layout._doc = doc
     return layout
 
@@ -344,6 +344,6 @@ def load_layout(ref: str | Path) -> Layout:
 def layout_from_dict(data: dict[str, Any], file: str = "<dict>") -> Layout:
     """A layout from plain data (notebooks, tests); errors name `file`."""
     doc = yamlio.Document(data=data, file=file)
-    layout = validate(Layout, doc)
+    layout = validate_model(Layout, doc)
     layout._doc = doc
     return layout

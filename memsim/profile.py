@@ -22,7 +22,7 @@ from memsim import resources, yamlio
 from memsim.errors import InputError
 from memsim.latency import ConstantLatency, Latency, LatencyField, Seconds
 from memsim.units import parse_rate, parse_size
-from memsim.validation import validate
+from memsim.yamlio import validate_model
 
 TierKind = Literal["ram", "flash", "disk", "cloud", "other"]
 
@@ -210,14 +210,14 @@ def load_profile(ref: str | Path) -> Profile:
     """A profile from a YAML file, or a shipped one by name (`paper-hypothetical`)."""
     path = resources.resolve(ref, "device_profiles")
     doc = yamlio.load(path)
-    profile = validate(Profile, doc)
+    profile = validate_model(Profile, doc)
     profile._doc = doc
     return profile
 
 
 def profile_from_dict(data: dict[str, Any], file: str = "<dict>") -> Profile:
     """A profile from plain data (notebooks, tests); errors name `file`."""
-    return validate(Profile, yamlio.Document(data=data, file=file))
+    return validate_model(Profile, yamlio.Document(data=data, file=file))
 
 
 __all__ = ["Profile", "Tier", "TierCost", "Latency", "load_profile", "profile_from_dict",

@@ -31,7 +31,7 @@ from memsim.errors import InputError
 from memsim.latency import ConstantLatency, LatencyField, Seconds
 from memsim.trace import check_id_range, read_columns
 from memsim.units import parse_frequency
-from memsim.validation import validate
+from memsim.yamlio import validate_model
 
 FREQUENCY_SCHEMA = {
     "anyOf": [{"type": "string", "description": 'a rate of queries such as "20/s", "20 qps", '
@@ -604,7 +604,7 @@ class _EmpiricalLevel:
 # ----------------------------------------------------------------------------- loading
 
 def _finish(doc: yamlio.Document) -> Workload:
-    workload = validate(Workload, doc)
+    workload = validate_model(Workload, doc)
     workload._doc = doc
     workload.load_files()
     return workload

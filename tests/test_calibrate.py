@@ -23,8 +23,7 @@ import memsim
 from memsim.calibrate import calibrate
 from memsim.calibrate import fit as fit_mod
 from memsim.calibrate import measure as measure_mod
-from memsim.cli import _emit_json, handle_errors
-from memsim.cli_calibrate import register
+from memsim.cli.calibrate import calibrate_cmd
 from memsim.emulate import Faults, LocalS3
 from memsim.stores import forget, open_store
 
@@ -35,9 +34,9 @@ OBJECT = 5 * MiB  # the emulated cloud's scratch object (moto slows with object 
 
 @pytest.fixture(scope="module")
 def group() -> click.Group:
-    """A group of our own with only `calibrate` (the integrator wires it into memsim)."""
+    """A group of our own with only `calibrate`."""
     g = click.Group()
-    register(g, handle_errors, _emit_json)
+    g.add_command(calibrate_cmd)
     return g
 
 

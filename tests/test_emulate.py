@@ -18,8 +18,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from click.testing import CliRunner
 
+from memsim.cli.emulate import cloud_emulator
 from memsim.emulate import DelayProxy, Faults, LocalS3, RequestRecord
-from memsim.emulate.cli import cloud_emulator
 
 MB = 1_000_000
 _BLOCK = bytes(range(256)) * 4096  # 1 MiB of a known pattern
@@ -386,7 +386,7 @@ def test_cli_help_and_bad_options():
 
 @pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT")
 def test_cli_serves_until_ctrl_c():
-    code = "from memsim.emulate.cli import cloud_emulator; cloud_emulator()"
+    code = "from memsim.cli.emulate import cloud_emulator; cloud_emulator()"
     args = ["--delay", "5 ms", "--bucket", "bench-data", "--log-requests"]
     proc = subprocess.Popen([sys.executable, "-c", code, *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

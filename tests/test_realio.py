@@ -230,7 +230,7 @@ def test_policy_file_and_replay_count_blocked(tmp_path):
     bank, prof, lay = tiny_bank(), profile_for(tmp_path), layout()
     materialize(prof, bank, lay)
     wl = memsim.workload_from_dict(WORKLOAD)
-    from memsim.cli_realio import load_policy
+    from memsim.cli.realio import load_policy
 
     policy = tmp_path / "policy.yaml"
     policy.write_text("blocked:\n  - {level: 1, block: 0}\n")

@@ -24,8 +24,7 @@ import memsim
 from memsim.aio import run_sync
 from memsim.blockmap import BlockMap
 from memsim.calibrate import calibrate
-from memsim.cli import _emit_json, _load_trio, handle_errors
-from memsim.cli_validate import register
+from memsim.cli.validate import validate_cmd
 from memsim.errors import InputError
 from memsim.materialize import materialize
 from memsim.replay import replay
@@ -295,7 +294,7 @@ def test_validate_end_to_end_on_the_emulated_cloud(local_s3, tmp_path):
 
 def _group() -> click.Group:
     group = click.Group()
-    register(group, _load_trio, _emit_json, handle_errors)
+    group.add_command(validate_cmd)
     return group
 
 

@@ -136,7 +136,7 @@ class ValidationResult:
 
     def text(self) -> str:
         """The tables the CLI prints: per tier, per level, the fetch time, the verdict."""
-        from memsim.report import table
+        from memsim.texttable import table
         from memsim.units import format_time
 
         def row(label: list[str], c: Comparison) -> list[str]:

@@ -1,0 +1,5 @@
+"""`python -m memsim.cli`: the same as the `memsim` command."""
+
+from memsim.cli import main
+
+main()

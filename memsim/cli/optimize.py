@@ -1,0 +1,277 @@
+"""`memsim optimize`: choose where every level or block lives."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from memsim.bank import Bank, load_bank
+from memsim.cli.common import (
+    emit_json,
+    finite,
+    handle_errors,
+    json_option,
+    levels_option,
+    ref_from,
+    size_option,
+    subtrees,
+    tier_list,
+)
+from memsim.cli.tables import table
+from memsim.errors import InputError
+from memsim.estimate import estimate
+from memsim.layout import Layout
+from memsim.optimize import DEFAULT_SCENARIOS, Policy, optimize, optimize_blocks
+from memsim.profile import Profile, load_profile
+from memsim.simulate import saturation_rate, simulate
+from memsim.units import format_size, format_time
+from memsim.workload import Workload, load_workload, workload_from_dict, workload_from_trace
+
+DEFAULT_PROFILE = "paper-hypothetical"
+DEFAULT_BANK = "paper-storage-example"
+
+
+@click.command("optimize")
+@click.option("--profile", "profile_ref", metavar="PROFILE", default=DEFAULT_PROFILE,
+              show_default=True, help="Device profile file or shipped name.")
+@click.option("--bank", "bank_ref", metavar="BANK", default=DEFAULT_BANK, show_default=True,
+              help="Bank file or preset.")
+@click.option("--fetch", type=click.Choice(["parallel", "sequential"]), default="parallel",
+              show_default=True, help="Fetch levels at once (max) or one after another (sum).")
+@click.option("--resident", "resident", metavar="LEVELS",
+              help="Levels that may stay resident in RAM because consecutive queries share "
+              "them, e.g. '2' or '2,3'. [default: none]")
+@click.option("--resident-budget", metavar="SIZE",
+              help="RAM for resident blocks, e.g. '500 MB'. [default: what RAM has free]")
+@click.option("--solver", type=click.Choice(["auto", "highs", "cbc"]), default="auto",
+              show_default=True, help="auto = HiGHS if installed, else CBC.")
+@click.option("--time-limit", type=float, metavar="SECONDS", help="Stop the solver after this.")
+@click.option("--gap", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Relative optimality gap at which the solver may stop.")
+@click.option("--scenarios", type=click.IntRange(min=1), default=DEFAULT_SCENARIOS,
+              show_default=True,
+              help="Latency draws the objective averages over (when latencies vary).")
+@click.option("--granularity", type=click.Choice(["level", "bucket"]), default="level",
+              show_default=True, help="Place whole levels, or blocks by popularity bucket.")
+@click.option("--buckets", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Popularity buckets per level (bucket granularity).")
+@click.option("--workload", "workload_ref", metavar="WORKLOAD",
+              help="Workload whose routing gives block popularity (bucket granularity) and "
+              "which --verify simulates. [default: uniform routing]")
+@click.option("--trace", "trace_counts", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Take block popularity from a Parquet trace's paths instead of a workload "
+              "(bucket granularity).")
+@click.option("--budget", type=click.FloatRange(min=0), metavar="USD",
+              help="Dollars per month for storage plus requests (bucket granularity).")
+@click.option("--private", "private", multiple=True, metavar="LEVEL:BLOCK",
+              help="A private subtree (repeatable), e.g. 1:3; it may only use --private-tiers.")
+@click.option("--private-tiers", metavar="TIERS",
+              help="Tiers private subtrees may live on, e.g. 'ram,flash,disk'.")
+@click.option("--blocked", "blocked", multiple=True, metavar="LEVEL:BLOCK",
+              help="A blocked subtree (repeatable): never placed, never fetched.")
+@click.option("--replica-budget", metavar="SIZE",
+              help="Bytes of extra copies of hot blocks on faster tiers (bucket granularity).")
+@click.option("--volatile", metavar="TIERS",
+              help="Tiers that may hold only replicas, not the durable copy, e.g. 'ram'.")
+@click.option("--verify", is_flag=True,
+              help="Also run the estimator and the simulator on the chosen layout.")
+@click.option("--verify-queries", type=click.IntRange(min=100), default=20_000,
+              show_default=True, help="Queries the --verify simulation runs.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Write the chosen layout here (YAML; a block map goes beside it as "
+              "FILE.blocks.parquet), e.g. layouts/mine.yaml.")
+@json_option
+@handle_errors
+def optimize_cmd(profile_ref: str, bank_ref: str, fetch: str, resident: str | None,
+                 resident_budget: str | None, solver: str, time_limit: float | None, gap: float,
+                 scenarios: int, granularity: str, buckets: int, workload_ref: str | None,
+                 trace_counts: str | None, budget: float | None, private: tuple[str, ...],
+                 private_tiers: str | None,
+                 blocked: tuple[str, ...], replica_budget: str | None, volatile: str | None,
+                 verify: bool, verify_queries: int, seed: int, out: str | None,
+                 as_json: bool) -> None:
+    """Choose where every level (or every block) lives to minimise the expected fetch time.
+
+    Solves an integer program (HiGHS, or CBC) under the tiers' capacities, with the anchor
+    model held in RAM, and compares with a greedy baseline. With no options it places the
+    paper's storage-example bank on the paper's hypothetical device. With --granularity
+    bucket, the hottest blocks of each level (by the workload's routing) go to faster tiers.
+    """
+    p, b = load_profile(profile_ref), load_bank(bank_ref)
+    name = Path(out).stem if out else f"{b.name}-on-{p.name}"
+    if workload_ref and trace_counts:
+        raise InputError("give --workload or --trace, not both", field="trace")
+    wl = load_workload(workload_ref) if workload_ref else None
+    if trace_counts:
+        wl = workload_from_trace(trace_counts, b)
+    bucket_only = {"--trace": trace_counts is not None, "--budget": budget is not None,
+                   "--private": bool(private),
+                   "--blocked": bool(blocked), "--private-tiers": private_tiers is not None,
+                   "--replica-budget": replica_budget is not None,
+                   "--volatile": volatile is not None}
+    if granularity == "bucket":
+        if resident or resident_budget:
+            raise InputError("--resident applies to level granularity only", field="resident")
+        _optimize_buckets(p, b, wl, fetch=fetch, buckets=buckets, budget=budget,
+                          private=private, private_tiers=private_tiers, blocked=blocked,
+                          replica_budget=size_option(replica_budget, "replica-budget"),
+                          volatile=tier_list(volatile, p, "volatile"), solver=solver,
+                          time_limit=time_limit, gap=gap, seed=seed, name=name,
+                          out=out, verify=verify, verify_queries=verify_queries,
+                          as_json=as_json, refs=(profile_ref, bank_ref))
+        return
+    for flag, given in bucket_only.items():
+        if given:
+            raise InputError(f"{flag} needs --granularity bucket", field=flag.lstrip("-"))
+    result = optimize(
+        p, b, fetch=fetch, resident_levels=levels_option(resident, "resident"),
+        resident_budget=size_option(resident_budget, "resident-budget"),
+        solver=solver, time_limit=time_limit, gap=gap, scenarios=scenarios, seed=seed,
+        name=name,
+    )
+    if out:
+        # Record where the profile and bank came from so `estimate --layout OUT` finds them.
+        result.layout.profile = ref_from(profile_ref, out)
+        result.layout.bank = ref_from(bank_ref, out)
+        header = (f"Chosen by: memsim optimize --profile {profile_ref} --bank {bank_ref} "
+                  f"--fetch {fetch}\nsolver {result.solver}, status {result.status}, expected "
+                  f"fetch time {format_time(result.objective_s)}")
+        result.layout.save(out, header)
+    checked = _verify(p, b, result.layout, wl, verify_queries, seed) if verify else None
+    if as_json:
+        data = result.to_json()
+        data.update({"profile": p.name, "bank": b.name, "out": out})
+        if checked is not None:
+            data["verify"] = checked
+        emit_json(finite(data))
+        return
+    rows = []
+    for lv in b.active_levels:
+        where = result.layout.placement[lv.depth]
+        if lv.depth in result.layout.resident:
+            where += " (resident)"
+        base = result.baseline.placement[lv.depth] if result.baseline else "-"
+        rows.append([lv.depth, format_size(lv.block_bytes), format_size(lv.bytes), where, base])
+    click.echo(f"bank {b.name} on {p.name}, {fetch} fetch")
+    click.echo(table(["level", "block", "level size", "tier", "greedy"], rows))
+    click.echo("")
+    status = result.status + ("" if result.status == "optimal" else
+                              " (stopped at the time limit: may not be optimal)")
+    click.echo(f"solver: {result.solver}, {status}, {result.solve_time_s * 1e3:.0f} ms")
+    what = "expected fetch time"
+    if result.scenarios > 1:
+        what += f" over {result.scenarios} latency scenarios"
+    click.echo(f"{what}: {format_time(result.objective_s)}")
+    if result.baseline_s is not None:
+        gain = result.baseline_s / result.objective_s if result.objective_s > 0 else float("inf")
+        click.echo(f"greedy baseline: {format_time(result.baseline_s)} ({gain:.2f}x the optimum)")
+    else:
+        click.echo("greedy baseline: found no feasible placement")
+    f = result.estimate.fetch_time_s
+    click.echo(f"estimator: mean {format_time(f['mean'])}, p50 {format_time(f['p50'])}, "
+               f"p99 {format_time(f['p99'])}")
+    if out:
+        click.echo(f"layout written to {out}")
+    if checked is not None:
+        click.echo(_verify_text(checked))
+
+
+def _verify(p: Profile, b: Bank, layout: Layout, wl: Workload | None, queries: int,
+            seed: int) -> dict[str, Any]:
+    """The estimator's and the simulator's verdict on a chosen layout."""
+    if wl is None:
+        rate, _tier = saturation_rate(p, b, layout)
+        wl = workload_from_dict({"name": "verify", "arrivals": {"kind": "poisson",
+                                                               "rate": 0.1 * rate}})
+    est = estimate(p, b, layout, seed=seed, workload=wl)
+    sim = simulate(p, b, layout, wl, queries=queries, seed=seed)
+    return {"workload": wl.name, "estimate_fetch_time_s": est.fetch_time_s,
+            "simulate_fetch_time_s": sim.fetch_time_s,
+            "simulate_fetch_time_ci_s": sim.fetch_time_ci_s, "utilization": sim.utilization,
+            "unstable": sim.unstable}
+
+
+def _verify_text(checked: dict[str, Any]) -> str:
+    e, s = checked["estimate_fetch_time_s"], checked["simulate_fetch_time_s"]
+    ci = checked["simulate_fetch_time_ci_s"].get("mean")
+    lines = [f"verify (workload {checked['workload']}):",
+             f"  estimator (idle): mean {format_time(e['mean'])}, p99 {format_time(e['p99'])}",
+             f"  simulator (load): mean {format_time(s['mean'])}"
+             + (f" [{format_time(ci[0])} .. {format_time(ci[1])}]" if ci else "")
+             + f", p99 {format_time(s['p99'])}"]
+    lines += [f"  warning: {u}" for u in checked["unstable"]]
+    return "\n".join(lines)
+
+
+def _optimize_buckets(p: Profile, b: Bank, wl: Workload | None, *, fetch: str, buckets: int,
+                      budget: float | None, private: tuple[str, ...],
+                      private_tiers: str | None, blocked: tuple[str, ...],
+                      replica_budget: int | None, volatile: list[str], solver: str,
+                      time_limit: float | None, gap: float, seed: int, name: str,
+                      out: str | None, verify: bool, verify_queries: int, as_json: bool,
+                      refs: tuple[str, str]) -> None:
+    routing_wl = wl or workload_from_dict({"name": "uniform", "arrivals": {
+        "kind": "poisson", "rate": 1.0}})
+    if private and private_tiers is None:
+        raise InputError("--private needs --private-tiers (where private blocks may live)",
+                         field="private-tiers")
+    policy = Policy(budget_usd_month=budget, private=subtrees(private, "private"),
+                    private_tiers=tier_list(private_tiers, p, "private-tiers") or None,
+                    blocked=subtrees(blocked, "blocked"), replica_budget=replica_budget,
+                    volatile=volatile)
+    for tree in policy.private + policy.blocked:
+        if tree.depth > len(b.levels) or tree.block >= b.branching ** tree.depth:
+            raise InputError(f"subtree {tree.depth}:{tree.block} is not in bank '{b.name}'",
+                             field="private" if tree in policy.private else "blocked")
+    result = optimize_blocks(p, b, routing_wl, fetch=fetch, buckets=buckets, policy=policy,
+                             solver=solver, time_limit=time_limit, gap=gap, seed=seed,
+                             name=name)
+    if out:
+        result.layout.profile = ref_from(refs[0], out)
+        result.layout.bank = ref_from(refs[1], out)
+        result.layout.save(out, f"Chosen by: memsim optimize --granularity bucket --buckets "
+                                f"{buckets}\nsolver {result.solver}, status {result.status}, "
+                                f"model objective {format_time(result.objective_s)}")
+    checked = _verify(p, b, result.layout, routing_wl, verify_queries, seed) if verify else None
+    if as_json:
+        data = result.to_json()
+        data.update({"profile": p.name, "bank": b.name, "out": out,
+                     "workload": routing_wl.name})
+        if checked is not None:
+            data["verify"] = checked
+        emit_json(finite(data))
+        return
+    names = p.tier_names
+    rows = [[d, format_size(b.level(d).block_bytes)] + [
+        f"{counts.get(t, 0):,}" if counts.get(t) else "-" for t in names]
+        for d, counts in result.tier_blocks.items()]
+    click.echo(f"bank {b.name} on {p.name}, {fetch} fetch, {result.buckets} buckets, "
+               f"popularity from workload {routing_wl.name}")
+    click.echo(table(["level", "block"] + [f"{t} blocks" for t in names], rows))
+    click.echo("")
+    click.echo(f"solver: {result.solver}, {result.status}, {result.solves} solve(s), "
+               f"{result.solve_time_s * 1e3:.0f} ms")
+    what = "expected fetch time" if fetch == "sequential" else "fetch-time bound (model)"
+    click.echo(f"{what}: {format_time(result.objective_s)}")
+    if result.level_objective_s is not None:
+        click.echo(f"level placement, same model: {format_time(result.level_objective_s)}")
+    if result.baseline_s is not None:
+        click.echo(f"greedy baseline, same model: {format_time(result.baseline_s)}")
+    if budget is not None or any(t.cost for t in p.tiers):
+        click.echo(f"cost: ${result.monthly_cost_usd:,.2f} per month")
+    if result.candidates_s:
+        click.echo("estimator, mean: " + ", ".join(
+            f"{k} {format_time(v)}" for k, v in result.candidates_s.items())
+            + f"; kept: {result.chosen}")
+    if result.estimate is not None:
+        f = result.estimate.fetch_time_s
+        click.echo(f"estimator ({result.chosen}): mean {format_time(f['mean'])}, p99 "
+                   f"{format_time(f['p99'])}")
+    if out:
+        click.echo(f"layout written to {out} (block map beside it)")
+    if checked is not None:
+        click.echo(_verify_text(checked))
+

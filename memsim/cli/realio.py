@@ -1,0 +1,232 @@
+"""Commands of the real-I/O backend: materialize, verify, replay (and the cloud emulator)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+from pydantic import BaseModel, ConfigDict
+
+from memsim import yamlio
+from memsim.bank import Bank
+from memsim.blockmap import Subtree
+from memsim.cli.common import emit_json, handle_errors, json_option, layout_options, load_trio
+from memsim.cli.simulate import report_run
+from memsim.errors import DataError, InputError
+from memsim.layout import SubtreeRef
+from memsim.units import format_rate, format_size, format_time
+from memsim.yamlio import validate_model
+
+MAX_LISTED = 20
+
+
+class Policy(BaseModel):
+    """An access policy: subtrees the reader must never fetch."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    blocked: list[SubtreeRef] = []
+
+
+def load_policy(path: str, bank: Bank) -> list[Subtree]:
+    """Blocked subtrees from a policy YAML file (`blocked: [{level: 2, block: 5}]`)."""
+    doc = yamlio.load(path)
+    policy = validate_model(Policy, doc)
+    out = []
+    for i, ref in enumerate(policy.blocked):
+        if ref.level > len(bank.levels) or ref.block >= bank.branching ** ref.level:
+            raise InputError(f"subtree ({ref.level}, {ref.block}) is not in bank '{bank.name}'",
+                             file=path, line=doc.line_of(("blocked", i)),
+                             field=f"blocked[{i}]")
+        out.append(Subtree(depth=ref.level, block=ref.block))
+    return out
+
+
+def _bytes_bar(label: str) -> tuple[Callable[[int], None], Callable[[int], None],
+                                     Callable[[], None]]:
+    """(set total, advance, close) of a byte progress bar on stderr, if it is a terminal."""
+    state: dict[str, Any] = {}
+
+    def total(n: int) -> None:
+        if sys.stderr.isatty() and n > 0:
+            from tqdm import tqdm
+
+            state["bar"] = tqdm(total=n, unit="B", unit_scale=True, unit_divisor=1024,
+                                desc=label, file=sys.stderr, mininterval=0.5)
+
+    def advance(n: int) -> None:
+        if "bar" in state:
+            state["bar"].update(n)
+
+    def close() -> None:
+        if "bar" in state:
+            state["bar"].close()
+
+    return total, advance, close
+
+
+def _report_bad(bad: list[Any], what: str) -> None:
+    for b in bad[:MAX_LISTED]:
+        click.echo(f"memsim: bad block: {b}", err=True)
+    if len(bad) > MAX_LISTED:
+        click.echo(f"memsim: ... and {len(bad) - MAX_LISTED} more", err=True)
+    raise DataError(f"{len(bad)} bad block{'s' if len(bad) != 1 else ''} {what}")
+
+
+@click.command("materialize")
+@layout_options("Layout YAML (e.g. written by `memsim optimize --out`).", store=True)
+@click.option("--weights", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Real weights: a .npy of the whole bank (levels by depth, blocks by id) "
+              "or a .safetensors with one tensor per level named L<depth>.")
+@click.option("--seed", type=int, default=None,
+              help="Seed of the synthetic weights [default: 0].")
+@click.option("--overwrite", is_flag=True,
+              help="Replace a different bank already in a store (never other files).")
+@json_option
+@handle_errors
+def materialize_cmd(profile_ref: str | None, bank_ref: str | None, layout_ref: str,
+                    store: tuple[str, ...], weights: str | None, seed: int | None,
+                    overwrite: bool, as_json: bool) -> None:
+    """Write the bank into zarr v3 stores, one per tier, as the layout places it.
+
+    One array per (level, tier), chunk = one block, sharded as the layout's `chunking`
+    says, with a CRC32C manifest of every block. Rerunning after an interruption (even
+    kill -9) finishes the bank without rewriting completed shards.
+    """
+    from memsim.materialize import SyntheticContent, WeightsContent, materialize
+    from memsim.stores import parse_overrides
+
+    p, b, lay = load_trio(profile_ref, bank_ref, layout_ref)
+    if seed is not None and weights is not None:
+        raise InputError("give --seed (synthetic weights) or --weights, not both",
+                         field="seed")
+    overrides = parse_overrides(store, p)
+    content = WeightsContent(b, weights) if weights else SyntheticContent(b, seed or 0)
+    total, advance, close = _bytes_bar("materialize")
+    try:
+        result = materialize(p, b, lay, stores=overrides, content=content,
+                             overwrite=overwrite, progress=advance, on_total=total)
+    finally:
+        close()
+    if as_json:
+        emit_json(result.to_json())
+        return
+    for name, t in result.tiers.items():
+        done = f", {t.units_skipped} units already done" if t.units_skipped else ""
+        click.echo(f"{name:<8} {t.store}: levels {', '.join(map(str, t.levels))}, "
+                   f"{t.blocks:,} blocks, {format_size(t.bytes_total)} "
+                   f"({format_size(t.bytes_written)} written{done})")
+    rate = result.bytes_written / result.seconds if result.seconds > 0 else 0.0
+    click.echo(f"wrote {format_size(result.bytes_written)} in "
+               f"{format_time(result.seconds)} ({format_rate(rate)})")
+    for note in result.notes:
+        click.echo(f"note: {note}")
+
+@click.command("verify")
+@layout_options("Layout YAML (e.g. written by `memsim optimize --out`).", store=True)
+@json_option
+@handle_errors
+def verify_cmd(profile_ref: str | None, bank_ref: str | None, layout_ref: str,
+               store: tuple[str, ...], as_json: bool) -> None:
+    """Read every stored block back and check it against the manifest.
+
+    Names every bad block (level, block, tier, store) and exits 6 if there is any.
+    """
+    from memsim.materialize.verify import verify
+    from memsim.stores import parse_overrides
+
+    p, b, lay = load_trio(profile_ref, bank_ref, layout_ref)
+    total, advance, close = _bytes_bar("verify")
+    try:
+        result = verify(p, b, lay, stores=parse_overrides(store, p), progress=advance,
+                        on_total=total)
+    finally:
+        close()
+    if as_json:
+        emit_json(result.to_json())
+    else:
+        for tier, n in result.checked.items():
+            click.echo(f"{tier:<8} {n:,} blocks checked")
+        if result.ok:
+            click.echo(f"all {sum(result.checked.values()):,} blocks match the manifest "
+                       f"({format_size(result.bytes)} in {format_time(result.seconds)})")
+    if not result.ok:
+        _report_bad(result.bad, "found")
+
+@click.command("replay")
+@layout_options("Layout YAML (e.g. written by `memsim optimize --out`).", store=True)
+@click.option("--workload", "workload_ref", metavar="WORKLOAD",
+              help="Workload YAML or shipped name (arrivals and routing).")
+@click.option("--trace", "trace_in", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Replay the queries of a Parquet trace instead.")
+@click.option("--queries", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--warmup", type=click.FloatRange(0, 1, max_open=True), default=0.1,
+              show_default=True, help="Fraction of queries left out of the statistics.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Same seed, same arrivals and paths as `memsim simulate`.")
+@click.option("--warm", is_flag=True,
+              help="Allow the page cache (default: cold reads with O_DIRECT).")
+@click.option("--check-rate", type=click.FloatRange(0, 1), default=0.1, show_default=True,
+              help="Fraction of blocks checked against the manifest.")
+@click.option("--lazy-index", is_flag=True,
+              help="Read shard indexes on first use, timed (default: all at start-up).")
+@click.option("--policy", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Access policy YAML: `blocked: [{level: L, block: B}]` subtrees the "
+              "reader must never fetch (added to the layout's).")
+@click.option("--weights", metavar="FILE", type=click.Path(dir_okay=False),
+              help="The weights file the bank was written from (to fill RAM tiers).")
+@click.option("--trace-out", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Write every query (arrival, path, fetch and level times) to Parquet.")
+@json_option
+@handle_errors
+def replay_cmd(profile_ref: str | None, bank_ref: str | None, layout_ref: str,
+               store: tuple[str, ...], workload_ref: str | None, trace_in: str | None,
+               queries: int, warmup: float, seed: int, warm: bool, check_rate: float,
+               lazy_index: bool, policy: str | None, weights: str | None,
+               trace_out: str | None, as_json: bool) -> None:
+    """Run a workload against the materialized bank with real reads, timing each request.
+
+    Open-loop workloads keep their arrival times, closed loops their clients. Output has
+    the statistics and JSON keys of `memsim simulate`, plus retries, read mode and
+    checks. A missing or corrupt block is named and the exit code is 6.
+    """
+    from memsim.cli.tables import simulation_text
+    from memsim.replay import replay
+    from memsim.simulate import progress_bar
+    from memsim.stores import parse_overrides
+    from memsim.trace import read_trace
+    from memsim.workload import load_workload
+
+    if (workload_ref is None) == (trace_in is None):
+        raise InputError("give --workload or --trace (one of them)", field="workload")
+    p, b, lay = load_trio(profile_ref, bank_ref, layout_ref)
+    overrides = parse_overrides(store, p)
+    blocked = load_policy(policy, b) if policy else None
+    wl = load_workload(workload_ref) if workload_ref else None
+    trace = read_trace(trace_in, b) if trace_in else None
+    update, close = progress_bar(queries)
+    try:
+        result = replay(p, b, lay, wl, trace=trace, queries=queries, seed=seed,
+                        warmup=warmup, stores=overrides, cold=not warm,
+                        check_rate=check_rate, preload_index=not lazy_index,
+                        blocked=blocked, weights=weights, trace_out=trace_out,
+                        progress=update)
+    finally:
+        close()
+    if not report_run(result, p, b, lay, layout_ref, wl, trace_in, as_json):
+        click.echo(simulation_text(result, f"replay of layout {lay.name or layout_ref} on "
+                                           f"{p.name}, bank {b.name}, workload "
+                                           f"{wl.name if wl else trace_in} (real reads)",
+                                   clock="wall time"))
+        modes = ", ".join(f"{t} {m}" for t, m in result.read_mode.items())
+        click.echo(f"reads: {modes}; {result.checked_blocks:,} blocks checked")
+        if result.retries:
+            click.echo("retries: " + ", ".join(f"{t} {n}" for t, n in
+                                               result.retries.items()))
+        if result.blocked_reads:
+            click.echo("blocked by access control: " + ", ".join(
+                f"level {d}: {n}" for d, n in sorted(result.blocked_reads.items())))
+    if result.bad_blocks:
+        _report_bad(result.bad_blocks, "met during replay")

@@ -1,0 +1,89 @@
+"""`memsim simulate`: the fetch-time distribution under load."""
+
+from __future__ import annotations
+
+import click
+
+from memsim.bank import Bank
+from memsim.cli.common import (
+    emit_json,
+    finite,
+    handle_errors,
+    json_option,
+    layout_options,
+    load_trio,
+    size_option,
+)
+from memsim.cli.tables import simulation_text
+from memsim.errors import InputError
+from memsim.layout import CacheConfig, Layout
+from memsim.profile import Profile
+from memsim.simulate import MAX_QUERIES, SimulationResult, progress_bar, simulate
+from memsim.trace import read_trace
+from memsim.workload import Workload, load_workload
+
+
+@click.command("simulate")
+@layout_options()
+@click.option("--workload", "workload_ref", metavar="WORKLOAD",
+              help="Workload file or shipped name (see `memsim workload list`).")
+@click.option("--trace", "trace_in", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Replay a Parquet trace (arrival_s, block_L1..) instead of a workload.")
+@click.option("--queries", type=click.IntRange(1, MAX_QUERIES), default=100_000,
+              show_default=True, help="Queries to simulate (a trace is cut to this many).")
+@click.option("--warmup", type=click.FloatRange(0, 1, max_open=True), default=0.1,
+              show_default=True, help="Fraction of queries left out of the statistics.")
+@click.option("--cache-budget", metavar="SIZE",
+              help="RAM cache for blocks, e.g. '2 GB' (overrides the layout's cache).")
+@click.option("--cache-policy", type=click.Choice(["lru", "lfu"]), default=None,
+              help="Eviction policy for --cache-budget [default: lru].")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--trace-out", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Write every query (arrival, path, fetch and level times) to Parquet.")
+@json_option
+@handle_errors
+def simulate_cmd(profile_ref: str | None, bank_ref: str | None, layout_ref: str,
+                 workload_ref: str | None, trace_in: str | None, queries: int, warmup: float,
+                 cache_budget: str | None, cache_policy: str | None, seed: int,
+                 trace_out: str | None, as_json: bool) -> None:
+    """Fetch-time distribution under load: queueing, shared bandwidth, caching.
+
+    Queries arrive as the workload says (or as a trace recorded them); each fetches one block
+    per level from its tier through FCFS channels and a bandwidth shared by the transfers in
+    flight. Prints mean and percentiles with 95% batch-means confidence intervals, per-level
+    and per-tier times, utilisation and the cache hit ratio.
+    """
+    if (workload_ref is None) == (trace_in is None):
+        raise InputError("give --workload or --trace (one of them)", field="workload")
+    p, b, lay = load_trio(profile_ref, bank_ref, layout_ref)
+    if cache_budget is not None:
+        cache = CacheConfig.model_validate({"budget": size_option(cache_budget, "cache-budget"),
+                                            "policy": cache_policy or "lru"})
+        lay = lay.model_copy(update={"cache": cache})  # keeps the file and its block map
+    elif cache_policy is not None:
+        raise InputError("--cache-policy needs --cache-budget", field="cache-policy")
+    wl = load_workload(workload_ref) if workload_ref else None
+    trace = read_trace(trace_in, b) if trace_in else None
+    update, close = progress_bar(queries)
+    try:
+        result = simulate(p, b, lay, wl, trace=trace, queries=queries, seed=seed,
+                          warmup=warmup, trace_out=trace_out, progress=update)
+    finally:
+        close()
+    if report_run(result, p, b, lay, layout_ref, wl, trace_in, as_json):
+        return
+    click.echo(simulation_text(result, f"layout {lay.name or layout_ref} on {p.name}, bank "
+                                       f"{b.name}, workload {wl.name if wl else trace_in}"))
+
+
+def report_run(result: SimulationResult, p: Profile, b: Bank, lay: Layout, layout_ref: str,
+                wl: Workload | None, trace_in: str | None, as_json: bool) -> bool:
+    """Warnings of a simulate or replay run, and its JSON when asked; True if JSON was sent."""
+    for problem in result.unstable:
+        click.echo(f"memsim: warning: {problem}", err=True)
+    if as_json:
+        emit_json({"profile": p.name, "bank": b.name, "layout": lay.name or layout_ref,
+                    "workload": wl.name if wl else None, "trace": trace_in,
+                    **finite(result.to_json())})
+    return as_json
+
