@@ -1,0 +1,39 @@
+"""Built-in bounds on sizes, counts, nesting and work, checked before the work starts.
+
+Every bound a user can hit lives here, so that a message can name the limit and the input that
+crossed it, and no command hangs, runs out of memory or overflows on absurd input.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from memsim.errors import InputError
+
+# Files
+MAX_FILE_BYTES = 16 * 2**20          # a YAML file people author
+MAX_YAML_DEPTH = 64                  # nesting of mappings and lists
+MAX_YAML_NODES = 200_000             # nodes after aliases are expanded (alias bombs)
+MAX_SCALAR_CHARS = 10_000            # one value
+MAX_INT_DIGITS = 30                  # an integer (Python refuses > 4,300 digits, slowly)
+
+# Banks and profiles
+MAX_LEVELS = 16                      # depth of the tree
+MAX_BLOCKS_PER_LEVEL = 2**40         # blocks of one level
+MAX_TIERS = 32
+
+# Work
+MAX_QUERIES = 100_000_000            # simulate and replay
+MAX_SAMPLES = 20_000_000             # estimate: 160 MB of fetch times kept for percentiles
+MAX_SCENARIOS = 4_096                # latency scenarios of the level ILP
+MAX_BUCKETS = 4_096                  # popularity buckets per level
+MAX_SCENARIO_CELLS = 50_000_000      # scenarios x tiers x subsets, the level ILP's tables
+
+
+def check_at_most(value: int | float, limit: int | float, what: str, *,
+                  field: str | None = None, file: str | Path | None = None,
+                  line: int | None = None) -> None:
+    """Refuse `value` above `limit` with one line naming the input and the limit."""
+    if value > limit:
+        raise InputError(f"{what} is {value:,} but memsim's limit is {limit:,}",
+                         file=file, line=line, field=field)
