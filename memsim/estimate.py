@@ -254,3 +254,9 @@ def _estimate_blocks(profile: Profile, bank: Bank, layout: Layout, workload: Wor
         ))
     return Estimate(fetch=layout.fetch, samples=n, seed=seed, fetch_time_s=summarize(total),
                     per_level=per_level, per_tier=per_tier, workload=workload.name)
+
+
+# `memsim.estimate(...)` calls estimate(); the module stays a module (`memsim.estimate.<name>`)
+from memsim import make_callable  # noqa: E402
+
+make_callable(__name__, "estimate")

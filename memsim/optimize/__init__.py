@@ -349,3 +349,9 @@ def _level_under_bucket_model(problem: BucketProblem, profile: Profile, bank: Ba
     masses = {d: np.eye(len(names))[names.index(t)] for d, t in level.layout.placement.items()}
     layout = level.layout.model_copy(update={"description": "best whole-level placement"})
     return problem.bound(masses), layout
+
+
+# `memsim.optimize(...)` calls optimize(); the module stays a module (`memsim.optimize.<name>`)
+from memsim import make_callable  # noqa: E402
+
+make_callable(__name__, "optimize")

@@ -260,3 +260,9 @@ def progress_bar(total: int) -> tuple[Callable[[int], None] | None, Callable[[],
         bar.close()
 
     return update, close
+
+
+# `memsim.simulate(...)` calls simulate(); the module stays a module (`memsim.simulate.<name>`)
+from memsim import make_callable  # noqa: E402
+
+make_callable(__name__, "simulate")
