@@ -14,11 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 
 from memsim import resources, yamlio
 from memsim.errors import InputError
-from memsim.yamlio import validate_model
+from memsim.limits import MAX_BLOCKS_PER_LEVEL, MAX_LEVELS
+from memsim.yamlio import FieldError, validate_model
 
 MemoryType = Literal["ffn", "lora-ffn", "lora-qk", "lora-ov", "kv"]
 DTYPE_BYTES: dict[str, int] = {"bf16": 2, "fp16": 2, "fp32": 4, "fp8": 1, "int8": 1}
-MAX_LEVELS = 16
 
 
 class Anchor(BaseModel):
@@ -156,6 +156,12 @@ class Bank(BaseModel):
     def _sane(self) -> Bank:
         if unit_params(self.memory_type, self.anchor) <= 0:
             raise ValueError("anchor shape gives empty blocks")
+        depth = len(self.levels)
+        if self.branching ** depth > MAX_BLOCKS_PER_LEVEL:
+            raise FieldError(
+                f"branching {self.branching} over {depth} levels gives "
+                f"{self.branching}**{depth} blocks at depth {depth}, over memsim's limit of "
+                f"{MAX_BLOCKS_PER_LEVEL:,} blocks per level", ("levels", depth - 1))
         return self
 
     @property

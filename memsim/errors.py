@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+
+_BREAKS = re.compile(r"\s*[\r\n\x0b\x0c\x85\u2028\u2029]+\s*")
+
+
+def one_line(text: str) -> str:
+    """`text` on one line: line breaks (from a parser's problem text, a file name) become
+    spaces, so every message a user sees is a single line."""
+    return _BREAKS.sub(" ", text).strip()
 
 
 class MemsimError(Exception):
@@ -27,7 +36,7 @@ class MemsimError(Exception):
         if self.file:
             where = self.file + (f":{self.line}" if self.line else "")
         parts = [p for p in (where, f"field '{self.field}'" if self.field else "") if p]
-        return (": ".join(parts) + ": " if parts else "") + self.message
+        return one_line((": ".join(parts) + ": " if parts else "") + self.message)
 
 
 class InputError(MemsimError):
@@ -48,3 +57,8 @@ class StoreError(MemsimError):
 
 class DataError(MemsimError):
     """Stored bank data is missing or does not match its manifest."""
+
+
+class OverloadWarning(UserWarning):
+    """A result that describes no steady state or an impossible layout: a tier asked for more
+    than it can serve, fetch times growing through the run, or a tier overfilled."""

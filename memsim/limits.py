@@ -11,7 +11,7 @@ from pathlib import Path
 from memsim.errors import InputError
 
 # Files
-MAX_FILE_BYTES = 16 * 2**20          # a YAML file people author
+MAX_FILE_BYTES = 2**20               # a YAML file people author (PyYAML reads ~0.5 MB/s)
 MAX_YAML_DEPTH = 64                  # nesting of mappings and lists
 MAX_YAML_NODES = 200_000             # nodes after aliases are expanded (alias bombs)
 MAX_SCALAR_CHARS = 10_000            # one value
@@ -23,7 +23,10 @@ MAX_BLOCKS_PER_LEVEL = 2**40         # blocks of one level
 MAX_TIERS = 32
 
 # Work
-MAX_QUERIES = 100_000_000            # simulate and replay
+MAX_QUERIES = 10_000_000             # simulate and replay
+MAX_SIM_REQUESTS = 10_000_000        # simulate: queries x block requests (20k-150k/s: minutes)
+MAX_STALLED_QUERIES = 100_000        # simulate: queries issued at one instant of a closed loop
+MAX_TRACE_CELLS = 64_000_000         # simulate --trace-out: queries x columns (8 B) in memory
 MAX_SAMPLES = 20_000_000             # estimate: 160 MB of fetch times kept for percentiles
 MAX_SCENARIOS = 4_096                # latency scenarios of the level ILP
 MAX_BUCKETS = 4_096                  # popularity buckets per level

@@ -21,8 +21,13 @@ from pydantic import (
 from memsim import resources, yamlio
 from memsim.errors import InputError
 from memsim.latency import ConstantLatency, Latency, LatencyField, Seconds
-from memsim.units import parse_rate, parse_size
-from memsim.yamlio import validate_model
+from memsim.limits import MAX_TIERS, check_at_most
+from memsim.units import format_rate, format_time, parse_rate, parse_size
+from memsim.yamlio import FieldError, validate_model
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
 
 TierKind = Literal["ram", "flash", "disk", "cloud", "other"]
 
@@ -124,11 +129,20 @@ class Tier(BaseModel):
     def _store_url(cls, value: str | None) -> str | None:
         if value is None:
             return value
+        from memsim.stores.url import CREDENTIALS_MESSAGE, has_credentials, redact
+
+        if has_credentials(value):
+            raise ValueError(CREDENTIALS_MESSAGE)
         if not re.match(r"^(file|s3|memory)://", value):
             raise ValueError(
-                f"store {value!r} must start with file://, s3:// or memory://"
+                f"store {_short(redact(value))!r} must start with file://, s3:// or memory://"
             )
         return value
+
+    def block_time(self, size: float = 1e6) -> float:
+        """Mean time to fetch one block of `size` bytes from an idle tier: how "fast" a tier
+        is when profiles are checked for being listed fastest first."""
+        return self.latency.mean() + self.request_overhead + size / self.stream_bandwidth
 
     @property
     def capacity_bytes(self) -> float:
@@ -160,12 +174,34 @@ class Profile(BaseModel):
 
     @model_validator(mode="after")
     def _unique(self) -> Profile:
-        seen: set[str] = set()
-        for tier in self.tiers:
+        seen: dict[str, int] = {}
+        for i, tier in enumerate(self.tiers):
             if tier.name in seen:
-                raise ValueError(f"tier name '{tier.name}' is used twice")
-            seen.add(tier.name)
+                raise FieldError(f"tier name '{tier.name}' is used twice (first by "
+                                 f"tiers[{seen[tier.name]}])", ("tiers", i, "name"))
+            seen[tier.name] = i
+        if not any(t.kind == "ram" for t in self.tiers):
+            raise FieldError("no tier of kind ram: every command keeps the anchor model, "
+                             "resident blocks and fetched blocks in RAM", ("tiers",))
+        check_at_most(len(self.tiers), MAX_TIERS, "the number of tiers")
         return self
+
+    def order_warnings(self) -> list[str]:
+        """Tiers listed after a faster one (by the mean time to fetch a 1 MB block from an
+        idle tier), as `FILE:LINE: field 'tiers[i]': ...` lines: the optimizer does not need
+        the order, but people read the profile, and the reports, as fastest first."""
+        out = []
+        for i in range(1, len(self.tiers)):
+            before, tier = self.tiers[i - 1], self.tiers[i]
+            if tier.block_time() < before.block_time():
+                where = InputError(
+                    f"tier '{tier.name}' is faster than '{before.name}' before it "
+                    f"({format_time(tier.block_time())} against "
+                    f"{format_time(before.block_time())} for a 1 MB block); list tiers "
+                    "fastest first", file=self.file, line=self.line_of("tiers", i),
+                    field=f"tiers[{i}]")
+                out.append(str(where))
+        return out
 
     @property
     def tier_names(self) -> list[str]:
@@ -192,6 +228,10 @@ class Profile(BaseModel):
 
         `profile.with_tier("disk", bandwidth="2 GB/s")` accepts the same values as the YAML;
         unlike pydantic's `model_copy`, the new values are checked and units are parsed.
+        A per-stream `bandwidth` above the tier's explicit `aggregate_bandwidth` raises an
+        InputError instead of being silently capped (a sweep over bandwidth would change
+        nothing): pass `aggregate_bandwidth` too. A tier without an explicit aggregate has
+        the new bandwidth as its aggregate.
         """
         if name not in self.tier_names:
             raise InputError(f"unknown tier '{name}' (profile '{self.name}' has "
@@ -200,7 +240,16 @@ class Profile(BaseModel):
         for tier in data["tiers"]:
             if tier["name"] == name:
                 tier.update(changes)
-        return profile_from_dict(data, file=f"<{self.name} with {name} changed>")
+        changed = profile_from_dict(data, file=f"<{self.name} with {name} changed>")
+        tier = changed.tier(name)
+        if "bandwidth" in changes and tier.aggregate_bandwidth is not None and (
+                tier.bandwidth > tier.aggregate_bandwidth):
+            raise InputError(
+                f"bandwidth {format_rate(tier.bandwidth)} is above the tier's "
+                f"aggregate_bandwidth {format_rate(tier.aggregate_bandwidth)}, so it would be "
+                "capped and change nothing; pass aggregate_bandwidth too",
+                field=f"tiers[{self.tier_names.index(name)}].bandwidth")
+        return changed
 
     def line_of(self, *loc: str | int) -> int | None:
         return self._doc.line_of(loc) if self._doc else None

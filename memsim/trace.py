@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from memsim.bank import Bank
-from memsim.errors import InputError
+from memsim.errors import InputError, one_line
 
 ColumnKind = Literal["int", "number"]
 MAX_ID = 2**63  # cluster ids are int64: branching**depth must not exceed this
@@ -36,7 +36,8 @@ def check_id_range(bank: Bank, file: str | Path | None = None) -> None:
     if bank.branching ** len(bank.levels) > MAX_ID:
         raise InputError(
             f"bank '{bank.name}' has {bank.branching}**{len(bank.levels)} clusters at its "
-            "deepest level, more than 64-bit cluster ids can number", file=file,
+            "deepest level, more than 64-bit cluster ids can number",
+            file=file or bank.file, field="levels",
         )
 
 
@@ -118,15 +119,22 @@ def _write_atomic(path: Path, table: pa.Table) -> Path:
 
 def read_schema(path: str | Path, what: str = "Parquet file") -> pa.Schema:
     """The schema of a Parquet file; a missing or non-Parquet file is an InputError."""
-    path = Path(path)
-    if path.is_dir():
-        raise InputError(f"is a directory, expected a {what}", file=path)
+    from memsim.resources import checked_path
+
+    path = checked_path(path)
+    try:
+        if path.is_dir():
+            raise InputError(f"is a directory, expected a {what}", file=path)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot be read: {getattr(exc, 'strerror', None) or exc}",
+                         file=path) from None
     try:
         return pq.read_schema(path)
     except FileNotFoundError:
         raise InputError("no such file", file=path) from None
-    except (OSError, pa.ArrowException) as exc:
-        raise InputError(f"not a readable Parquet file ({exc})", file=path) from None
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise InputError(f"not a readable Parquet file ({one_line(str(exc))[:200]})",
+                         file=path) from None
 
 
 def read_columns(
@@ -159,8 +167,9 @@ def read_columns(
             raise InputError(f"column holds {typ}, expected {want}", file=path, field=name)
     try:
         table = pq.read_table(path, columns=list(columns))
-    except (OSError, pa.ArrowException) as exc:
-        raise InputError(f"not a readable Parquet file ({exc})", file=path) from None
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise InputError(f"not a readable Parquet file ({one_line(str(exc))[:200]})",
+                         file=path) from None
     if table.num_rows == 0:
         raise InputError(f"the {what} has no rows", file=path)
     out: dict[str, np.ndarray] = {}

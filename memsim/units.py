@@ -56,10 +56,34 @@ _TIME_HINT = 'a time like "80 us", "8 ms" or "1.5 s"'
 _RATE_HINT = 'a rate like "4 GB/s", "250 MB/s" or "1 Gbit/s"'
 
 
+MAX_EXPONENT = 60  # powers of ten a quantity may have: beyond is a typo or an attack
+MIN_EXPONENT = -400  # below the smallest float (5e-324): nothing left to compute with
+
+
+def _show(value: object, limit: int = 40) -> str:
+    """`value` quoted for a message, cut to `limit` characters (a huge value is not echoed)."""
+    try:
+        text = value if isinstance(value, str) else str(value)
+    except ValueError:  # an int over Python's 4,300 digits for int -> str
+        return "(a number of thousands of digits)"
+    text = text if len(text) <= limit else text[:limit] + "..."
+    return '"' + text.replace("\n", " ") + '"'
+
+
 def _split(value: object, kind: str, hint: str) -> tuple[Decimal, str]:
+    """Split `value` into an exact number and a unit string ('' when there is none), refusing
+    numbers beyond 10^+-MAX_EXPONENT (so no decimal overflow, and no absurd work, later)."""
+    number, unit = _split_raw(value, kind, hint)
+    if number != 0 and not MIN_EXPONENT <= number.adjusted() <= MAX_EXPONENT:
+        raise UnitError(f"the number in {_show(value)} is out of range for {kind} "
+                        f"(memsim reads numbers up to 10^{MAX_EXPONENT})")
+    return number, unit
+
+
+def _split_raw(value: object, kind: str, hint: str) -> tuple[Decimal, str]:
     """Split `value` into an exact number and a unit string ('' when there is none)."""
     if isinstance(value, bool):
-        raise UnitError(f"expected {hint}, got {value!r}")
+        raise UnitError(f"expected {hint}, got {_show(value)}")
     if isinstance(value, numbers.Integral):  # int, numpy integers
         return Decimal(int(value)), ""
     if isinstance(value, numbers.Real):  # float, numpy floats
@@ -68,23 +92,23 @@ def _split(value: object, kind: str, hint: str) -> tuple[Decimal, str]:
             raise UnitError(f"{kind} must be a finite number, got {number!r}")
         return Decimal(repr(number)), ""
     if not isinstance(value, str):
-        raise UnitError(f"expected {hint}, got {value!r}")
+        raise UnitError(f"expected {hint}, got {_show(value)}")
     text = value.strip()
     if text.lower() in {"nan", "inf", "+inf", "-inf", "infinity", ".nan", ".inf"}:
-        raise UnitError(f"{kind} must be a finite number, got \"{value}\"")
+        raise UnitError(f"{kind} must be a finite number, got {_show(value)}")
     match = _QUANTITY.match(text)
     if not match:
-        raise UnitError(f"cannot read \"{value}\" as {hint}")
+        raise UnitError(f"cannot read {_show(value)} as {hint}")
     try:
         number = Decimal(match["num"].replace("_", ""))
-    except InvalidOperation:
-        raise UnitError(f"cannot read the number in \"{value}\"") from None
+    except (InvalidOperation, ValueError):
+        raise UnitError(f"cannot read the number in {_show(value)}") from None
     return number, (match["unit"] or "")
 
 
 def _nonnegative(number: Decimal, value: object, kind: str) -> None:
     if number < 0:
-        raise UnitError(f"{kind} must not be negative, got \"{value}\"")
+        raise UnitError(f"{kind} must not be negative, got {_show(value)}")
 
 
 MAX_BYTES = 10**30  # a million yottabytes: anything above is a typo or an attack
@@ -93,7 +117,7 @@ MAX_BYTES = 10**30  # a million yottabytes: anything above is a typo or an attac
 def _finite(seconds_or_rate: Decimal, value: object, kind: str) -> float:
     result = float(seconds_or_rate)
     if not math.isfinite(result):
-        raise UnitError(f"{kind} \"{value}\" is too large to represent")
+        raise UnitError(f"{kind} {_show(value)} is too large to represent")
     return result
 
 
@@ -106,13 +130,14 @@ def parse_size(value: object) -> int:
     elif unit == "":
         exact = number
     elif unit in BIT_UNITS:
-        raise UnitError(f"unit '{unit}' in \"{value}\" is bits; sizes are in bytes (e.g. \"GB\")")
+        raise UnitError(f"unit '{unit}' in {_show(value)} is bits; sizes are in bytes "
+                        '(e.g. "GB")')
     else:
-        raise UnitError(f"unknown size unit '{unit}' in \"{value}\"; expected {_SIZE_HINT}")
+        raise UnitError(f"unknown size unit '{unit}' in {_show(value)}; expected {_SIZE_HINT}")
     if exact != exact.to_integral_value():
-        raise UnitError(f"\"{value}\" is not a whole number of bytes")
+        raise UnitError(f"{_show(value)} is not a whole number of bytes")
     if exact > MAX_BYTES:
-        raise UnitError(f"\"{value}\" is beyond any real device (over 10^30 bytes); "
+        raise UnitError(f"{_show(value)} is beyond any real device (over 10^30 bytes); "
                         "for no limit write \"unlimited\"")
     return int(exact)
 
@@ -124,7 +149,7 @@ def parse_time(value: object) -> float:
     if unit == "":
         return _finite(number, value, "time")
     if unit not in TIME_UNITS:
-        raise UnitError(f"unknown time unit '{unit}' in \"{value}\"; expected {_TIME_HINT}")
+        raise UnitError(f"unknown time unit '{unit}' in {_show(value)}; expected {_TIME_HINT}")
     return _finite(number * TIME_UNITS[unit], value, "time")
 
 
@@ -146,7 +171,7 @@ def parse_rate(value: object) -> float:
             elif head in BIT_UNITS:
                 per_second = BIT_UNITS[head]
     if per_second is None:
-        raise UnitError(f"unknown rate unit '{unit}' in \"{value}\"; expected {_RATE_HINT}")
+        raise UnitError(f"unknown rate unit '{unit}' in {_show(value)}; expected {_RATE_HINT}")
     return _finite(number * per_second, value, "rate")
 
 
@@ -221,7 +246,7 @@ def parse_frequency(value: object) -> float:
             per_second = 1 / TIME_UNITS[per]
     if per_second is None:
         raise UnitError(
-            f"unknown frequency unit '{unit}' in \"{value}\"; expected {_FREQUENCY_HINT}"
+            f"unknown frequency unit '{unit}' in {_show(value)}; expected {_FREQUENCY_HINT}"
         )
     return _finite(number * per_second, value, "frequency")
 

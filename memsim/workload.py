@@ -464,8 +464,11 @@ class Workload(_Model):
         """Read the files the workload names (empirical counts), so their errors come early."""
         routing = self.routing
         if isinstance(routing, EmpiricalRouting) and routing._counts is None:
+            resources.checked_path(routing.file, file=self.file,
+                                   line=self._doc.line_of(("routing", "file")) if self._doc
+                                   else None, field="routing.file")
             path = self.resolve(routing.file)
-            if not path.exists():
+            if not resources.is_file(path):
                 raise self._error(("routing", "file"),
                                   f"no such file '{routing.file}' (looked for {path.resolve()})")
             routing._counts = read_counts(path)

@@ -13,6 +13,7 @@ from memsim.units import (
     format_rate,
     format_size,
     format_time,
+    parse_frequency,
     parse_rate,
     parse_size,
     parse_time,
@@ -129,3 +130,18 @@ def test_numpy_numbers_are_plain_numbers():
 def test_absurd_magnitudes_rejected(func, text):
     with pytest.raises(UnitError):
         func(text)
+
+
+@pytest.mark.parametrize("func", [parse_size, parse_time, parse_rate, parse_frequency])
+@pytest.mark.parametrize("text", ["1e1000000 MB/s", "1e1000000", "1e-1000000 s",
+                                  "9" * 5000, 10**5000, "1e999999999999999999999 B"],
+                         ids=["e1000000-rate", "e1000000", "e-1000000", "5000-digits",
+                              "int-5000-digits", "huge-exponent"])
+def test_overflowing_numbers_are_unit_errors_naming_the_value(func, text):
+    # decimal.Overflow, Python's 4,300-digit int limit: each is one UnitError, value cut short
+    with pytest.raises(UnitError) as info:
+        func(text)
+    message = str(info.value)
+    assert "\n" not in message and len(message) < 200
+    if isinstance(text, str):
+        assert text[:20] in message

@@ -531,8 +531,9 @@ def test_counts_out_of_range_for_the_bank(tmp_path, rows, field, words):
 
 
 def test_bank_too_deep_for_int64_ids():
-    deep = make_bank([1] * 16, branching=16)  # 16**16 = 2**64 clusters at depth 16
-    with pytest.raises(InputError, match="64-bit"):
-        PathSampler(wl(), deep, np.random.default_rng(0))
-    fits = make_bank([1] * 15, branching=16)
+    # 16**16 = 2**64 clusters at depth 16: the bank itself is refused (memsim's limit on
+    # blocks per level, 2**40, keeps every id well inside int64), naming the level
+    with pytest.raises(InputError, match=r"levels\[15\].*blocks per level"):
+        make_bank([1] * 16, branching=16)
+    fits = make_bank([1] * 10, branching=16)  # 2**40 blocks at depth 10: the limit
     assert_consistent(PathSampler(wl(), fits, np.random.default_rng(0)).sample(100))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
@@ -17,8 +18,10 @@ from memsim.errors import (
     InfeasibleError,
     InputError,
     MemsimError,
+    OverloadWarning,
     SolverError,
     StoreError,
+    one_line,
 )
 
 if TYPE_CHECKING:
@@ -30,9 +33,23 @@ if TYPE_CHECKING:
 EXIT_CODES = {InputError: 2, InfeasibleError: 3, SolverError: 4, StoreError: 5, DataError: 6}
 
 
+def scrub(text: str) -> str:
+    """What the CLI prints, on one line where it must be, with any URL's userinfo
+    (`s3://KEY:SECRET@`) scrubbed: the root defence against echoing a credential."""
+    from memsim.stores.url import redact
+
+    return redact(text)
+
+
 def fail(message: str, code: int) -> None:
-    click.echo(f"memsim: error: {message}", err=True)
+    """Print `message` as the one `memsim: error:` line (scrubbed) and exit with `code`."""
+    click.echo(f"memsim: error: {one_line(scrub(message))}", err=True)
     sys.exit(code)
+
+
+def warn(message: str) -> None:
+    """Print `message` as one `memsim: warning:` line on stderr (scrubbed)."""
+    click.echo(f"memsim: warning: {one_line(scrub(message))}", err=True)
 
 
 def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -41,7 +58,9 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return func(*args, **kwargs)
+            with warnings.catch_warnings():  # commands print their own one-line warnings
+                warnings.simplefilter("ignore", OverloadWarning)
+                return func(*args, **kwargs)
         except MemsimError as exc:
             fail(str(exc), next((c for t, c in EXIT_CODES.items() if isinstance(exc, t)), 1))
         except KeyboardInterrupt:
@@ -60,8 +79,9 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def emit_json(data: Any) -> None:
-    """Print `data` as JSON; NaN and infinities (empty statistics) become null."""
-    click.echo(json.dumps(finite(data), indent=2, allow_nan=False))
+    """Print `data` as JSON; NaN and infinities (empty statistics) become null, and URL
+    userinfo is scrubbed."""
+    click.echo(scrub(json.dumps(finite(data), indent=2, allow_nan=False, default=str)))
 
 
 def finite(data: Any) -> Any:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import configparser
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -60,17 +61,18 @@ class StoreURL:
 
 def parse_store_url(url: str, *, field_name: str = "store") -> StoreURL:
     """Parse and check a store URL; userinfo (credentials) in the URL is refused."""
+    if isinstance(url, str) and has_credentials(url):
+        raise InputError(CREDENTIALS_MESSAGE, field=field_name)
     if not isinstance(url, str) or "://" not in url:
-        raise InputError(f"store {url!r} must start with file://, s3:// or memory://",
+        raise InputError(f"store {redact(repr(url))} must start with file://, s3:// or memory://",
                          field=field_name)
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme not in SCHEMES:
         raise InputError(f"store scheme '{scheme}' is not supported (use file://, s3:// or "
                          "memory://)", field=field_name)
-    if "@" in parts.netloc:
-        raise InputError("store URLs must not carry credentials; set AWS_ACCESS_KEY_ID and "
-                         "AWS_SECRET_ACCESS_KEY or use ~/.aws/credentials", field=field_name)
+    if has_credentials(url):
+        raise InputError(CREDENTIALS_MESSAGE, field=field_name)
     query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
     if scheme == "file":
         if query:
@@ -150,8 +152,29 @@ def s3_settings(url: StoreURL) -> S3Settings:
                       secret_access_key=secret, session_token=token)
 
 
-def redact(text: str, secrets: list[str]) -> str:
-    """`text` with every secret (of 4 characters or more) replaced by ***."""
+CREDENTIALS_MESSAGE = ("store URL must not contain credentials; use AWS_ACCESS_KEY_ID and "
+                       "AWS_SECRET_ACCESS_KEY in the environment, or ~/.aws/credentials")
+
+# scheme://userinfo@ : the userinfo runs to the last '@' before the end of the URL (a secret may
+# hold '/', '+' or ':'), so everything between '://' and that '@' is scrubbed.
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?!/)[^\s'\"<>`@]*@")
+
+
+def has_credentials(url: str) -> bool:
+    """Whether `url` (any scheme) carries userinfo, `scheme://KEY:SECRET@host/...`: an '@'
+    anywhere before the query counts (a secret may contain '/'), unless the authority is
+    empty (`file:///data/a@b`)."""
+    head = url.split("?", 1)[0]
+    if "://" not in head:
+        return False
+    scheme, _, rest = head.partition("://")
+    return "@" in rest and not rest.startswith("/")  # file:///path@x has no userinfo
+
+
+def redact(text: str, secrets: list[str] | tuple[str, ...] = ()) -> str:
+    """`text` with URL userinfo (`s3://KEY:SECRET@`) and every secret (of 4 characters or
+    more) replaced by ***: the one scrubber for anything memsim prints."""
+    text = _USERINFO.sub(lambda m: m["scheme"] + "***@", text)
     for secret in sorted(secrets, key=len, reverse=True):
         if len(secret) >= 4:
             text = text.replace(secret, "***")
