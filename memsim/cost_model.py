@@ -6,14 +6,16 @@ tier's distribution, then transfers its bytes at the per-stream bandwidth, all t
 flight on the tier sharing its aggregate bandwidth fairly (processor sharing). A block larger
 than the tier's maximum request size is fetched as several requests at once. Levels on
 different tiers are fetched in parallel (the query waits for the slowest tier) or in sequence
-(one level after another, each alone on its tier). Resident levels cost nothing.
+(one level after another, each alone on its tier). A resident level costs nothing while its
+current block is the one a query needs; when the query switches to another block, that block
+is fetched from the level's tier like any other (`resident_patterns` weighs the two cases).
 
 Everything is vectorized over queries: arrays have one row per query.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -141,9 +143,14 @@ class Request:
     bytes: int
 
 
-def fetch_requests(bank: Bank, layout: Layout) -> list[Request]:
-    """The blocks a query fetches under `layout` (resident levels excluded), in level order."""
-    resident = set(layout.resident)
+def fetch_requests(bank: Bank, layout: Layout, kept: Collection[int] | None = None
+                   ) -> list[Request]:
+    """The blocks a query fetches under `layout`, in level order.
+
+    `kept` are the resident levels whose current block the query finds in RAM (default: all
+    of them, the paper's assumption); the other resident levels are fetched from their tier.
+    """
+    resident = set(layout.resident) if kept is None else set(layout.resident) & set(kept)
     return [
         Request(depth=lv.depth, tier=layout.placement[lv.depth], bytes=lv.block_bytes)
         for lv in bank.active_levels
@@ -200,3 +207,26 @@ def is_deterministic(profile: Profile, requests: Sequence[Request]) -> bool:
     """True when every tier a query touches has a constant latency."""
     used = {r.tier for r in requests}
     return all(profile.tier(name).latency.is_constant for name in used)
+
+
+def resident_patterns(switch: Mapping[int, float]) -> list[tuple[float, frozenset[int]]]:
+    """The (probability, kept levels) of each pattern of resident switches.
+
+    `switch[d]` is P(the query's block at resident level d differs from the current one).
+    Sharing a block at depth d means sharing its whole path above it, so the levels kept form
+    a prefix of the resident levels by depth: k levels give k + 1 patterns, not 2^k. Pattern j
+    keeps the j shallowest; its probability is P(same at d_j) - P(same at d_{j+1}). Every
+    pattern is listed, including those of probability 0, shallowest-kept-first ending with
+    all kept.
+    """
+    depths = sorted(switch)
+    keep = [1.0]
+    for d in depths:
+        s = float(switch[d])
+        if not 0.0 <= s <= 1.0:
+            raise InputError(f"switch probability of level {d} must be in [0, 1], got {s}",
+                             field="switch")
+        keep.append(min(keep[-1], 1.0 - s))  # nested: deeper levels are kept less often
+    keep.append(0.0)
+    return [(max(keep[j] - keep[j + 1], 0.0), frozenset(depths[:j]))
+            for j in range(len(depths) + 1)]

@@ -11,22 +11,29 @@ through the same tier model as a level layout.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from memsim.bank import Bank
 from memsim.blockmap import in_any
-from memsim.cost_model import Request, fetch_requests, is_deterministic, sample_fetch
+from memsim.cost_model import (
+    Request,
+    fetch_requests,
+    is_deterministic,
+    resident_patterns,
+    sample_fetch,
+)
 from memsim.errors import InputError
 from memsim.layout import Layout
+from memsim.limits import MAX_SAMPLES, check_at_most
+from memsim.popularity import switch_probabilities
 from memsim.profile import Profile
 from memsim.workload import PathSampler, Workload
 
 PERCENTILES = {"p50": 50.0, "p95": 95.0, "p99": 99.0}
 DEFAULT_SAMPLES = 100_000
-MAX_SAMPLES = 20_000_000  # 160 MB of fetch times kept for the percentiles
 CHUNK = 1_000_000  # queries sampled per pass: bounds the per-level and per-tier temporaries
 
 
@@ -68,10 +75,17 @@ class Estimate:
     fetch_time_s: dict[str, float]
     per_level: list[LevelTime] = field(default_factory=list)
     per_tier: list[TierTime] = field(default_factory=list)
-    workload: str | None = None  # the routing sampled, for block-level layouts
+    workload: str | None = None  # the routing sampled (block-level) or switching (resident)
+    # Layouts with resident levels: the fetch time with every resident block current (the
+    # paper's assumption), with every resident level switching, and (with a workload) the
+    # probability each resident level switches, which `fetch_time_s` then mixes over.
+    current_fetch_time_s: dict[str, float] | None = None
+    switch_fetch_time_s: dict[str, float] | None = None
+    switch_probability: dict[int, float] | None = None
 
     @property
     def mean_s(self) -> float:
+        """The mean fetch time (seconds), `fetch_time_s["mean"]`."""
         return self.fetch_time_s["mean"]
 
     def to_json(self) -> dict[str, Any]:
@@ -103,6 +117,13 @@ class Estimate:
         }
         if self.workload is not None:
             out["workload"] = self.workload
+        if self.current_fetch_time_s is not None:
+            out["current_fetch_time_s"] = self.current_fetch_time_s
+        if self.switch_fetch_time_s is not None:
+            out["switch_fetch_time_s"] = self.switch_fetch_time_s
+        if self.switch_probability is not None:
+            out["switch_probability"] = {str(d): v for d, v in
+                                         sorted(self.switch_probability.items())}
         return out
 
 
@@ -119,12 +140,18 @@ def estimate(
 
     A layout with a block map or blocked subtrees needs `workload`, whose routing decides
     which blocks (so which tiers) a query reads; `samples` paths are drawn from it even when
-    latencies are constant. A level layout ignores `workload`.
+    latencies are constant.
+
+    Resident levels: a resident level's current block is free, but a query that switches to
+    another block fetches it from the level's tier. With `workload`, the estimate is the
+    mixture over the switch patterns its locality and routing give (what the simulator sees);
+    without one, `fetch_time_s` assumes every resident block current (the paper's figures)
+    and `switch_fetch_time_s` gives the time when every resident level switches.
     """
     layout.check(bank, profile)
-    if not 1 <= samples <= MAX_SAMPLES:
-        raise InputError(f"samples must be between 1 and {MAX_SAMPLES:,}, got {samples:,}",
-                         field="samples")
+    check_at_most(samples, MAX_SAMPLES, "samples", field="samples")
+    if samples < 1:
+        raise InputError(f"samples must be at least 1, got {samples:,}", field="samples")
     if layout.block_map(profile) is not None or layout.blocked:
         if workload is None:
             raise InputError(
@@ -132,7 +159,87 @@ def estimate(
                 "individually (or blocks subtrees): give a workload to estimate it",
                 field="workload")
         return _estimate_blocks(profile, bank, layout, workload, samples, seed)
-    requests = fetch_requests(bank, layout)
+    if not layout.resident:
+        return _estimate_levels(profile, bank, layout, samples, seed, None)[0]
+    current, current_times = _estimate_levels(profile, bank, layout, samples, seed, None)
+    switched, switched_times = _estimate_levels(profile, bank, layout, samples, seed, ())
+    current.current_fetch_time_s = dict(current.fetch_time_s)
+    current.switch_fetch_time_s = dict(switched.fetch_time_s)
+    if workload is None:
+        return current
+    switch = switch_probabilities(bank, workload, sorted(layout.resident))
+    patterns = [(w, kept) for w, kept in resident_patterns(switch) if w > 0]
+    check_at_most(samples * len(patterns), MAX_SAMPLES,
+                  "samples x resident switch patterns", field="samples")
+    runs = []
+    for weight, kept in patterns:
+        if kept == frozenset(layout.resident):
+            runs.append((weight, current, current_times))
+        elif not kept:
+            runs.append((weight, switched, switched_times))
+        else:
+            runs.append((weight, *_estimate_levels(profile, bank, layout, samples, seed, kept)))
+    out = _mixture(runs)
+    out.current_fetch_time_s = current.current_fetch_time_s
+    out.switch_fetch_time_s = current.switch_fetch_time_s
+    out.switch_probability = switch
+    out.workload = workload.name
+    return out
+
+
+def weighted_summary(values: list[np.ndarray], weights: list[float]) -> dict[str, float]:
+    """Mean and percentiles of a mixture: `values[j]` are equally likely draws of component
+    j, which has probability `weights[j]` (the percentile is the least value whose
+    cumulative probability reaches it)."""
+    if len(values) == 1:
+        return summarize(values[0])
+    flat = np.concatenate(values)
+    mass = np.concatenate([np.full(v.size, w / v.size) for v, w in zip(values, weights,
+                                                                        strict=True)])
+    order = np.argsort(flat, kind="stable")
+    flat, cum = flat[order], np.cumsum(mass[order])
+    total = cum[-1]
+    out = {"mean": float(np.dot(flat, mass[order]) / total)}
+    for key, q in PERCENTILES.items():
+        i = int(np.searchsorted(cum, q / 100.0 * total * (1 - 1e-12), side="left"))
+        out[key] = float(flat[min(i, flat.size - 1)])
+    return out
+
+
+def _mixture(runs: list[tuple[float, Estimate, np.ndarray]]) -> Estimate:
+    """One estimate of the mixture of several (probability, estimate, fetch times)."""
+    weights = [w for w, _e, _t in runs]
+    total = sum(weights)
+    first = runs[0][1]
+    per_level = []
+    for j, lv in enumerate(first.per_level):
+        time = sum(w * e.per_level[j].time_s for w, e, _t in runs) / total
+        per_level.append(replace(lv, time_s=time))
+    tiers: dict[str, list[tuple[float, TierTime]]] = {}
+    for w, e, _t in runs:
+        for t in e.per_tier:
+            tiers.setdefault(t.tier, []).append((w, t))
+    per_tier = []
+    for name, used in tiers.items():
+        share = sum(w for w, _t in used)
+        levels = sorted({d for _w, t in used for d in t.levels})
+        per_tier.append(TierTime(
+            tier=name, levels=levels, bytes=sum(w * t.bytes for w, t in used) / total,
+            time_s=sum(w * t.time_s for w, t in used) / share,
+            query_fraction=share / total if share < total * (1 - 1e-12) else None))
+    order = {n: i for i, n in enumerate(t.tier for _w, e, _t in runs for t in e.per_tier)}
+    per_tier.sort(key=lambda t: order[t.tier])
+    return Estimate(fetch=first.fetch, samples=first.samples, seed=first.seed,
+                    fetch_time_s=weighted_summary([t for _w, _e, t in runs], weights),
+                    per_level=per_level, per_tier=per_tier)
+
+
+def _estimate_levels(profile: Profile, bank: Bank, layout: Layout, samples: int, seed: int,
+                     kept: frozenset[int] | tuple[()] | None
+                     ) -> tuple[Estimate, np.ndarray]:
+    """A level layout's estimate when the resident levels in `kept` (all: None) are current,
+    and the sampled fetch times behind it."""
+    requests = fetch_requests(bank, layout, kept)
     n = 1 if is_deterministic(profile, requests) else samples
     rng = np.random.default_rng(seed)
     total = np.empty(n)
@@ -161,8 +268,9 @@ def estimate(
                 bytes=sum(r.bytes for r in requests if r.tier == tier.name),
                 time_s=tier_sum[tier.name] / n,
             ))
-    return Estimate(fetch=layout.fetch, samples=n, seed=seed,
-                    fetch_time_s=summarize(total), per_level=per_level, per_tier=per_tier)
+    est = Estimate(fetch=layout.fetch, samples=n, seed=seed,
+                   fetch_time_s=summarize(total), per_level=per_level, per_tier=per_tier)
+    return est, total
 
 
 NOT_FETCHED = 0  # pattern code of a level a query does not fetch (resident or blocked)
@@ -174,7 +282,8 @@ def _estimate_blocks(profile: Profile, bank: Bank, layout: Layout, workload: Wor
 
     Latencies are drawn from `default_rng(seed)` exactly as for a level layout, so a group
     whose pattern is a level layout's requests gets the level estimator's numbers; paths come
-    from an independent stream spawned from the same seed.
+    from an independent stream spawned from the same seed. A resident level's block is
+    fetched when it differs from the previous query's (`switch_probability` is the fraction).
     """
     names = profile.tier_names
     block_map = layout.block_map(profile)
@@ -186,6 +295,10 @@ def _estimate_blocks(profile: Profile, bank: Bank, layout: Layout, workload: Wor
     paths = PathSampler(workload, bank, np.random.default_rng(
         np.random.SeedSequence(seed).spawn(1)[0]))
     n = samples
+    # A resident level is fetched when a query's block differs from the previous query's: the
+    # path before the first sample is drawn too (its successor follows the locality rule).
+    previous = paths.sample(1)[0] if resident else None
+    switched = np.zeros(len(levels), dtype=np.int64)
     total = np.empty(n)
     level_sum = np.zeros(len(levels))
     blocked_count = np.zeros(len(levels), dtype=np.int64)
@@ -196,6 +309,10 @@ def _estimate_blocks(profile: Profile, bank: Bank, layout: Layout, workload: Wor
     for start in range(0, n, CHUNK):
         size = min(CHUNK, n - start)
         path = paths.sample(size)
+        before = (np.vstack([previous[None, :], path[:-1]]) if previous is not None
+                  else None)
+        if previous is not None:
+            previous = path[-1].copy()
         codes = np.empty((size, len(levels)), dtype=np.int64)
         for j, lv in enumerate(levels):
             blocks = path[:, lv.depth - 1]
@@ -204,8 +321,10 @@ def _estimate_blocks(profile: Profile, bank: Bank, layout: Layout, workload: Wor
                     else np.full(size, default, dtype=np.int16)).astype(np.int64)
             level_tier_count[j] += np.bincount(tier, minlength=len(names))
             codes[:, j] = tier + 1
-            if lv.depth in resident:
-                codes[:, j] = NOT_FETCHED
+            if lv.depth in resident and before is not None:
+                same = blocks == before[:, lv.depth - 1]
+                codes[same, j] = NOT_FETCHED
+                switched[j] += int((~same).sum())
             if subtrees:
                 blocked = in_any(subtrees, lv.depth, blocks, bank.branching)
                 codes[blocked, j] = NOT_FETCHED
@@ -247,13 +366,16 @@ def _estimate_blocks(profile: Profile, bank: Bank, layout: Layout, workload: Wor
         if not tier_used[t]:
             continue
         used = [lv.depth for j, lv in enumerate(levels)
-                if level_tier_count[j, t] and lv.depth not in resident]
+                if level_tier_count[j, t] and (lv.depth not in resident or switched[j])]
         per_tier.append(TierTime(
             tier=name, levels=used, bytes=float(tier_bytes[t] / n),
             time_s=float(tier_sum[t] / tier_used[t]), query_fraction=float(tier_used[t] / n),
         ))
+    measured = ({lv.depth: float(switched[j] / n) for j, lv in enumerate(levels)
+                 if lv.depth in resident} if resident else None)
     return Estimate(fetch=layout.fetch, samples=n, seed=seed, fetch_time_s=summarize(total),
-                    per_level=per_level, per_tier=per_tier, workload=workload.name)
+                    per_level=per_level, per_tier=per_tier, workload=workload.name,
+                    switch_probability=measured)
 
 
 # `memsim.estimate(...)` calls estimate(); the module stays a module (`memsim.estimate.<name>`)

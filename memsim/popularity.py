@@ -18,7 +18,7 @@ import numpy as np
 from memsim.bank import Bank
 from memsim.errors import InputError
 from memsim.trace import block_column, check_id_range, read_trace
-from memsim.workload import Counts, EmpiricalRouting, UniformRouting, ZipfRouting
+from memsim.workload import Counts, EmpiricalRouting, UniformRouting, Workload, ZipfRouting
 
 MAX_BLOCKS = 1 << 28  # per-block arrays beyond this (2 GiB of float64 each) are refused
 
@@ -140,6 +140,75 @@ def popularity_from_trace(path: str | Path, bank: Bank, depth: int) -> np.ndarra
     return popularity_from_counts(bank, depth, paths[:, int(depth) - 1])
 
 
+# ----------------------------------------------------------------------------- switches
+
+
+def _square_sums(bank: Bank, routing: UniformRouting | ZipfRouting | EmpiricalRouting,
+                 depth: int, keep_depth: int) -> tuple[float, float]:
+    """(sum_x pop(x)^2, sum_x pop(x)^2 / pop(ancestor of x at keep_depth)) at `depth`.
+
+    The first is P(two independent paths share their block at `depth`); the second the same
+    for two paths that share their prefix down to `keep_depth` and route on independently.
+    Uniform and Zipf routing give every parent the same multiset of child probabilities q, so
+    both are powers of sum q^2 and need no per-block array.
+    """
+    b = bank.branching
+    if isinstance(routing, UniformRouting | ZipfRouting):
+        q = (np.full(b, 1.0 / b) if isinstance(routing, UniformRouting)
+             else np.diff(np.concatenate([[0.0], _cdf(routing, b)])))
+        c = float(np.sum(q * q))
+        return c ** depth, c ** max(depth - keep_depth, 0)
+    pop = block_popularity(bank, routing, depth)
+    same = float(np.sum(pop * pop))
+    if keep_depth >= depth:
+        return same, 1.0
+    anc = block_popularity(bank, routing, keep_depth)
+    parent = np.repeat(anc, b ** (depth - keep_depth))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(parent > 0, pop * pop / parent, 0.0)
+    return same, float(ratio.sum())
+
+
+def _cdf(routing: ZipfRouting, b: int) -> np.ndarray:
+    cdf = np.cumsum(routing.rank_probabilities(b))
+    cdf[-1] = 1.0
+    return cdf
+
+
+def switch_probabilities(bank: Bank, workload: Workload, depths: list[int] | tuple[int, ...]
+                         ) -> dict[int, float]:
+    """P(the next query's block at depth d differs from the current query's), per depth.
+
+    Exact for PathSampler's process: with probability p (locality) a query keeps the previous
+    query's path down to the locality depth K and routes on fresh below it; otherwise it routes
+    from the root. Every query's path is marginally distributed as the routing, so
+    P(same at d) = (1 - p) * sum pop_d^2 + p * (1 if d <= K else
+    sum_x pop_d(x)^2 / pop_K(ancestor of x)). This is the rate at which a resident level's
+    current block is replaced (fetched from its tier) in the simulator.
+    """
+    workload.check(bank)
+    locality = workload.locality
+    p = locality.p if locality is not None else 0.0
+    keep = 0
+    if locality is not None:
+        keep = locality.depth or bank.active_levels[0].depth
+    out = {}
+    for d in depths:
+        _check_depth_number(bank, d)
+        same_fresh, same_kept = _square_sums(bank, workload.routing, d, keep)
+        if keep and d <= keep:
+            same_kept = 1.0
+        same = (1.0 - p) * same_fresh + p * (same_kept if keep else same_fresh)
+        out[int(d)] = float(min(max(1.0 - same, 0.0), 1.0))
+    return out
+
+
+def _check_depth_number(bank: Bank, depth: int) -> None:
+    if not 1 <= int(depth) <= len(bank.levels):
+        raise InputError(f"depth {depth!r} is not in bank '{bank.name}' (it has levels "
+                         f"1..{len(bank.levels)})", field="depth")
+
+
 # ----------------------------------------------------------------------------- buckets
 
 
@@ -244,5 +313,5 @@ def mass_prefix(buckets: Buckets, k: int, n: int) -> float:
 
 __all__ = [
     "MAX_BLOCKS", "Buckets", "block_popularity", "make_buckets", "mass_prefix",
-    "popularity_from_counts", "popularity_from_trace",
+    "popularity_from_counts", "popularity_from_trace", "switch_probabilities",
 ]

@@ -7,8 +7,9 @@ policies with the shared cost model; `ilp` states the integer program; `solver` 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,7 @@ from memsim.bank import Bank
 from memsim.errors import InfeasibleError, InputError, MemsimError, SolverError
 from memsim.estimate import DEFAULT_SAMPLES, Estimate, estimate
 from memsim.layout import FetchMode, Layout, SubtreeRef
+from memsim.limits import MAX_BUCKETS, MAX_SCENARIOS, check_at_most
 from memsim.optimize.buckets import (
     BucketProblem,
     Policy,
@@ -32,11 +34,12 @@ from memsim.optimize.greedy import greedy_placement
 from memsim.optimize.ilp import PlacementModel, build_model, prefer_faster_tiers
 from memsim.optimize.solver import SolverName, solve
 from memsim.optimize.tables import CostTables, build_tables
-from memsim.popularity import block_popularity
+from memsim.popularity import block_popularity, switch_probabilities
 from memsim.profile import Profile
 from memsim.workload import Workload
 
 __all__ = ["OptimizeResult", "optimize", "greedy_placement", "build_tables", "CostTables",
+           "resident_switch",
            "BlockOptimizeResult", "optimize_blocks", "Policy"]
 
 DEFAULT_SCENARIOS = 64
@@ -57,13 +60,23 @@ class OptimizeResult:
     baseline_s: float | None
     baseline: Layout | None
     estimate: Estimate
+    # P(switch) of each resident level of the layout (1 without a workload) and the fetch
+    # time if every resident block were current (the paper's assumption; None: no resident).
+    switch_probability: dict[int, float] = field(default_factory=dict)
+    current_s: float | None = None
+    chosen: str = "ilp"  # ilp, or greedy when the solver stopped early with nothing better
+    workload: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "status": self.status,
             "solver": self.solver,
+            "chosen": self.chosen,
             "fetch": self.layout.fetch,
             "objective_s": self.objective_s,
+            "current_s": self.current_s,
+            "switch_probability": {str(d): v for d, v in self.switch_probability.items()},
+            "workload": self.workload,
             "bound_s": self.bound_s,
             "gap": self.gap,
             "solve_time_s": self.solve_time_s,
@@ -107,6 +120,16 @@ def _check_solution(layout: Layout, bank: Bank, profile: Profile, budget: int | 
                           + "; ".join(problems) + "); leave a little headroom in capacities")
 
 
+def resident_switch(bank: Bank, resident_levels: Sequence[int], workload: Workload | None
+                    ) -> dict[int, float]:
+    """P(a query needs another block than the current one) per level that may be resident:
+    from the workload's locality and routing, or 1 (every query switches) without one."""
+    depths = sorted(set(resident_levels))
+    if workload is None:
+        return {d: 1.0 for d in depths}
+    return switch_probabilities(bank, workload, depths)
+
+
 def optimize(
     profile: Profile,
     bank: Bank,
@@ -121,20 +144,30 @@ def optimize(
     seed: int = 0,
     samples: int = DEFAULT_SAMPLES,
     name: str = "",
+    workload: Workload | None = None,
 ) -> OptimizeResult:
     """The level placement with the least expected fetch time, under capacity constraints.
 
     `resident_levels` may stay resident in RAM (levels that consecutive queries share), within
-    `resident_budget` bytes if given, always within the RAM tier's capacity. With latency
+    `resident_budget` bytes if given, always within the RAM tier's capacity. A resident level
+    is free only while queries keep its current block: `workload`'s locality and routing give
+    how often they switch (without a workload, every query is taken to switch, so the level's
+    tier still matters), and the objective is the expectation over the switches. With latency
     distributions, the objective is the mean over `scenarios` seeded draws; the chosen layout
-    is then estimated with `samples` fresh draws.
+    is then estimated with `samples` fresh draws (mixing the switches when `workload` is
+    given). With `time_limit`, a solve that stops early returns the best layout found (the
+    solver's or the greedy baseline's) with status `time_limit`.
     """
+    check_at_most(scenarios, MAX_SCENARIOS, "scenarios", field="scenarios")
     if scenarios < 1:
         raise InputError(f"scenarios must be at least 1, got {scenarios}", field="scenarios")
     if resident_budget is not None and resident_budget < 0:
         raise InputError("the resident budget must not be negative", field="resident-budget")
-    if time_limit is not None and not time_limit > 0:
-        raise InputError(f"time limit must be positive, got {time_limit}", field="time-limit")
+    if time_limit is not None and not (time_limit > 0 and math.isfinite(time_limit)):
+        raise InputError(f"time limit must be a positive number of seconds, got {time_limit}",
+                         field="time-limit")
+    if not (gap >= 0 and math.isfinite(gap)):
+        raise InputError(f"gap must be a finite number >= 0, got {gap}", field="gap")
     active = [lv.depth for lv in bank.active_levels]
     for depth in resident_levels:
         if depth not in active:
@@ -142,7 +175,8 @@ def optimize(
                              f"'{bank.name}' (levels {', '.join(map(str, active))})",
                              field="resident")
     precheck(profile, bank)
-    tables = build_tables(profile, bank, fetch, scenarios, seed)
+    switch = resident_switch(bank, resident_levels, workload)
+    tables = build_tables(profile, bank, fetch, scenarios, seed, switch)
     model = build_model(tables, resident_levels, resident_budget)
     outcome = solve(model.problem, solver, time_limit, gap)
     if outcome.status == "infeasible":
@@ -155,11 +189,25 @@ def optimize(
                      for t, v in slack_model.slack.items()}
         raise InfeasibleError(shortfall_message(profile, bank, slack), file=profile.file,
                               field="tiers")
-    if outcome.status not in ("optimal", "time_limit") or outcome.objective is None:
+    greedy = greedy_placement(tables, resident_levels, resident_budget)
+    placement: dict[int, str] = {}
+    resident: set[int] = set()
+    if outcome.status in ("optimal", "time_limit") and outcome.objective is not None:
+        placement, resident = model.placement()
+    complete = set(placement) == set(active)
+    chosen = "ilp"
+    if outcome.status == "time_limit" and greedy is not None and (
+            not complete or tables.evaluate(*greedy) < tables.evaluate(placement, resident)):
+        placement, resident = dict(greedy[0]), set(greedy[1])  # the best found in time
+        chosen = "greedy"
+    elif not complete:
+        if outcome.status == "time_limit":
+            raise SolverError(f"{outcome.solver} found no placement within --time-limit "
+                              f"{time_limit:g} s (and the greedy baseline found none either); "
+                              "raise --time-limit")
         raise SolverError(
             f"{outcome.solver} found no placement ({outcome.status}"
             + (f", time limit {time_limit:g} s" if time_limit else "") + ")")
-    placement, resident = model.placement()
     if outcome.status == "optimal":
         placement, resident = _tie_break(model, tables, outcome.objective, placement, resident,
                                          solver, time_limit)
@@ -170,7 +218,6 @@ def optimize(
     )
     _check_solution(layout, bank, profile, resident_budget)
     objective_s = tables.evaluate(placement, resident)
-    greedy = greedy_placement(tables, resident_levels, resident_budget)
     baseline = baseline_s = None
     if greedy is not None:
         g_place, g_res = greedy
@@ -178,11 +225,15 @@ def optimize(
         baseline = Layout(name="greedy", bank=bank.name, profile=profile.name, fetch=fetch,
                           placement=dict(sorted(g_place.items())), resident=sorted(g_res))
     bound_s = outcome.bound / 1e3 if outcome.bound is not None else None
+    current_s = tables.evaluate_current(placement, resident) if resident else None
     return OptimizeResult(
         layout=layout, status=outcome.status, solver=outcome.solver, objective_s=objective_s,
         bound_s=bound_s, gap=outcome.gap, solve_time_s=outcome.seconds,
         scenarios=tables.scenarios, baseline_s=baseline_s, baseline=baseline,
-        estimate=estimate(profile, bank, layout, samples=samples, seed=seed),
+        estimate=estimate(profile, bank, layout, samples=samples, seed=seed,
+                          workload=workload),
+        switch_probability={d: switch[d] for d in sorted(resident)} if resident else {},
+        current_s=current_s, chosen=chosen, workload=workload.name if workload else None,
     )
 
 
@@ -246,6 +297,7 @@ def optimize_blocks(
     capacity, an optional dollar budget, privacy (private subtrees only on listed tiers) and
     blocked subtrees (never placed nor fetched).
     """
+    check_at_most(buckets, MAX_BUCKETS, "buckets per level", field="buckets")
     if buckets < 1:
         raise InputError(f"buckets must be at least 1, got {buckets}", field="buckets")
     policy = replace(policy) if policy is not None else Policy()  # never change the caller's

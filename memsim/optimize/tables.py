@@ -5,22 +5,35 @@ the ILP does not model it with linear terms: it picks, for each tier, one subset
 whose time was computed here with the shared cost model. With latency distributions, times are
 computed on `scenarios` seeded draws (sample average approximation), so the ILP minimises the
 average over those draws of the fetch time, exactly.
+
+Resident levels are free only while a query keeps their current block; the tables carry the
+switch patterns (`cost_model.resident_patterns`) and `evaluate` is the expectation over them,
+the same mixture the estimator reports with a workload.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from itertools import combinations
 
 import numpy as np
 
 from memsim.bank import Bank
-from memsim.cost_model import block_finish_times, draw_latencies, part_count, request_parts
+from memsim.cost_model import (
+    block_finish_times,
+    draw_latencies,
+    part_count,
+    request_parts,
+    resident_patterns,
+)
 from memsim.errors import InputError
 from memsim.layout import FetchMode
+from memsim.limits import MAX_SCENARIO_CELLS, check_at_most
 from memsim.profile import Profile
 
 MAX_LEVELS = 10
+Pattern = tuple[float, frozenset[int]]  # probability, resident levels whose block is current
 Subset = tuple[int, ...]  # depths, ascending
 
 
@@ -34,35 +47,63 @@ class CostTables:
     depths: list[int]
     scenarios: int
     times: dict[str, dict[Subset, np.ndarray]]  # tier -> subset -> (scenarios,)
+    # P(switch) of each level that may be resident (absent: 1, fetched every query) and the
+    # switch patterns that follow; the last pattern keeps every resident block current.
+    switch: dict[int, float] = field(default_factory=dict)
+    patterns: list[Pattern] = field(default_factory=lambda: [(1.0, frozenset())])
 
     def subsets(self) -> list[Subset]:
         return list(self.times[self.profile.tiers[0].name])
 
-    def evaluate(self, placement: dict[int, str], resident: frozenset[int] | set[int] = frozenset()
-                 ) -> float:
-        """Mean fetch time over the scenarios; levels missing from `placement` are skipped."""
+    def _pattern_time(self, placement: dict[int, str], skipped: frozenset[int] | set[int]
+                      ) -> float:
         per_tier = []
         for tier in self.profile.tiers:
             subset = tuple(sorted(d for d, t in placement.items()
-                                  if t == tier.name and d not in resident))
+                                  if t == tier.name and d not in skipped))
             per_tier.append(self.times[tier.name][subset])
         stacked = np.vstack(per_tier)
         combined = stacked.max(axis=0) if self.fetch == "parallel" else stacked.sum(axis=0)
         return float(combined.mean())
 
+    def evaluate(self, placement: dict[int, str], resident: frozenset[int] | set[int] = frozenset()
+                 ) -> float:
+        """Expected fetch time over the scenarios and the resident switch patterns; levels
+        missing from `placement` are skipped. A resident level is skipped only in the patterns
+        that keep its block current (levels without a switch probability are always fetched)."""
+        resident = frozenset(resident)
+        return sum(w * self._pattern_time(placement, resident & kept)
+                   for w, kept in self.patterns if w > 0)
 
-def build_tables(profile: Profile, bank: Bank, fetch: FetchMode, scenarios: int, seed: int
-                 ) -> CostTables:
-    """Compute every tier's time for every subset of the bank's non-empty levels."""
+    def evaluate_current(self, placement: dict[int, str],
+                         resident: frozenset[int] | set[int] = frozenset()) -> float:
+        """Mean fetch time with every resident block current (the paper's assumption)."""
+        return self._pattern_time(placement, frozenset(resident))
+
+
+def build_tables(profile: Profile, bank: Bank, fetch: FetchMode, scenarios: int, seed: int,
+                 switch: Mapping[int, float] | None = None) -> CostTables:
+    """Compute every tier's time for every subset of the bank's non-empty levels.
+
+    `switch` gives, per level that may be resident, the probability a query needs another
+    block than the current one (see `popularity.switch_probabilities`); without it resident
+    levels are fetched every query (switch probability 1).
+    """
     levels = bank.active_levels
     if len(levels) > MAX_LEVELS:
         raise InputError(
             f"level placement handles up to {MAX_LEVELS} non-empty levels; bank '{bank.name}' "
-            f"has {len(levels)}", field="levels")
+            f"has {len(levels)}", file=bank.file, field="levels")
     depths = [lv.depth for lv in levels]
     sizes = {lv.depth: lv.block_bytes for lv in levels}
     deterministic = all(t.latency.is_constant for t in profile.tiers)
     n = 1 if deterministic else scenarios
+    check_at_most(n * len(profile.tiers) * 2 ** len(depths), MAX_SCENARIO_CELLS,
+                  "scenarios x tiers x level subsets of the level ILP", field="scenarios")
+    check_at_most(part_count_bound(profile, sizes), MAX_TABLE_PARTS,
+                  "request parts per query on one tier", field="max_request_size",
+                  file=profile.file)
+    switch = {int(d): float(v) for d, v in (switch or {}).items()}
     rng = np.random.default_rng(seed)
     times: dict[str, dict[Subset, np.ndarray]] = {}
     for tier in profile.tiers:
@@ -87,4 +128,18 @@ def build_tables(profile: Profile, bank: Bank, fetch: FetchMode, scenarios: int,
                         for d in subset)
         times[tier.name] = table
     return CostTables(profile=profile, bank=bank, fetch=fetch, depths=depths, scenarios=n,
-                      times=times)
+                      times=times, switch=switch, patterns=resident_patterns(switch))
+
+
+MAX_TABLE_PARTS = 4096  # requests of all levels on one tier: the fluid model is O(k^2) each
+
+
+def part_count_bound(profile: Profile, sizes: Mapping[int, int]) -> int:
+    """The most requests the levels' blocks become on any one tier (before splitting them)."""
+    worst = 0
+    for tier in profile.tiers:
+        limit = tier.max_request_size
+        count = (len(sizes) if limit is None
+                 else sum(-(-int(b) // int(limit)) for b in sizes.values()))
+        worst = max(worst, count)
+    return worst
