@@ -17,8 +17,9 @@ from memsim.cli.common import (
 from memsim.cli.tables import simulation_text
 from memsim.errors import InputError
 from memsim.layout import CacheConfig, Layout
+from memsim.limits import MAX_QUERIES
 from memsim.profile import Profile
-from memsim.simulate import MAX_QUERIES, SimulationResult, progress_bar, simulate
+from memsim.simulate import SimulationResult, progress_bar, simulate
 from memsim.trace import read_trace
 from memsim.workload import Workload, load_workload
 
@@ -68,6 +69,12 @@ def simulate_cmd(profile_ref: str | None, bank_ref: str | None, layout_ref: str,
     try:
         result = simulate(p, b, lay, wl, trace=trace, queries=queries, seed=seed,
                           warmup=warmup, trace_out=trace_out, progress=update)
+    except InputError as exc:
+        if exc.field == "queries":  # a bound on the run's work: the option sets it
+            raise InputError(f"option --queries: {exc.message}") from None
+        if exc.field and exc.field.startswith("arrivals") and exc.file is None and wl:
+            raise InputError(exc.message, file=workload_ref, field=exc.field) from None
+        raise
     finally:
         close()
     if report_run(result, p, b, lay, layout_ref, wl, trace_in, as_json):
@@ -78,8 +85,12 @@ def simulate_cmd(profile_ref: str | None, bank_ref: str | None, layout_ref: str,
 
 def report_run(result: SimulationResult, p: Profile, b: Bank, lay: Layout, layout_ref: str,
                 wl: Workload | None, trace_in: str | None, as_json: bool) -> bool:
-    """Warnings of a simulate or replay run, and its JSON when asked; True if JSON was sent."""
-    for problem in result.unstable:
+    """Warnings of a simulate or replay run, and its JSON when asked; True if JSON was sent.
+
+    One `memsim: warning:` line per problem (the API's OverloadWarnings are silenced by the
+    CLI's error shell, so a problem is never told twice).
+    """
+    for problem in (*result.unstable, *result.capacity_warnings):
         click.echo(f"memsim: warning: {problem}", err=True)
     if as_json:
         emit_json({"profile": p.name, "bank": b.name, "layout": lay.name or layout_ref,

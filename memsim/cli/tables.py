@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from memsim.bank import Bank
 from memsim.estimate import Estimate
 from memsim.latency import ConstantLatency, EmpiricalLatency, ExponentialLatency, LognormalLatency
@@ -104,6 +106,13 @@ def estimate_text(est: Estimate, title: str = "") -> str:
     return "\n".join(parts)
 
 
+def _time(seconds: float | None) -> str:
+    """A time for a table: '-' when there is none (no measured query, a null in JSON)."""
+    if seconds is None or not math.isfinite(seconds):
+        return "-"
+    return format_time(seconds)
+
+
 def simulation_text(result: SimulationResult, title: str = "", clock: str = "simulated time"
                     ) -> str:
     block_level = any("blocked_fraction" in v for v in result.per_level.values())
@@ -112,12 +121,12 @@ def simulation_text(result: SimulationResult, title: str = "", clock: str = "sim
                         "p99"], [
             [d, _tier_mix(v["tiers"], v["tier"]) + (" (resident)" if v["resident"] else ""),
              format_size(v["bytes"]), f"{100 * v['blocked_fraction']:.3g}%",
-             format_time(v["time_s"]), format_time(v["p99_s"])]
+             _time(v["time_s"]), _time(v["p99_s"])]
             for d, v in result.per_level.items()])
     else:
         levels = table(["level", "tier", "block", "mean time", "p99"], [
             [d, v["tier"] + (" (resident)" if v["resident"] else ""), format_size(v["bytes"]),
-             format_time(v["time_s"]), format_time(v["p99_s"])]
+             _time(v["time_s"]), _time(v["p99_s"])]
             for d, v in result.per_level.items()])
     tiers = table(["tier", "requests", "mean time", "mean wait", "utilisation", "offered"], [
         [name, f"{int(v['requests']):,}", format_time(v["time_s"]), format_time(v["wait_s"]),
@@ -127,17 +136,20 @@ def simulation_text(result: SimulationResult, title: str = "", clock: str = "sim
 
     def with_ci(key: str) -> str:
         interval = ci.get(key)
-        text = format_time(f[key])
-        if interval:
-            text += f" [{format_time(interval[0])} .. {format_time(interval[1])}]"
+        text = _time(f[key])
+        if result.unstable:  # no steady state: an interval would mean nothing
+            text += " [unstable]"
+        elif interval and all(math.isfinite(x) for x in interval):
+            text += f" [{format_time(max(interval[0], 0.0))} .. {format_time(interval[1])}]"
         return text
 
     lines = [title] if title else []
     lines += [levels, "", tiers, ""]
+    intervals = "no steady state" if result.unstable else "95% intervals"
     lines.append(f"fetch time ({result.fetch}, {result.queries:,} queries after "
-                 f"{result.warmup:,} warm-up, 95% intervals):")
+                 f"{result.warmup:,} warm-up, {intervals}):")
     lines += [f"  {key:<4} {with_ci(key)}" for key in ("mean", "p50", "p95", "p99")]
-    lines.append(f"  max  {format_time(f['max'])}")
+    lines.append(f"  max  {_time(f['max'])}")
     if result.cache_hit_ratio is not None:
         lines.append(f"cache hit ratio: {result.cache_hit_ratio:.3f}")
     lines.append(f"{clock}: {format_time(result.simulated_s)}")

@@ -6,11 +6,18 @@ batch-means confidence intervals. Block-level layouts (a block map, blocked subt
 each block from its own tier and never fetch a blocked one; per level, `blocked_fraction`
 and `tiers` (fraction of measured queries whose block lives on each tier) say where queries
 went.
+
+A result that describes no steady state (a tier asked for more than it can serve, or fetch
+times that grow through the run) lists why in `unstable`, has no confidence intervals (null:
+an interval around a number that depends on the run's length means nothing), and is announced
+with an `OverloadWarning`, as is a layout that overfills a tier (`capacity_warnings`).
 """
 
 from __future__ import annotations
 
 import sys
+import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from memsim import limits
 from memsim.bank import Bank
-from memsim.errors import InputError
+from memsim.errors import InputError, OverloadWarning
 from memsim.layout import Layout
 from memsim.profile import Profile
 from memsim.simulate.engine import Engine, saturation_rate, tier_load
@@ -31,7 +39,7 @@ __all__ = ["QueryPlan", "SimulationResult", "plan_queries", "simulate", "saturat
            "tier_load"]
 
 CHUNK = 1 << 16
-MAX_QUERIES = 100_000_000
+MAX_QUERIES = limits.MAX_QUERIES
 
 
 @dataclass
@@ -52,6 +60,7 @@ class SimulationResult:
     cache_hit_ratio: float | None  # over the levels the cache (or residency) can hold
     unstable: list[str] = field(default_factory=list)
     trace_out: str | None = None
+    capacity_warnings: list[str] = field(default_factory=list)
     fetch_stats: BatchedSeries | None = field(default=None, repr=False)
 
     @property
@@ -66,7 +75,8 @@ class SimulationResult:
             "per_level": {str(d): v for d, v in self.per_level.items()},
             "per_tier": self.per_tier, "utilization": self.utilization,
             "offered_load": self.offered_load, "cache_hit_ratio": self.cache_hit_ratio,
-            "unstable": self.unstable, "trace_out": self.trace_out,
+            "unstable": self.unstable, "capacity_warnings": self.capacity_warnings,
+            "trace_out": self.trace_out,
         }
 
 
@@ -103,15 +113,30 @@ class QueryPlan:
 def plan_queries(bank: Bank, workload: Workload | None,
                  trace: tuple[np.ndarray, np.ndarray] | None, queries: int, seed: int,
                  warmup: float) -> QueryPlan:
-    """Check the run's arguments and draw its queries from `seed`."""
+    """Check the run's arguments and draw its queries from `seed`.
+
+    Refuses (InputError naming the argument) a query count outside 1..limits.MAX_QUERIES, a
+    warm-up outside [0, 1), and a trace that is not sorted finite non-negative arrival times
+    with one path of the bank's blocks per arrival.
+    """
     if (workload is None) == (trace is None):
         raise InputError("give a workload or a trace (not both)", field="workload")
-    if not 1 <= queries <= MAX_QUERIES:
-        raise InputError(f"queries must be between 1 and {MAX_QUERIES:,}, got {queries:,}",
-                         field="queries")
-    if not 0.0 <= warmup < 1.0:
-        raise InputError(f"warmup must be a fraction in [0, 1), got {warmup}", field="warmup")
-    rng = np.random.default_rng(seed)
+    if isinstance(queries, bool) or not isinstance(queries, int | np.integer):
+        raise InputError(f"queries must be a whole number, got {queries!r}", field="queries")
+    queries = int(queries)
+    if queries < 1:
+        raise InputError(f"queries must be at least 1, got {queries:,}", field="queries")
+    limits.check_at_most(queries, limits.MAX_QUERIES, "the number of queries", field="queries")
+    if not (isinstance(warmup, int | float) and 0.0 <= warmup < 1.0):
+        raise InputError(f"warmup must be a fraction in [0, 1), got {warmup!r}",
+                         field="warmup")
+    if trace is not None:
+        trace = _check_trace(bank, trace)
+    try:
+        rng = np.random.default_rng(seed)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"seed must be a non-negative whole number, got {seed!r} ({exc})",
+                         field="seed") from None
     arrival_rng, path_rng, engine_rng, think_rng = rng.spawn(4)
     closed = workload is not None and workload.arrivals.kind == "closed"
     arrivals: np.ndarray | None = None
@@ -138,6 +163,54 @@ def plan_queries(bank: Bank, workload: Workload | None,
     return plan
 
 
+def _check_trace(bank: Bank, trace: tuple[np.ndarray, np.ndarray]
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """A trace given to the API: (arrival times, paths) as `read_trace` returns them."""
+    try:
+        arrivals, paths = trace
+        arrivals = np.asarray(arrivals, dtype=float)
+        paths = np.asarray(paths)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"a trace is (arrival times, paths), got {type(trace).__name__}: "
+                         f"{exc}", field="trace") from None
+    depths = len(bank.levels)
+    if arrivals.ndim != 1 or arrivals.size == 0:
+        raise InputError(f"arrival times must be a non-empty 1-D array, got shape "
+                         f"{arrivals.shape}", field="trace")
+    if paths.shape != (arrivals.size, depths):
+        raise InputError(f"paths must have one row per arrival and one column per level of "
+                         f"bank '{bank.name}', shape ({arrivals.size}, {depths}); got "
+                         f"{paths.shape}", field="trace")
+    if not (np.issubdtype(paths.dtype, np.integer)
+            or (np.issubdtype(paths.dtype, np.floating) and np.isfinite(paths).all()
+                and (paths == np.floor(paths)).all())):
+        raise InputError(f"paths must hold whole block numbers, got {paths.dtype}",
+                         field="trace")
+    paths = paths.astype(np.int64)
+    if not np.isfinite(arrivals).all() or (arrivals < 0).any():
+        raise InputError("arrival times must be finite and non-negative", field="trace")
+    if (np.diff(arrivals) < 0).any():
+        row = int(np.flatnonzero(np.diff(arrivals) < 0)[0]) + 1
+        raise InputError(f"arrival times must be sorted: row {row} (0-based) is earlier than "
+                         "the one before", field="trace")
+    for depth in range(1, depths + 1):
+        column = paths[:, depth - 1]
+        if (column < 0).any() or (column >= min(bank.branching ** depth, 2**63 - 1)).any():
+            raise InputError(f"level {depth}: a block number is outside 0.."
+                             f"{bank.branching ** depth - 1:,}", field="trace")
+    return arrivals, paths
+
+
+def _caller_level() -> int:
+    """The `stacklevel` of the first frame outside memsim: a warning names the user's line."""
+    package = str(Path(__file__).resolve().parents[1])
+    frame, level = sys._getframe(1), 1
+    while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(
+            package + "/"):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def simulate(
     profile: Profile,
     bank: Bank,
@@ -154,7 +227,9 @@ def simulate(
     """Simulate `queries` queries of `workload` (or replay `trace`: arrival times and paths).
 
     The first `warmup` fraction of queries warms the queues and the cache and is left out of
-    the statistics. The same seed gives the same result.
+    the statistics. The same seed gives the same result. The work is bounded before it starts
+    (limits.MAX_QUERIES, MAX_SIM_REQUESTS, MAX_TRACE_CELLS); a result that describes no
+    steady state or an overfilled tier comes with an `OverloadWarning` per problem.
     """
     layout.check(bank, profile)
     plan = plan_queries(bank, workload, trace, queries, seed, warmup)
@@ -162,7 +237,19 @@ def simulate(
     warm = int(queries * warmup)
     keep = trace_out is not None
     engine = Engine(profile, bank, layout, queries=queries, warmup=warm, rng=plan.engine_rng,
-                    keep_trace=keep, on_progress=progress)
+                    on_progress=progress)
+    # Bound the run before it starts: every query may read every level (a miss), each level
+    # as its requests on the slowest placement of it.
+    per_query = sum(max(len(parts) for (d, _t), parts in engine.parts.items() if d == depth)
+                    for depth, *_ in engine.levels)
+    limits.check_at_most(queries * per_query, limits.MAX_SIM_REQUESTS,
+                         f"the block requests of {queries:,} queries ({per_query:,} per query)",
+                         field="queries")
+    if keep:
+        limits.check_at_most(queries * (2 * len(engine.levels) + len(bank.levels) + 2),
+                             limits.MAX_TRACE_CELLS,
+                             f"the trace of {queries:,} queries (cells)", field="queries")
+        engine.keep_trace()
     issued_at = np.full(queries, np.nan) if (keep and closed) else None
     if closed:
         engine.closed_loop(plan.clients, plan.think, paths, issued_at)
@@ -189,7 +276,13 @@ def simulate(
 
     stats = engine.stats
     summary = stats.fetch.summary()
-    ci = {k: (list(v) if (v := stats.fetch.interval(k)) else None)
+    growth = stats.fetch.trend()
+    if growth is not None and not unstable:
+        unstable.append(
+            f"fetch times grow through the run (the last batches' mean is {growth:.3g}x the "
+            "first's): no steady state was reached, so they describe this run's length")
+    # Around a number that depends on the run's length, an interval means nothing: null.
+    ci = {k: (None if unstable else list(v) if (v := stats.fetch.interval(k)) else None)
           for k in ("mean", *PERCENTILES)}
     per_level = {}
     for depth, series in stats.per_level.items():
@@ -216,12 +309,19 @@ def simulate(
                           "time_s": server.service_time / server.requests,
                           "wait_s": server.wait_time / server.requests,
                           "channel_utilization": channel, "bandwidth_utilization": bandwidth}
-    hit_ratio = None
-    if engine.cache is not None:
-        lookups = sum(stats.lookups.values())
-        hit_ratio = sum(stats.hits.values()) / lookups if lookups else 0.0
-        for depth, count in stats.lookups.items():
-            per_level[depth]["cache_hit_ratio"] = stats.hits[depth] / count
+    # The cache's hit ratio covers the levels its budget holds, and exists only with a cache;
+    # a resident level's own (its block still in RAM) is reported per level.
+    resident = set(layout.resident)
+    cached = [d for d in stats.lookups if d not in resident]
+    lookups = sum(stats.lookups[d] for d in cached)
+    hit_ratio = (sum(stats.hits[d] for d in cached) / lookups
+                 if layout.cache is not None and lookups else None)
+    for depth, count in stats.lookups.items():
+        key = "resident_hit_ratio" if depth in resident else "cache_hit_ratio"
+        per_level[depth][key] = stats.hits[depth] / count
+    capacity = layout.overfilled(bank, profile)
+    for problem in (*unstable, *capacity):
+        warnings.warn(problem, OverloadWarning, stacklevel=_caller_level())
     out_path = None
     if keep:
         arrival_col = arrivals if not closed else issued_at
@@ -236,30 +336,53 @@ def simulate(
         simulated_s=end, fetch_time_s=summary, fetch_time_ci_s=ci, per_level=per_level,
         per_tier=per_tier, utilization=utilization, offered_load=offered,
         cache_hit_ratio=hit_ratio, unstable=unstable, trace_out=out_path,
-        fetch_stats=stats.fetch,
+        fetch_stats=stats.fetch, capacity_warnings=capacity,
     )
 
 
-def progress_bar(total: int) -> tuple[Callable[[int], None] | None, Callable[[], None]]:
-    """A tqdm bar on stderr when it is a terminal; (update, close)."""
-    if not sys.stderr.isatty():
+PROGRESS_INTERVAL = 0.2  # seconds of wall time between redraws of the progress bar
+
+
+class _Throttled:
+    """Counts completed queries and hands them to `bar.update` at most every `interval`
+    seconds of `clock` (and at close), so a bar moves during a slow replay yet costs a
+    clock read per query on a fast simulation."""
+
+    def __init__(self, bar: Any, clock: Callable[[], float] = time.monotonic,
+                 interval: float = PROGRESS_INTERVAL) -> None:
+        self.bar, self.clock, self.interval = bar, clock, interval
+        self.pending = 0
+        self.last = clock()
+
+    def update(self, n: int) -> None:
+        self.pending += n
+        now = self.clock()
+        if now - self.last >= self.interval:
+            self.bar.update(self.pending)
+            self.pending, self.last = 0, now
+
+    def close(self) -> None:
+        if self.pending:
+            self.bar.update(self.pending)
+            self.pending = 0
+        self.bar.close()
+
+
+def progress_bar(total: int, *, file: Any = None, clock: Callable[[], float] = time.monotonic
+                 ) -> tuple[Callable[[int], None] | None, Callable[[], None]]:
+    """A tqdm bar of whole queries on `file` (stderr) when it is a terminal; (update, close).
+
+    Redrawn every PROGRESS_INTERVAL seconds of `clock`, whatever the rate of queries.
+    """
+    file = sys.stderr if file is None else file
+    if not file.isatty():
         return None, lambda: None
     from tqdm import tqdm
 
-    bar = tqdm(total=total, unit="q", unit_scale=True, file=sys.stderr, mininterval=0.5)
-    pending = [0]
-
-    def update(n: int) -> None:
-        pending[0] += n
-        if pending[0] >= 1000:
-            bar.update(pending[0])
-            pending[0] = 0
-
-    def close() -> None:
-        bar.update(pending[0])
-        bar.close()
-
-    return update, close
+    bar = tqdm(total=total, unit="q", unit_scale=False, file=file, mininterval=0, miniters=1,
+               dynamic_ncols=True)
+    throttled = _Throttled(bar, clock)
+    return throttled.update, throttled.close
 
 
 # `memsim.simulate(...)` calls simulate(); the module stays a module (`memsim.simulate.<name>`)

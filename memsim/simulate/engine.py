@@ -12,19 +12,23 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import simpy
 
 from memsim.bank import Bank
 from memsim.blockmap import BlockMap, in_any
 from memsim.cost_model import request_parts
+from memsim.errors import InputError
 from memsim.layout import Layout
+from memsim.limits import MAX_STALLED_QUERIES
 from memsim.profile import Profile
 from memsim.simulate.cache import BlockCache
 from memsim.simulate.stats import BatchedSeries, Series
 from memsim.simulate.tiers import TierServer
+
+if TYPE_CHECKING:
+    import simpy
 
 BATCHES = 32
 MAX_DICT_OVERRIDES = 2_000_000  # block-map overrides looked up through dicts; beyond, bisect
@@ -157,6 +161,8 @@ class Engine:
         keep_trace: bool = False,
         on_progress: Callable[[int], None] | None = None,
     ) -> None:
+        import simpy  # here, not at the top: only a run needs SimPy, not every start-up
+
         self.env = simpy.Environment()
         self.profile, self.bank, self.layout = profile, bank, layout
         self.queries = queries
@@ -187,11 +193,11 @@ class Engine:
             per_level={d: Series() for d, *_ in self.levels},
             measured_from=warmup,
         )
-        self.fetch_times = np.full(queries, np.nan) if keep_trace else None
-        self.level_times = (np.full((queries, len(self.levels)), np.nan) if keep_trace
-                            else None)
-        self.paths_out = (np.zeros((queries, len(bank.levels)), dtype=np.int64) if keep_trace
-                          else None)
+        self.fetch_times: np.ndarray | None = None
+        self.level_times: np.ndarray | None = None
+        self.paths_out: np.ndarray | None = None
+        if keep_trace:
+            self.keep_trace()
         self.on_progress = on_progress
         self.sequential = layout.fetch == "sequential"
         block_map = layout.block_map(profile)
@@ -199,6 +205,13 @@ class Engine:
         if self.block_level:
             self._setup_blocks(block_map)
             self._plan = self._plan_blocks
+
+    def keep_trace(self) -> None:
+        """Record every query's fetch time, level times and path (for a trace file)."""
+        queries = self.queries
+        self.fetch_times = np.full(queries, np.nan)
+        self.level_times = np.full((queries, len(self.levels)), np.nan)
+        self.paths_out = np.zeros((queries, len(self.bank.levels)), dtype=np.int64)
 
     def _setup_blocks(self, block_map: BlockMap | None) -> None:
         """Per level: the override lookup, the blocked-subtree guards, every tier's parts."""
@@ -349,23 +362,42 @@ class Engine:
                   ) -> Generator[Any, Any, None]:
         """Process: start query i at arrivals[i]; `paths(i)` gives its path."""
         env = self.env
-        for i, t in enumerate(arrivals.tolist()):
-            if t > env.now:
-                yield env.timeout(t - env.now)
-            self.start_query(i, paths(i))
+        chunk = 1 << 16  # arrivals as Python floats a chunk at a time: bounded memory
+        for offset in range(0, len(arrivals), chunk):
+            for i, t in enumerate(arrivals[offset:offset + chunk].tolist(), start=offset):
+                if t > env.now:
+                    yield env.timeout(t - env.now)
+                self.start_query(i, paths(i))
 
     def closed_loop(self, clients: int, think: Callable[[], float],
                     paths: Callable[[int], np.ndarray], arrivals_out: np.ndarray | None
                     ) -> list[simpy.Process]:
-        """Start `clients` processes that think, query, and repeat until the budget is spent."""
+        """Start `clients` processes that think, query, and repeat until the budget is spent.
+
+        A loop whose clock stops (zero think time and queries that take no time, e.g. every
+        level resident or blocked) would issue its queries at one instant: past
+        limits.MAX_STALLED_QUERIES of them it is refused rather than spun through.
+        """
         env = self.env
         issued = [0]
+        stalled = [0, -1.0]  # queries issued at the instant stalled[1]
 
         def client() -> Generator[Any, Any, None]:
             while True:
                 yield env.timeout(think())
                 if issued[0] >= self.queries:
                     return
+                if env.now == stalled[1]:
+                    stalled[0] += 1
+                    if stalled[0] > MAX_STALLED_QUERIES:
+                        raise InputError(
+                            f"the closed loop makes no progress in simulated time: "
+                            f"{stalled[0]:,} queries issued at {env.now:g} s (memsim's limit "
+                            f"is {MAX_STALLED_QUERIES:,}); its think time and fetches take no "
+                            "time (every level resident or blocked?): give the workload a "
+                            "think time above 0", field="arrivals.think_time")
+                else:
+                    stalled[0], stalled[1] = 1, env.now
                 i = issued[0]
                 issued[0] += 1
                 if arrivals_out is not None:
@@ -378,7 +410,12 @@ class Engine:
 
     def run(self) -> float:
         """Run until every query has completed; returns the simulated time."""
-        self.env.run()
+        try:
+            self.env.run()
+        except InputError as exc:  # SimPy re-raises a copy: the original names the field
+            if isinstance(exc.__cause__, InputError):
+                raise exc.__cause__ from None
+            raise
         if self.stats.completed != self.queries:  # pragma: no cover - a bug, not user input
             raise RuntimeError(f"only {self.stats.completed} of {self.queries} queries ended")
         return self.env.now

@@ -4,7 +4,9 @@ Means are exact (running sums). Percentiles come from a log-spaced histogram (0.
 bins, clamped to the exact min and max, so a constant series reports its exact value).
 Confidence intervals use batch means: the run is cut into a fixed number of batches whose
 means (and percentiles) are treated as independent samples. Values are buffered and binned
-with numpy a few thousand at a time, so adding one costs a list append.
+with numpy a few thousand at a time, so adding one costs a list append. Intervals of these
+non-negative quantities never reach below 0, and `trend` says when the batches grow through
+the run (no steady state: then no interval means anything).
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import stats as st
 
 _LOW, _HIGH, _PER_DECADE = -9.0, 6.0, 500  # 1 ns .. 11.6 days
 _BINS = int((_HIGH - _LOW) * _PER_DECADE)
@@ -20,6 +21,9 @@ _EDGES = 10.0 ** (_LOW + np.arange(_BINS + 1) / _PER_DECADE)
 _CENTERS = np.sqrt(_EDGES[:-1] * _EDGES[1:])
 _FLUSH = 8192
 PERCENTILES = {"p50": 0.50, "p95": 0.95, "p99": 0.99}
+TREND_MIN_BATCHES = 8  # fewer batches say nothing about a trend
+TREND_T = 4.0  # slope in standard errors (p < 1e-3 even for a handful of batches)
+TREND_RATIO = 1.5  # last quarter of the batches over the first
 
 
 def _bins(values: np.ndarray) -> np.ndarray:
@@ -108,8 +112,37 @@ class BatchedSeries(Series):
         values = np.array([b[key] for b in self.batches])
         if len(values) < 2:
             return None
+        from scipy import stats as st  # imported when asked: scipy.stats takes seconds
+
         whole = self.summary()
         centre = whole[key]
         half = float(st.t.ppf(0.5 + level / 2, len(values) - 1) * values.std(ddof=1)
                      / math.sqrt(len(values)))
-        return (centre - half, centre + half)
+        if not (math.isfinite(centre) and math.isfinite(half)):
+            return None
+        return (max(centre - half, 0.0), centre + half)  # fetch times are never negative
+
+    def trend(self) -> float | None:
+        """How many times the last batches' mean exceeds the first batches' when the batch
+        means grow steadily through the run (a queue that never drains), else None.
+
+        Steady means a least-squares slope over the batches at least TREND_T standard errors
+        above zero and a last quarter at least TREND_RATIO times the first: batch means of a
+        stable run wander, but they do not climb by half across the whole run.
+        """
+        means = np.array([b["mean"] for b in self.batches])
+        n = len(means)
+        if n < TREND_MIN_BATCHES or not np.isfinite(means).all():
+            return None
+        quarter = n // 4
+        first, last = float(means[:quarter].mean()), float(means[-quarter:].mean())
+        if not last > TREND_RATIO * first:
+            return None
+        x = np.arange(n, dtype=float) - (n - 1) / 2
+        slope = float(x @ means / (x @ x))
+        residual = means - means.mean() - slope * x
+        spread = float(residual @ residual) / (n - 2)
+        error = math.sqrt(spread / float(x @ x))
+        if error > 0 and slope / error < TREND_T:
+            return None
+        return last / first if first > 0 else math.inf
