@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +19,14 @@ from memsim.cli.common import (
     size_option,
     subtrees,
     tier_list,
+    warn,
 )
 from memsim.cli.tables import table
 from memsim.errors import InputError
 from memsim.estimate import estimate
 from memsim.layout import Layout
-from memsim.optimize import DEFAULT_SCENARIOS, Policy, optimize, optimize_blocks
+from memsim.limits import MAX_BUCKETS, MAX_QUERIES, MAX_SCENARIOS
+from memsim.optimize import DEFAULT_SCENARIOS, OptimizeResult, Policy, optimize, optimize_blocks
 from memsim.profile import Profile, load_profile
 from memsim.simulate import saturation_rate, simulate
 from memsim.units import format_size, format_time
@@ -47,19 +50,22 @@ DEFAULT_BANK = "paper-storage-example"
               help="RAM for resident blocks, e.g. '500 MB'. [default: what RAM has free]")
 @click.option("--solver", type=click.Choice(["auto", "highs", "cbc"]), default="auto",
               show_default=True, help="auto = HiGHS if installed, else CBC.")
-@click.option("--time-limit", type=float, metavar="SECONDS", help="Stop the solver after this.")
-@click.option("--gap", type=click.FloatRange(min=0), default=0.0, show_default=True,
+@click.option("--time-limit", type=click.FloatRange(min=0, min_open=True, max=1e6),
+              metavar="SECONDS",
+              help="Stop the solver after this; the best layout found so far is kept.")
+@click.option("--gap", type=click.FloatRange(min=0, max=1e6), default=0.0, show_default=True,
               help="Relative optimality gap at which the solver may stop.")
-@click.option("--scenarios", type=click.IntRange(min=1), default=DEFAULT_SCENARIOS,
+@click.option("--scenarios", type=click.IntRange(1, MAX_SCENARIOS), default=DEFAULT_SCENARIOS,
               show_default=True,
               help="Latency draws the objective averages over (when latencies vary).")
 @click.option("--granularity", type=click.Choice(["level", "bucket"]), default="level",
               show_default=True, help="Place whole levels, or blocks by popularity bucket.")
-@click.option("--buckets", type=click.IntRange(min=1), default=64, show_default=True,
+@click.option("--buckets", type=click.IntRange(1, MAX_BUCKETS), default=64, show_default=True,
               help="Popularity buckets per level (bucket granularity).")
 @click.option("--workload", "workload_ref", metavar="WORKLOAD",
-              help="Workload whose routing gives block popularity (bucket granularity) and "
-              "which --verify simulates. [default: uniform routing]")
+              help="Workload whose locality and routing give how often resident levels switch "
+              "block (level granularity), block popularity (bucket granularity), and which "
+              "--verify simulates. [default: every query switches; uniform routing]")
 @click.option("--trace", "trace_counts", metavar="FILE", type=click.Path(dir_okay=False),
               help="Take block popularity from a Parquet trace's paths instead of a workload "
               "(bucket granularity).")
@@ -77,7 +83,7 @@ DEFAULT_BANK = "paper-storage-example"
               help="Tiers that may hold only replicas, not the durable copy, e.g. 'ram'.")
 @click.option("--verify", is_flag=True,
               help="Also run the estimator and the simulator on the chosen layout.")
-@click.option("--verify-queries", type=click.IntRange(min=100), default=20_000,
+@click.option("--verify-queries", type=click.IntRange(100, MAX_QUERIES), default=20_000,
               show_default=True, help="Queries the --verify simulation runs.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), metavar="FILE",
@@ -107,6 +113,13 @@ def optimize_cmd(profile_ref: str, bank_ref: str, fetch: str, resident: str | No
     wl = load_workload(workload_ref) if workload_ref else None
     if trace_counts:
         wl = workload_from_trace(trace_counts, b)
+    command = _command(profile_ref=profile_ref, bank_ref=bank_ref, fetch=fetch,
+                       resident=resident, resident_budget=resident_budget, solver=solver,
+                       time_limit=time_limit, gap=gap, scenarios=scenarios,
+                       granularity=granularity, buckets=buckets, workload_ref=workload_ref,
+                       trace_counts=trace_counts, budget=budget, private=private,
+                       private_tiers=private_tiers, blocked=blocked,
+                       replica_budget=replica_budget, volatile=volatile, seed=seed, out=out)
     bucket_only = {"--trace": trace_counts is not None, "--budget": budget is not None,
                    "--private": bool(private),
                    "--blocked": bool(blocked), "--private-tiers": private_tiers is not None,
@@ -121,26 +134,37 @@ def optimize_cmd(profile_ref: str, bank_ref: str, fetch: str, resident: str | No
                           volatile=tier_list(volatile, p, "volatile"), solver=solver,
                           time_limit=time_limit, gap=gap, seed=seed, name=name,
                           out=out, verify=verify, verify_queries=verify_queries,
-                          as_json=as_json, refs=(profile_ref, bank_ref))
+                          as_json=as_json, refs=(profile_ref, bank_ref), command=command)
         return
     for flag, given in bucket_only.items():
         if given:
             raise InputError(f"{flag} needs --granularity bucket", field=flag.lstrip("-"))
+    levels = levels_option(resident, "resident")
+    budget_bytes = size_option(resident_budget, "resident-budget")
+    if budget_bytes is not None:
+        if not levels:
+            warn("--resident-budget has no effect without --resident")
+        else:
+            smallest = min(b.level(d).block_bytes for d in levels if d in
+                           {lv.depth for lv in b.active_levels}) if any(
+                d in {lv.depth for lv in b.active_levels} for d in levels) else None
+            if smallest is not None and budget_bytes < smallest:
+                warn(f"--resident-budget {format_size(budget_bytes)} is smaller than the "
+                     f"smallest resident block ({format_size(smallest)}): no level can be "
+                     "resident")
     result = optimize(
-        p, b, fetch=fetch, resident_levels=levels_option(resident, "resident"),
-        resident_budget=size_option(resident_budget, "resident-budget"),
+        p, b, fetch=fetch, resident_levels=levels, resident_budget=budget_bytes,
         solver=solver, time_limit=time_limit, gap=gap, scenarios=scenarios, seed=seed,
-        name=name,
+        name=name, workload=wl,
     )
-    if out:
+    checked = _verify(p, b, result.layout, wl, verify_queries, seed) if verify else None
+    if out:  # only once everything succeeded: a failed --verify leaves no file behind
         # Record where the profile and bank came from so `estimate --layout OUT` finds them.
         result.layout.profile = ref_from(profile_ref, out)
         result.layout.bank = ref_from(bank_ref, out)
-        header = (f"Chosen by: memsim optimize --profile {profile_ref} --bank {bank_ref} "
-                  f"--fetch {fetch}\nsolver {result.solver}, status {result.status}, expected "
-                  f"fetch time {format_time(result.objective_s)}")
+        header = (f"Chosen by: {command}\nsolver {result.solver}, status {result.status}, "
+                  f"expected fetch time {format_time(result.objective_s)}")
         result.layout.save(out, header)
-    checked = _verify(p, b, result.layout, wl, verify_queries, seed) if verify else None
     if as_json:
         data = result.to_json()
         data.update({"profile": p.name, "bank": b.name, "out": out})
@@ -148,35 +172,104 @@ def optimize_cmd(profile_ref: str, bank_ref: str, fetch: str, resident: str | No
             data["verify"] = checked
         emit_json(finite(data))
         return
+    click.echo(optimize_text(result, b, p, fetch))
+    if out:
+        click.echo(f"layout written to {out}")
+    if checked is not None:
+        click.echo(_verify_text(checked))
+
+
+def optimize_text(result: OptimizeResult, b: Bank, p: Profile, fetch: str) -> str:
+    """The level optimizer's report: the placement beside greedy's, the solve, the times."""
     rows = []
     for lv in b.active_levels:
         where = result.layout.placement[lv.depth]
         if lv.depth in result.layout.resident:
             where += " (resident)"
         base = result.baseline.placement[lv.depth] if result.baseline else "-"
+        if result.baseline and lv.depth in result.baseline.resident:
+            base += " (resident)"
         rows.append([lv.depth, format_size(lv.block_bytes), format_size(lv.bytes), where, base])
-    click.echo(f"bank {b.name} on {p.name}, {fetch} fetch")
-    click.echo(table(["level", "block", "level size", "tier", "greedy"], rows))
-    click.echo("")
-    status = result.status + ("" if result.status == "optimal" else
-                              " (stopped at the time limit: may not be optimal)")
-    click.echo(f"solver: {result.solver}, {status}, {result.solve_time_s * 1e3:.0f} ms")
+    lines = [f"bank {b.name} on {p.name}, {fetch} fetch",
+             table(["level", "block", "level size", "tier", "greedy"], rows), ""]
+    if result.status == "optimal":
+        status = "optimal"
+    else:
+        status = "time_limit (stopped at the time limit: may not be optimal"
+        status += "; the greedy placement was the best found)" if result.chosen == "greedy" \
+            else ")"
+    lines.append(f"solver: {result.solver}, {status}, {result.solve_time_s * 1e3:.0f} ms")
     what = "expected fetch time"
     if result.scenarios > 1:
         what += f" over {result.scenarios} latency scenarios"
-    click.echo(f"{what}: {format_time(result.objective_s)}")
-    if result.baseline_s is not None:
-        gain = result.baseline_s / result.objective_s if result.objective_s > 0 else float("inf")
-        click.echo(f"greedy baseline: {format_time(result.baseline_s)} ({gain:.2f}x the optimum)")
-    else:
-        click.echo("greedy baseline: found no feasible placement")
+    lines.append(f"{what}: {format_time(result.objective_s)}")
+    if result.switch_probability:
+        rates = ", ".join(f"level {d} {100 * v:.3g}%" for d, v in
+                          result.switch_probability.items())
+        source = (f"workload {result.workload}" if result.workload
+                  else "no --workload: every query taken to switch")
+        lines.append(f"resident levels switch block ({source}): {rates}; with every resident "
+                     f"block current: {format_time(result.current_s or 0.0)}")
+    lines.append(_baseline_text(result.baseline_s, result.objective_s))
     f = result.estimate.fetch_time_s
-    click.echo(f"estimator: mean {format_time(f['mean'])}, p50 {format_time(f['p50'])}, "
-               f"p99 {format_time(f['p99'])}")
+    est = (f"estimator: mean {format_time(f['mean'])}, p50 {format_time(f['p50'])}, "
+           f"p99 {format_time(f['p99'])}")
+    sw = result.estimate.switch_fetch_time_s
+    if result.workload is None and sw is not None:
+        est += (f" with resident blocks current; every level switching: mean "
+                f"{format_time(sw['mean'])}")
+    lines.append(est)
+    return "\n".join(lines)
+
+
+def _baseline_text(baseline_s: float | None, objective_s: float) -> str:
+    """The greedy baseline against the optimum, in words that hold when either is 0."""
+    if baseline_s is None:
+        return "greedy baseline: found no feasible placement"
+    if baseline_s <= objective_s * (1 + 1e-9):
+        return f"greedy baseline: {format_time(baseline_s)} (as fast as the optimum)"
+    if objective_s <= 0:
+        return f"greedy baseline: {format_time(baseline_s)} (the optimum fetches nothing)"
+    return (f"greedy baseline: {format_time(baseline_s)} "
+            f"({baseline_s / objective_s:.2f}x the optimum)")
+
+
+def _command(*, profile_ref: str, bank_ref: str, fetch: str, resident: str | None,
+             resident_budget: str | None, solver: str, time_limit: float | None, gap: float,
+             scenarios: int, granularity: str, buckets: int, workload_ref: str | None,
+             trace_counts: str | None, budget: float | None, private: tuple[str, ...],
+             private_tiers: str | None, blocked: tuple[str, ...], replica_budget: str | None,
+             volatile: str | None, seed: int, out: str | None) -> str:
+    """The command line that reproduces this run (options that change the answer)."""
+    args = ["memsim", "optimize", "--profile", profile_ref, "--bank", bank_ref,
+            "--fetch", fetch]
+    if granularity != "level":
+        args += ["--granularity", granularity, "--buckets", str(buckets)]
+    for flag, value in (("--resident", resident), ("--resident-budget", resident_budget),
+                        ("--workload", workload_ref), ("--trace", trace_counts),
+                        ("--private-tiers", private_tiers),
+                        ("--replica-budget", replica_budget), ("--volatile", volatile)):
+        if value is not None:
+            args += [flag, value]
+    if budget is not None:
+        args += ["--budget", f"{budget:g}"]
+    for tree in private:
+        args += ["--private", tree]
+    for tree in blocked:
+        args += ["--blocked", tree]
+    if solver != "auto":
+        args += ["--solver", solver]
+    if time_limit is not None:
+        args += ["--time-limit", f"{time_limit:g}"]
+    if gap:
+        args += ["--gap", f"{gap:g}"]
+    if scenarios != DEFAULT_SCENARIOS:
+        args += ["--scenarios", str(scenarios)]
+    if seed:
+        args += ["--seed", str(seed)]
     if out:
-        click.echo(f"layout written to {out}")
-    if checked is not None:
-        click.echo(_verify_text(checked))
+        args += ["--out", out]
+    return shlex.join(args)
 
 
 def _verify(p: Profile, b: Bank, layout: Layout, wl: Workload | None, queries: int,
@@ -212,7 +305,7 @@ def _optimize_buckets(p: Profile, b: Bank, wl: Workload | None, *, fetch: str, b
                       replica_budget: int | None, volatile: list[str], solver: str,
                       time_limit: float | None, gap: float, seed: int, name: str,
                       out: str | None, verify: bool, verify_queries: int, as_json: bool,
-                      refs: tuple[str, str]) -> None:
+                      refs: tuple[str, str], command: str) -> None:
     routing_wl = wl or workload_from_dict({"name": "uniform", "arrivals": {
         "kind": "poisson", "rate": 1.0}})
     if private and private_tiers is None:
@@ -229,13 +322,13 @@ def _optimize_buckets(p: Profile, b: Bank, wl: Workload | None, *, fetch: str, b
     result = optimize_blocks(p, b, routing_wl, fetch=fetch, buckets=buckets, policy=policy,
                              solver=solver, time_limit=time_limit, gap=gap, seed=seed,
                              name=name)
-    if out:
+    checked = _verify(p, b, result.layout, routing_wl, verify_queries, seed) if verify else None
+    if out:  # only once everything succeeded (the block map is written first, beside it)
         result.layout.profile = ref_from(refs[0], out)
         result.layout.bank = ref_from(refs[1], out)
-        result.layout.save(out, f"Chosen by: memsim optimize --granularity bucket --buckets "
-                                f"{buckets}\nsolver {result.solver}, status {result.status}, "
-                                f"model objective {format_time(result.objective_s)}")
-    checked = _verify(p, b, result.layout, routing_wl, verify_queries, seed) if verify else None
+        result.layout.save(out, f"Chosen by: {command}\nsolver {result.solver}, status "
+                                f"{result.status}, model objective "
+                                f"{format_time(result.objective_s)}")
     if as_json:
         data = result.to_json()
         data.update({"profile": p.name, "bank": b.name, "out": out,

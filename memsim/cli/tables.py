@@ -77,7 +77,8 @@ def _tier_mix(fractions: dict[str, float], default: str) -> str:
 
 
 def estimate_text(est: Estimate, title: str = "") -> str:
-    if est.workload is not None:  # block-level: tiers per level are a mix
+    block_level = any(lv.tiers is not None for lv in est.per_level)
+    if block_level:  # tiers per level are a mix
         rows = [[lv.depth, _tier_mix(lv.tiers or {}, lv.tier)
                  + (" (resident)" if lv.resident else ""), format_size(lv.block_bytes),
                  f"{100 * (lv.blocked_fraction or 0.0):.3g}%", format_time(lv.time_s)]
@@ -97,13 +98,33 @@ def estimate_text(est: Estimate, title: str = "") -> str:
     f = est.fetch_time_s
     summary = (f"fetch time ({est.fetch}): mean {format_time(f['mean'])}, p50 "
                f"{format_time(f['p50'])}, p95 {format_time(f['p95'])}, p99 {format_time(f['p99'])}")
-    if est.workload is not None:
+    if est.workload is not None and block_level:
         summary += f"  [{est.samples:,} queries routed by {est.workload}, seed {est.seed}]"
     elif est.samples > 1:
         summary += f"  [{est.samples:,} sampled queries, seed {est.seed}]"
     parts = [title] if title else []
     parts += [levels, "", tiers, "", summary]
+    parts += _resident_lines(est)
     return "\n".join(parts)
+
+
+def _resident_lines(est: Estimate) -> list[str]:
+    """How resident levels were counted: assumed current, or mixed by their switch rate."""
+    cur, sw = est.current_fetch_time_s, est.switch_fetch_time_s
+    lines = []
+    if est.switch_probability is not None:
+        rates = ", ".join(f"level {d} {100 * s:.3g}%" for d, s in
+                          sorted(est.switch_probability.items()))
+        lines.append(f"resident levels switch block ({est.workload}): {rates}")
+    if cur is not None and sw is not None:
+        if est.switch_probability is None:
+            lines.append(f"resident blocks assumed current; all switching: mean "
+                         f"{format_time(sw['mean'])}, p99 {format_time(sw['p99'])} "
+                         "(--workload mixes the two)")
+        else:
+            lines.append(f"all resident blocks current: mean {format_time(cur['mean'])}; all "
+                         f"switching: mean {format_time(sw['mean'])}")
+    return lines
 
 
 def _time(seconds: float | None) -> str:
