@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 
 import memsim
@@ -197,3 +198,103 @@ def test_layout_written_for_profile_file_is_usable_alone(cli, tmp_path):
     est = cli("estimate", "--layout", str(out), "--json")
     assert est.exit_code == 0, est.stderr
     assert json.loads(est.stdout)["profile"] == "mine"
+
+
+# ----------------------------------------------------------------------------- issue 11
+
+SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYFAKEKEY"
+
+
+def _one_error_line(result) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.startswith("memsim: error:")]
+    assert len(lines) == 1 and len(result.stderr.splitlines()) == 1, result.stderr
+    return lines[0]
+
+
+def test_workload_validate(cli, tmp_path):
+    good = _write(tmp_path, "w.yaml", "arrivals: {kind: poisson, rate: 20/s}\nrouting: zipf\n")
+    bad = _write(tmp_path, "bad.yaml", "arrivals: {kind: poisson, rat: 20/s}\n")
+    result = cli("workload", "validate", good)
+    assert result.exit_code == 0 and result.stdout.startswith(f"{good}: ok (arrivals poisson")
+    result = cli("workload", "validate", good, bad)
+    assert result.exit_code == 2 and f"{good}: ok" in result.stdout
+    assert _one_error_line(result).startswith(f"memsim: error: {bad}:1: field 'arrivals.rat': "
+                                              "unknown field 'rat'; did you mean 'rate'?")
+
+
+def test_layout_show_text_and_json(cli):
+    result = cli("layout", "show", "paper-flat-resident-upper")
+    assert result.exit_code == 0, result.output
+    assert "profile: paper-hypothetical" in result.stdout and "bank: paper-storage-example" in (
+        result.stdout)
+    assert "L2     disk  yes" in result.stdout and "cache: none" in result.stdout
+    data = json.loads(cli("layout", "show", "paper-hierarchical", "--json").stdout)
+    assert [(lv["depth"], lv["tier"], lv["resident"]) for lv in data["levels"]] == [
+        (2, "flash", False), (3, "disk", False), (4, "cloud", False)]
+    assert data["profile"] == "paper-hypothetical" and data["cache"] is None
+
+
+def test_layout_and_bank_validate(cli, tmp_path):
+    root = Path(memsim.__file__).resolve().parents[1]
+    result = cli("layout", "validate", str(root / "layouts" / "paper-hierarchical.yaml"))
+    assert result.exit_code == 0 and "ok (L2: flash, L3: disk, L4: cloud)" in result.stdout
+    bad = _write(tmp_path, "l.yaml", "profile: paper-hypothetical\nbank: paper-storage-example\n"
+                 "placement: {2: flash, 3: disk, 4: tape}\n")
+    result = cli("layout", "validate", bad)
+    assert result.exit_code == 2 and "unknown tier 'tape'" in _one_error_line(result)
+    result = cli("bank", "validate", str(root / "memsim" / "presets" / "banks" / "A2.yaml"))
+    assert result.exit_code == 0 and "ok (3 levels, branching 16" in result.stdout
+
+
+def test_profile_validate_warns_on_tier_order_and_refuses_no_ram(cli, tmp_path):
+    order = _write(tmp_path, "o.yaml", GOOD_TIERS + "  - {name: fl, kind: flash, bandwidth: "
+                   "7 GB/s, latency: 60 us}\n")
+    result = cli("profile", "validate", order)
+    assert result.exit_code == 0 and f"{order}: ok" in result.stdout
+    assert result.stderr.startswith(f"memsim: warning: {order}:11: field 'tiers[2]': tier 'fl' "
+                                    "is faster than 'disk'")
+    noram = _write(tmp_path, "n.yaml", "name: x\ntiers:\n  - {name: d, kind: disk, bandwidth: "
+                   "1 GB/s}\n")
+    result = cli("profile", "validate", noram)
+    assert result.exit_code == 2 and "no tier of kind ram" in _one_error_line(result)
+
+
+@pytest.mark.parametrize("scheme", ["s3", "ftp"])
+def test_credentials_in_a_store_are_never_echoed(cli, tmp_path, scheme):
+    text = GOOD_TIERS.replace("    bandwidth: 1 GB/s\n", "    bandwidth: 1 GB/s\n"
+                              f"    store: {scheme}://AKIAFAKE:{SECRET}@host/bucket\n")
+    profile = _write(tmp_path, "leak.yaml", text)
+    runs = [("profile", "validate", profile), ("profile", "show", profile, "--json"),
+            ("estimate", "--profile", profile, "--layout", "paper-flat"),
+            ("optimize", "--profile", profile),
+            ("simulate", "--profile", profile, "--layout", "paper-flat", "--queries", "200",
+              "--workload", "zipf-topic")]
+    for args in runs:
+        result = cli(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert SECRET not in result.output and "AKIAFAKE" not in result.output
+        assert "field 'tiers[1].store': store URL must not contain credentials" in (
+            _one_error_line(result))
+
+
+def test_error_shell_and_json_scrub_userinfo(cli):
+    from memsim.cli.common import emit_json, handle_errors
+    from memsim.errors import StoreError
+
+    @click.command()
+    @handle_errors
+    def leaky() -> None:
+        raise StoreError(f"cannot reach s3://AKIAFAKE:{SECRET}@host/b\nsecond line")
+
+    @click.command()
+    def dumps() -> None:
+        emit_json({"store": f"http://u:{SECRET}@h:9000/"})
+
+    from click.testing import CliRunner
+
+    result = CliRunner().invoke(leaky, [])
+    assert result.exit_code == 5 and SECRET not in result.output
+    assert result.stderr == "memsim: error: cannot reach s3://***@host/b second line\n"
+    result = CliRunner().invoke(dumps, [])
+    assert SECRET not in result.output and json.loads(result.stdout)["store"] == (
+        "http://***@h:9000/")

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
 
 from memsim import resources
 from memsim.bank import Bank, load_bank
-from memsim.cli.common import emit_json, handle_errors, json_option
+from memsim.cli.common import (
+    emit_json,
+    handle_errors,
+    json_option,
+    load_trio,
+    scrub,
+    warn,
+)
 from memsim.cli.tables import bank_text, profile_text, table
-from memsim.errors import MemsimError
+from memsim.errors import MemsimError, one_line
 from memsim.layout import Layout, load_layout
 from memsim.profile import Profile, load_profile
 from memsim.units import format_size
@@ -63,21 +71,42 @@ def _profile_json(p: Profile) -> dict[str, Any]:
     return {"name": p.name, "description": p.description, "tiers": tiers}
 
 
-@profile.command("validate")
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
-def profile_validate(files: tuple[str, ...]) -> None:
-    """Check profile FILES; print one line per file, exit non-zero if any is invalid."""
+def _validate_files(files: tuple[str, ...], load: Callable[[str], Any],
+                    describe: Callable[[Any], str],
+                    warnings: Callable[[Any], list[str]] | None = None) -> None:
+    """Check FILES one by one: `FILE: ok (...)` on stdout, one `memsim: error:` line on stderr
+    per bad file (and `memsim: warning:` lines for usable files with a problem); exit 2 if any
+    file is bad."""
     bad = 0
     for file in files:
         try:
-            p = load_profile(file)
+            item = load(file)
+            text, notes = describe(item), warnings(item) if warnings else []
         except MemsimError as exc:
             bad += 1
-            click.echo(f"memsim: error: {exc}", err=True)
-        else:
-            click.echo(f"{file}: ok ({len(p.tiers)} tiers: {', '.join(p.tier_names)})")
+            click.echo(f"memsim: error: {one_line(scrub(str(exc)))}", err=True)
+            continue
+        for note in notes:
+            warn(note)
+        click.echo(scrub(f"{file}: ok ({text})"))
     if bad:
         sys.exit(2)
+
+
+_FILES = click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+
+
+@profile.command("validate")
+@_FILES
+@handle_errors
+def profile_validate(files: tuple[str, ...]) -> None:
+    """Check profile FILES; print one line per file, exit non-zero if any is invalid.
+
+    Tiers not listed fastest first (by the time to fetch a 1 MB block) get a warning line.
+    """
+    _validate_files(files, load_profile,
+                    lambda p: f"{len(p.tiers)} tiers: {', '.join(p.tier_names)}",
+                    lambda p: p.order_warnings())
 
 
 # ---------------------------------------------------------------- bank
@@ -112,6 +141,16 @@ def bank_show(bank_ref: str, as_json: bool) -> None:
         click.echo(bank_text(b))
 
 
+@bank.command("validate")
+@_FILES
+@handle_errors
+def bank_validate(files: tuple[str, ...]) -> None:
+    """Check bank FILES; print one line per file, exit non-zero if any is invalid."""
+    _validate_files(files, load_bank,
+                    lambda b: f"{len(b.active_levels)} levels, branching {b.branching}, "
+                    f"{format_size(b.bank_bytes)}")
+
+
 def _bank_json(b: Bank) -> dict[str, Any]:
     return {
         "name": b.name, "memory_type": b.memory_type, "branching": b.branching,
@@ -144,6 +183,75 @@ def layout_list() -> None:
     click.echo(table(["layout", "fetch", "placement", "resident", "description"], rows))
 
 
+@layout.command("show")
+@click.argument("layout_ref", metavar="LAYOUT")
+@json_option
+@handle_errors
+def layout_show(layout_ref: str, as_json: bool) -> None:
+    """Print LAYOUT (a file or a shipped name): the tier of each level, what stays resident,
+    the cache, blocked subtrees, zarr chunking, and the profile and bank it names."""
+    lay = load_layout(layout_ref)
+    if as_json:
+        emit_json(_layout_json(lay))
+    else:
+        click.echo(scrub(_layout_text(lay)))
+
+
+def _layout_json(lay: Layout) -> dict[str, Any]:
+    return {
+        "name": lay.name, "description": lay.description, "file": lay.file,
+        "profile": lay.profile, "bank": lay.bank, "fetch": lay.fetch,
+        "levels": [{"depth": d, "tier": t, "resident": d in lay.resident,
+                    "blocks_per_shard": lay.chunking.get(d, 1)}
+                   for d, t in sorted(lay.placement.items())],
+        "resident": sorted(lay.resident),
+        "cache": None if lay.cache is None else {
+            "budget_bytes": lay.cache.budget, "policy": lay.cache.policy,
+            "levels": lay.cache.levels},
+        "blocked": [{"level": t.level, "block": t.block} for t in lay.blocked],
+        "block_map": lay.blocks,
+    }
+
+
+def _layout_text(lay: Layout) -> str:
+    lines = [f"layout {lay.name or '(unnamed)'}" + (f": {lay.description}"
+                                                    if lay.description else ""),
+             f"profile: {lay.profile or '-'}   bank: {lay.bank or '-'}   fetch: {lay.fetch}"]
+    rows = [[f"L{d}", t, "yes" if d in lay.resident else "-", str(lay.chunking.get(d, 1))]
+            for d, t in sorted(lay.placement.items())]
+    lines.append(table(["level", "tier", "resident", "blocks per shard"], rows))
+    if lay.cache is not None:
+        levels = ", ".join(f"L{d}" for d in lay.cache.levels) if lay.cache.levels else "all"
+        lines.append(f"cache: {format_size(lay.cache.budget)} {lay.cache.policy} "
+                     f"(levels: {levels})")
+    else:
+        lines.append("cache: none")
+    blocked = ", ".join(f"{t.level}:{t.block}" for t in lay.blocked)
+    lines.append(f"blocked subtrees: {blocked or 'none'}")
+    if lay.blocks:
+        lines.append(f"block map: {lay.blocks}")
+    return "\n".join(lines)
+
+
+@layout.command("validate")
+@_FILES
+@handle_errors
+def layout_validate(files: tuple[str, ...]) -> None:
+    """Check layout FILES on their own (fields, levels, tiers named); with the profile and
+    bank a layout names, check that it fits them too."""
+    def check(ref: str) -> Layout:
+        lay = load_layout(ref)
+        if lay.profile and lay.bank:
+            p, b, lay = load_trio(None, None, ref)
+            lay.check(b, p)
+        return lay
+
+    _validate_files(files, check,
+                    lambda lay: ", ".join(f"L{d}: {t}" for d, t in sorted(lay.placement.items()))
+                    + (f"; resident {','.join(map(str, sorted(lay.resident)))}"
+                       if lay.resident else ""))
+
+
 # ---------------------------------------------------------------- workload
 @click.group()
 def workload() -> None:
@@ -160,6 +268,17 @@ def workload_list() -> None:
         rows.append([name, w.arrivals.kind, w.routing.kind,
                      f"p={w.locality.p:g}" if w.locality else "-", w.description])
     click.echo(table(["workload", "arrivals", "routing", "locality", "description"], rows))
+
+
+@workload.command("validate")
+@_FILES
+@handle_errors
+def workload_validate(files: tuple[str, ...]) -> None:
+    """Check workload FILES (and the counts files they name); one line per file, exit
+    non-zero if any is invalid."""
+    _validate_files(files, load_workload,
+                    lambda w: f"arrivals {w.arrivals.kind}, routing {w.routing.kind}"
+                    + (f", locality p={w.locality.p:g}" if w.locality else ""))
 
 
 # ---------------------------------------------------------------- schema
