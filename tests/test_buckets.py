@@ -123,6 +123,23 @@ def _brute_force(profile, bank, pop, policy, fetch):
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(instances())
 def test_bucket_ilp_equals_brute_force(instance):
+    _check_against_brute_force(instance)
+
+
+def test_blocked_bytes_do_not_count_against_the_tiers():
+    """Falsifying example: the 8-block level's blocked half needs no room, so the rest fits
+    (the precheck used to count the whole bank and call it infeasible)."""
+    profile = memsim.profile_from_dict({"name": "p", "tiers": [
+        {"name": "ram", "kind": "ram", "bandwidth": 1e3, "capacity": 1000, "latency": 0.0},
+        {"name": "t0", "kind": "other", "bandwidth": 10.0, "latency": 0.0, "capacity": 20},
+        {"name": "t1", "kind": "other", "bandwidth": 10.0, "latency": 0.0, "capacity": 72}]})
+    bank = memsim.bank_from_dict({"name": "b", "levels": [1, 8], "branching": 2,
+                                  "dtype": "int8", "anchor": ANCHOR})
+    instance = (profile, bank, 1.0, [], ["ram"], [Subtree(2, 0)], None, "parallel", None, [])
+    _check_against_brute_force(instance)
+
+
+def _check_against_brute_force(instance):
     (profile, bank, s, private, private_tiers, blocked, budget, fetch, replicas,
      volatile) = instance
     bank = memsim.bank_from_dict({**bank.model_dump(), "anchor": ANCHOR})

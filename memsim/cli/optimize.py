@@ -210,7 +210,11 @@ def optimize_text(result: OptimizeResult, b: Bank, p: Profile, fetch: str) -> st
                   else "no --workload: every query taken to switch")
         lines.append(f"resident levels switch block ({source}): {rates}; with every resident "
                      f"block current: {format_time(result.current_s or 0.0)}")
-    lines.append(_baseline_text(result.baseline_s, result.objective_s))
+    if result.chosen == "greedy":
+        lines.append(f"greedy baseline: {format_time(result.baseline_s or 0.0)} (the layout "
+                     "above: the solver found nothing better in the time limit)")
+    else:
+        lines.append(_baseline_text(result.baseline_s, result.objective_s))
     f = result.estimate.fetch_time_s
     est = (f"estimator: mean {format_time(f['mean'])}, p50 {format_time(f['p50'])}, "
            f"p99 {format_time(f['p99'])}")

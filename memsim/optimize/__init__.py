@@ -29,7 +29,7 @@ from memsim.optimize.buckets import (
     solve_buckets,
     to_block_map,
 )
-from memsim.optimize.diagnose import precheck, shortfall_message
+from memsim.optimize.diagnose import precheck, shortfall_message, subtree_bytes
 from memsim.optimize.greedy import greedy_placement
 from memsim.optimize.ilp import PlacementModel, build_model, prefer_faster_tiers
 from memsim.optimize.solver import SolverName, solve
@@ -303,7 +303,8 @@ def optimize_blocks(
     policy = replace(policy) if policy is not None else Policy()  # never change the caller's
     if policy.rate == 0.0 and workload.open_loop:
         policy.rate = workload.arrivals.mean_rate()
-    precheck(profile, bank, whole_levels=False)
+    precheck(profile, bank, whole_levels=False,
+             excluded_bytes=subtree_bytes(bank, policy.blocked))
     popularity = {lv.depth: block_popularity(bank, workload.routing, lv.depth)
                   for lv in bank.active_levels}
     problem = build_problem(profile, bank, fetch, popularity, buckets, policy)
