@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from memsim.errors import InputError
 
@@ -102,6 +100,9 @@ class BlockMap:
 
     def save(self, path: str | Path) -> Path:
         """Write the overrides as Parquet, atomically."""
+        import pyarrow as pa  # imported here: pyarrow costs every command's start-up
+        import pyarrow.parquet as pq
+
         path = Path(path)
         depths = sorted(self.ids)
         level = np.concatenate([np.full(self.ids[d].size, d, dtype=np.int16) for d in depths]
@@ -138,6 +139,9 @@ class BlockMap:
     @classmethod
     def load(cls, path: str | Path, tiers: list[str]) -> BlockMap:
         """Read a block map; tiers not in `tiers` or malformed files are input errors."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
         path = Path(path)
         try:
             table = pq.read_table(path)

@@ -13,14 +13,15 @@ import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from memsim.bank import Bank
 from memsim.errors import InputError, one_line
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 ColumnKind = Literal["int", "number"]
 MAX_ID = 2**63  # cluster ids are int64: branching**depth must not exceed this
@@ -57,6 +58,8 @@ def write_trace(
     Shape or type mistakes are programming errors (ValueError); an unwritable path is an
     InputError naming the file.
     """
+    import pyarrow as pa  # here, not at the top: pyarrow costs every command's start-up
+
     path = Path(path)
     arrival = np.asarray(arrival_s)
     blocks = np.asarray(paths)
@@ -92,6 +95,9 @@ def write_trace(
 
 def _write_atomic(path: Path, table: pa.Table) -> Path:
     """Write `table` as Parquet through a temporary file; never leave a partial file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -119,6 +125,9 @@ def _write_atomic(path: Path, table: pa.Table) -> Path:
 
 def read_schema(path: str | Path, what: str = "Parquet file") -> pa.Schema:
     """The schema of a Parquet file; a missing or non-Parquet file is an InputError."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     from memsim.resources import checked_path
 
     path = checked_path(path)
@@ -149,6 +158,9 @@ def read_columns(
     Errors name the file, and the column and row where that applies: a missing file, not
     Parquet, missing columns, a wrong column type, zero rows, empty (null) cells.
     """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     path = Path(path)
     if schema is None:
         schema = read_schema(path, what)

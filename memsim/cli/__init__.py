@@ -209,7 +209,7 @@ class LazyGroup(click.Group):
             _reraise_one_line(exc)
 
 
-@click.group(cls=LazyGroup,
+@click.group("memsim", cls=LazyGroup,
              context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="memsim")
 def main() -> None:

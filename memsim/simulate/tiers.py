@@ -6,11 +6,14 @@ from __future__ import annotations
 import heapq
 from collections import deque
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
-import simpy
 
 from memsim.profile import Tier
+
+if TYPE_CHECKING:  # SimPy is imported by the engine that runs, not at every start-up
+    import simpy
 
 
 class LatencyDraws:
