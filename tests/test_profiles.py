@@ -47,6 +47,19 @@ def test_every_shipped_number_carries_a_source_comment(path):
         assert "#" in line or above.startswith("#"), f"{path.name}:{i + 1}: no source: {line}"
 
 
+SHIPPED_YAML = sorted([*PROFILES.glob("*.yaml"),
+                       *(Path(memsim.__file__).parent / "presets").rglob("*.yaml")])
+
+
+@pytest.mark.parametrize("path", SHIPPED_YAML, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_shipped_files_cite_public_sources_not_project_notes(path):
+    """Citations name the public source itself (datasheet, paper, vendor page): the project's
+    own reference notes (shared/reference/*.md) are not shipped and mean nothing to a user."""
+    text = path.read_text()
+    for note in ("shared/reference", "devices-and-stores.md", "hierarchical-memories.md"):
+        assert note not in text, f"{path.name} cites {note}"
+
+
 def test_paper_profile_matches_the_reconstruction(paper_profile):
     rates = {t.name: t.bandwidth for t in paper_profile.tiers}
     assert rates["flash"] == 4e9 and rates["disk"] == 1e9 and rates["cloud"] == 250e6
