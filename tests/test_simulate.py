@@ -59,9 +59,11 @@ def test_topic_locality_and_a_cache_converge_to_the_papers_47ms(paper_profile, p
 
 def test_overload_is_reported_and_the_run_ends(paper_profile, paper_bank):
     workload = workload_from_dict({"arrivals": {"kind": "poisson", "rate": "30/s"}})
-    result = simulate(paper_profile, paper_bank, memsim.load_layout("paper-hierarchical"),
-                      workload, queries=3000, seed=6)
+    with pytest.warns(memsim.errors.OverloadWarning) as warned:
+        result = simulate(paper_profile, paper_bank, memsim.load_layout("paper-hierarchical"),
+                          workload, queries=3000, seed=6)
     assert result.unstable and "'flash'" in result.unstable[0]
+    assert [str(w.message) for w in warned] == result.unstable
     # measured over the arrivals of this run: Poisson noise of 3000 arrivals is about 2%
     assert result.offered_load["flash"] == pytest.approx(30 * 0.151e9 / 4e9, rel=0.06)
     assert result.queries + result.warmup == 3000

@@ -268,6 +268,34 @@ def test_a_closed_loop_stuck_at_one_instant_ends_with_an_error(monkeypatch):
     assert result.fetch_time_s["max"] == 0.0
 
 
+def test_runs_a_float_clock_cannot_time_and_crowds_of_clients_are_refused(paper_profile,
+                                                                          paper_bank):
+    layout = memsim.load_layout("paper-hierarchical")
+    slow = workload_from_dict({"arrivals": {"kind": "poisson", "rate": 1e-12}})
+    with pytest.raises(InputError, match="limit is 1e[+]09 s") as caught:
+        simulate(paper_profile, paper_bank, layout, slow, queries=100)
+    assert caught.value.field == "arrivals"
+    dreamy = workload_from_dict({"arrivals": {"kind": "closed", "clients": 1,
+                                              "think_time": 1e12}})
+    with pytest.raises(InputError, match="the run lasted"):
+        simulate(paper_profile, paper_bank, layout, dreamy, queries=10)
+    crowd = workload_from_dict({"arrivals": {"kind": "closed", "clients": limits.MAX_CLIENTS + 1,
+                                             "think_time": "1 ms"}})
+    with pytest.raises(InputError, match="closed-loop clients") as caught:
+        simulate(paper_profile, paper_bank, layout, crowd, queries=10)
+    assert caught.value.field == "arrivals.clients"
+
+
+def test_cli_option_ranges_match_the_limits(cli):
+    from memsim.cli.simulate import simulate_cmd
+
+    queries = next(p for p in simulate_cmd.params if p.name == "queries")
+    assert (queries.type.min, queries.type.max) == (1, limits.MAX_QUERIES)
+    result = cli("simulate", "--layout", "paper-flat", "--workload", "zipf-topic", "--seed",
+                 "-1")
+    assert result.exit_code == 2 and "--seed" in result.stderr
+
+
 # ------------------------------------------------------------------ 7. non-finite text
 def test_text_never_prints_nan():
     nan = math.nan

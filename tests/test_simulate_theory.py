@@ -52,6 +52,7 @@ def _check(result, expected: float) -> None:
     low, high = result.fetch_stats.interval("mean", level=0.99)
     assert abs(mean - expected) <= 0.02 * expected, (mean, expected)
     assert low <= expected <= high, (low, high, expected)
+    assert not result.unstable  # a stable queue's batch means wander but do not climb
 
 
 @pytest.mark.parametrize(("rho", "queries", "seed"), [(0.5, 200_000, 1), (0.8, 1_500_000, 1)])

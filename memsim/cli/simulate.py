@@ -38,7 +38,7 @@ from memsim.workload import Workload, load_workload
               help="RAM cache for blocks, e.g. '2 GB' (overrides the layout's cache).")
 @click.option("--cache-policy", type=click.Choice(["lru", "lfu"]), default=None,
               help="Eviction policy for --cache-budget [default: lru].")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--trace-out", metavar="FILE", type=click.Path(dir_okay=False),
               help="Write every query (arrival, path, fetch and level times) to Parquet.")
 @json_option

@@ -147,11 +147,19 @@ def plan_queries(bank: Bank, workload: Workload | None,
         arrivals, fixed_paths = arrivals[:queries], fixed_paths[:queries]
     elif not closed:
         arrivals = workload.arrivals.arrival_times(queries, arrival_rng)
+    if arrivals is not None and arrivals.size and not arrivals[-1] <= limits.MAX_SIM_SECONDS:
+        raise InputError(
+            f"the arrivals of {queries:,} queries span {float(arrivals[-1]):.3g} s but memsim's "
+            f"limit is {limits.MAX_SIM_SECONDS:.3g} s (beyond it a float clock cannot tell "
+            "microseconds apart); raise the arrival rate or simulate fewer queries",
+            field="trace" if trace is not None else "arrivals")
     paths = _Paths(PathSampler(workload, bank, path_rng) if fixed_paths is None else None,
                    fixed_paths)
     plan = QueryPlan(queries, closed, arrivals, paths, engine_rng)
     if closed:
         spec = workload.arrivals
+        limits.check_at_most(spec.clients, limits.MAX_CLIENTS, "the number of closed-loop clients",
+                             field="arrivals.clients")
         buffer: list[float] = []
 
         def think() -> float:
@@ -256,6 +264,11 @@ def simulate(
     else:
         engine.env.process(engine.open_loop(arrivals, paths))
     end = engine.run()
+    if not end <= limits.MAX_SIM_SECONDS:  # a closed loop's think times: known only now
+        raise InputError(f"the run lasted {end:.3g} s of simulated time but memsim's limit is "
+                         f"{limits.MAX_SIM_SECONDS:.3g} s (beyond it a float clock cannot tell "
+                         "microseconds apart); shorten the think time or simulate fewer "
+                         "queries", field="arrivals")
 
     # Offered load from what the run asked of each tier (after cache hits), over the span in
     # which queries arrived: at 1 or more the tier cannot keep up and its queue only grows.
