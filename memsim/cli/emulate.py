@@ -89,12 +89,11 @@ def _serve(s3: LocalS3, log_requests: bool) -> None:
 
     def print_new() -> None:
         nonlocal seen
-        records = s3.proxy.requests
-        for record in records[seen:]:
+        records, seen = s3.proxy.requests_since(seen)
+        for record in records:
             extra = f" {record.range}" if record.range else ""
             click.echo(f"{record.time - start:9.3f} s  {record.method} {record.path}{extra} "
                        f"{record.outcome}", err=True)
-        seen = len(records)
 
     stop = threading.Event()
     try:

@@ -121,6 +121,8 @@ def materialize_cmd(profile_ref: str | None, bank_ref: str | None, layout_ref: s
     rate = result.bytes_written / result.seconds if result.seconds > 0 else 0.0
     click.echo(f"wrote {format_size(result.bytes_written)} in "
                f"{format_time(result.seconds)} ({format_rate(rate)})")
+    if result.retries:
+        click.echo("retries: " + ", ".join(f"{t} {n}" for t, n in result.retries.items()))
     for note in result.notes:
         click.echo(f"note: {note}")
 

@@ -20,7 +20,7 @@ import socket
 import struct
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import EllipsisType, TracebackType
@@ -37,6 +37,7 @@ STREAM_LIMIT = 1024 * 1024  # longest request head; also the stream buffer size
 QUEUE_CHUNKS = 64  # chunks in flight per direction (at most 16 MiB) before reading pauses
 MIN_SLEEP = 0.0005  # due times closer than this are written at once (the clock catches up)
 STOP_TIMEOUT = 5.0
+LOG_LIMIT = 100_000  # request records kept (the oldest are dropped past it, and counted)
 
 
 @dataclass(frozen=True)
@@ -209,8 +210,11 @@ class DelayProxy:
     """
 
     def __init__(self, upstream: str, *, delay: float = 0.0, bandwidth: float | None = None,
-                 faults: Faults | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
+                 faults: Faults | None = None, host: str = "127.0.0.1", port: int = 0,
+                 log_limit: int = LOG_LIMIT) -> None:
         parts = urlsplit(upstream)
+        if log_limit < 1:
+            raise ValueError(f"log_limit must be at least 1, not {log_limit}")
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError(f"upstream must look like 'http://host:port', not {upstream!r}")
         self._upstream = (parts.hostname, parts.port or 80)
@@ -220,7 +224,11 @@ class DelayProxy:
                                    faults or Faults())
         self._rng = random.Random(self._settings.faults.seed)
         self._lock = threading.Lock()
-        self._log: list[RequestRecord] = []
+        # bounded, so a long-running emulator does not grow without end; outcomes are counted
+        # apart from it, so `counts` stays exact when old records are dropped
+        self._log: deque[RequestRecord] = deque(maxlen=log_limit)
+        self._outcomes: Counter[str] = Counter()
+        self._logged = 0  # records logged since the last clear_log (kept or dropped)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.Server | None = None
@@ -318,20 +326,36 @@ class DelayProxy:
 
     @property
     def requests(self) -> list[RequestRecord]:
-        """A copy of the request log so far."""
+        """A copy of the request log so far (its newest `log_limit` records)."""
         with self._lock:
             return list(self._log)
 
     @property
-    def counts(self) -> dict[str, int]:
-        """Number of logged requests per outcome ("forwarded", "503", "reset", "stall")."""
+    def dropped(self) -> int:
+        """Records dropped from the log (the oldest) to keep it within `log_limit`."""
         with self._lock:
-            return dict(Counter(r.outcome for r in self._log))
+            return self._logged - len(self._log)
+
+    def requests_since(self, seen: int) -> tuple[list[RequestRecord], int]:
+        """The records logged after the first `seen` (those still kept), and how many have
+        been logged in all: for following the log as it grows."""
+        with self._lock:
+            new = max(0, min(self._logged - seen, len(self._log)))
+            return list(self._log)[len(self._log) - new:], self._logged
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Number of requests per outcome ("forwarded", "503", "reset", "stall") since the
+        last clear_log, dropped records included."""
+        with self._lock:
+            return dict(self._outcomes)
 
     def clear_log(self) -> None:
         """Forget the requests logged so far."""
         with self._lock:
             self._log.clear()
+            self._outcomes.clear()
+            self._logged = 0
 
     def _decide(self, method: str, target: str, rng_range: str | None, when: float) -> str:
         """Draw this request's outcome and log it (two draws per request, always, so a
@@ -343,6 +367,8 @@ class DelayProxy:
             if draw < faults.rate and faults.kinds:
                 outcome = faults.kinds[min(int(pick * len(faults.kinds)), len(faults.kinds) - 1)]
             self._log.append(RequestRecord(when, method, target, rng_range, outcome))
+            self._outcomes[outcome] += 1
+            self._logged += 1
             self._numbered += 1
         return outcome
 

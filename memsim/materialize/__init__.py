@@ -65,6 +65,8 @@ class MaterializeResult:
     tiers: dict[str, TierWrite] = field(default_factory=dict)
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    retries: dict[str, int] = field(default_factory=dict)  # tier -> requests retried
+    request_errors: dict[str, dict[str, int]] = field(default_factory=dict)  # retried, by kind
 
     @property
     def bytes_written(self) -> int:
@@ -73,6 +75,7 @@ class MaterializeResult:
     def to_json(self) -> dict[str, Any]:
         return {"seconds": self.seconds, "bytes_written": self.bytes_written,
                 "tiers": {name: vars(t) for name, t in self.tiers.items()},
+                "retries": self.retries, "request_errors": self.request_errors,
                 "notes": self.notes}
 
 
@@ -250,6 +253,10 @@ def materialize_plan(
     for tier in plan:
         if opened[tier].persistent:
             opened[tier].flush()
+        counters = opened[tier].counters
+        if counters.retries:
+            result.retries[tier] = counters.retries
+            result.request_errors[tier] = dict(counters.errors)
     result.seconds = time.perf_counter() - started
     return result
 

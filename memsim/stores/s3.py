@@ -1,29 +1,40 @@
 """s3:// stores through obstore, with memsim's own retries so that they can be counted.
 
-obstore's retries are turned off for reads: each failed attempt (5xx, reset, timeout, short
-body) is retried here with exponential backoff and full jitter, and counted. Writes (through
-zarr's ObjectStore) keep obstore's retries. Error messages never carry credentials.
+obstore's retries are turned off: every request memsim makes (GET, LIST, HEAD, PUT, DELETE),
+whether its own reads or zarr's writes (through `RetryingObjectStore`), is retried here on a
+transient failure (5xx, reset, timeout, short body) with exponential backoff and full jitter,
+and counted in the store's counters. Every request kind is idempotent (a PUT rewrites the same
+bytes), so a retry never changes the outcome. Error messages never carry credentials.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+import re
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from memsim.errors import DataError, StoreError
 from memsim.stores.abc import ByteStore
 from memsim.stores.url import S3Settings, redact
+
+T = TypeVar("T")
 
 BACKOFF_S = 0.05
 MAX_BACKOFF_S = 2.0
 
 
 def _classify(exc: BaseException) -> str:
-    """'missing', 'denied', 'bucket', 'unreachable' or 'transient'."""
+    """'missing', 'denied', 'bucket', 'unreachable', 'refused' (an answer that a retry would
+    only repeat: already exists, precondition, unsupported, bad path) or 'transient'."""
     import obstore.exceptions as oe
 
+    if isinstance(exc, oe.AlreadyExistsError | oe.PreconditionError | oe.NotModifiedError
+                  | oe.NotSupportedError | oe.InvalidPathError
+                  | oe.UnknownConfigurationKeyError | ValueError | TypeError):
+        return "refused"
     text = str(exc)
     if "NoSuchBucket" in text or "bucket does not exist" in text.lower():
         return "bucket"
@@ -48,10 +59,9 @@ class S3ByteStore(ByteStore):
         super().__init__(display)
         self.settings = settings
         self._rng = random.Random(seed)
-        self._read_store = self._make(retries=False)
-        self._write_store: Any = None
+        self._read_store = self._make()
 
-    def _make(self, *, retries: bool) -> Any:
+    def _make(self) -> Any:
         from obstore.store import S3Store
 
         s = self.settings
@@ -69,12 +79,9 @@ class S3ByteStore(ByteStore):
         client = {"timeout": timedelta(seconds=s.timeout_s),
                   "connect_timeout": timedelta(seconds=min(s.timeout_s, 5.0)),
                   "allow_http": bool(s.endpoint and s.endpoint.startswith("http://"))}
-        retry: dict[str, Any] = ({"max_retries": 0} if not retries else
-                                 {"max_retries": s.retries,
-                                  "retry_timeout": timedelta(seconds=max(60.0, s.timeout_s))})
         try:
             return S3Store(s.bucket, prefix=s.prefix or None, config=config,
-                           client_options=client, retry_config=retry)
+                           client_options=client, retry_config={"max_retries": 0})
         except Exception as exc:  # noqa: BLE001 - obstore raises several config error types
             raise StoreError(f"cannot set up {self.url}: {self._scrub(exc)}") from None
 
@@ -102,32 +109,42 @@ class S3ByteStore(ByteStore):
         return StoreError(f"request for {where} failed{tries}: {self._scrub(exc)}")
 
     def zarr_store(self) -> Any:
-        from zarr.storage import ObjectStore
+        return RetryingObjectStore(self._read_store, owner=self)
 
-        if self._write_store is None:
-            self._write_store = self._make(retries=True)
-        return ObjectStore(self._write_store)
-
-    async def _retrying(self, key: str, call: Any, expect: int | None) -> Any:
+    async def attempt(self, call: Callable[[], Awaitable[T]],
+                      expect: int | None = None) -> tuple[T, int]:
+        """`call()` until it succeeds, retrying transient failures with counted backoff;
+        (result, attempts). The last failure (or a lasting one) is raised as it came, so
+        that callers keep its type (zarr treats a missing key as an absent chunk)."""
         attempt = 0
         while True:
             try:
                 result = await call()
-                if expect is not None and len(memoryview(result)) != expect:
-                    raise _ShortRead(f"short body: {len(memoryview(result))} of {expect} bytes")
+                if expect is not None and len(memoryview(result)) != expect:  # type: ignore[arg-type]
+                    raise _ShortRead(f"short body: {len(memoryview(result))} of "  # type: ignore[arg-type]
+                                     f"{expect} bytes")
                 self.counters.requests += 1
-                self.counters.bytes += len(memoryview(result))
-                return result
-            except Exception as exc:  # noqa: BLE001 - classified below
-                kind = _classify(exc)
-                if kind != "transient" or attempt >= self.settings.retries:
-                    raise self.error(exc, key, attempt + 1) from None
-                label = "short_read" if isinstance(exc, _ShortRead) else _label(exc)
+                return result, attempt + 1
+            except Exception as exc:
+                if _classify(exc) != "transient" or attempt >= self.settings.retries:
+                    exc.memsim_attempts = attempt + 1  # type: ignore[attr-defined]
+                    raise
+                label = _label(exc)
                 self.counters.errors[label] = self.counters.errors.get(label, 0) + 1
                 self.counters.retries += 1
                 delay = self._rng.uniform(0, min(MAX_BACKOFF_S, BACKOFF_S * 2 ** attempt))
                 attempt += 1
                 await asyncio.sleep(delay)
+
+    async def _retrying(self, key: str, call: Callable[[], Awaitable[Any]],
+                        expect: int | None) -> Any:
+        """`attempt`, with a failure turned into memsim's error, and the bytes counted."""
+        try:
+            result, _n = await self.attempt(call, expect)
+        except Exception as exc:  # noqa: BLE001 - classified by self.error
+            raise self.error(exc, key, getattr(exc, "memsim_attempts", 1)) from None
+        self.counters.bytes += len(memoryview(result))
+        return result
 
     async def read_range(self, key: str, start: int, length: int) -> memoryview:
         import obstore
@@ -165,40 +182,169 @@ class S3ByteStore(ByteStore):
     async def list_keys(self, prefix: str) -> set[str]:
         import obstore
 
-        out: set[str] = set()
+        async def call() -> list[Any]:
+            # a failed page restarts the listing: pages are not resumable across attempts
+            return await obstore.list(self._read_store, prefix=prefix.rstrip("/") + "/",
+                                      chunk_size=1000).collect_async()
+
         try:
-            stream = obstore.list(self._read_store, prefix=prefix.rstrip("/") + "/",
-                                  chunk_size=1000)
-            async for batch in stream:
-                out.update(meta["path"] for meta in batch)
+            metas, _n = await self.attempt(call)
         except Exception as exc:  # noqa: BLE001
-            raise self.error(exc, prefix) from None
-        return out
+            raise self.error(exc, prefix, getattr(exc, "memsim_attempts", 1)) from None
+        return {meta["path"] for meta in metas}
 
     async def check_writable(self) -> None:
         import obstore
 
         key = ".memsim-probe"
         try:
-            await obstore.put_async(self._read_store, key, b"x")
-            await obstore.delete_async(self._read_store, key)
+            await self.attempt(lambda: obstore.put_async(self._read_store, key, b"x"))
+            await self.attempt(lambda: obstore.delete_async(self._read_store, key))
         except Exception as exc:  # noqa: BLE001
-            raise self.error(exc, "") from None
+            raise self.error(exc, "", getattr(exc, "memsim_attempts", 1)) from None
+
+
+def _retrying_object_store_class() -> type:
+    """zarr's ObjectStore with every request sent through `S3ByteStore.attempt` (built on
+    first use: zarr is imported only by commands that write or read zarr metadata)."""
+    global _RETRYING_CLASS
+    if _RETRYING_CLASS is not None:
+        return _RETRYING_CLASS
+    import obstore as obs
+    from zarr.abc.store import OffsetByteRequest, RangeByteRequest, SuffixByteRequest
+    from zarr.storage import ObjectStore
+
+    missing = (FileNotFoundError, IsADirectoryError, NotADirectoryError)
+
+    class _Retrying(ObjectStore):  # type: ignore[misc, type-arg]
+        """Zarr's face of an S3ByteStore: the same obstore client, memsim's retries."""
+
+        def __init__(self, store: Any, *, owner: S3ByteStore, read_only: bool = False
+                     ) -> None:
+            super().__init__(store, read_only=read_only)
+            self.owner = owner
+
+        def with_read_only(self, read_only: bool = False) -> Any:
+            return type(self)(self.store, owner=self.owner, read_only=read_only)
+
+        async def get(self, key: str, prototype: Any, byte_range: Any = None) -> Any:
+            async def call() -> Any:
+                if byte_range is None:
+                    return await (await obs.get_async(self.store, key)).bytes_async()
+                if isinstance(byte_range, RangeByteRequest):
+                    return await obs.get_range_async(self.store, key, start=byte_range.start,
+                                                     end=byte_range.end)
+                if isinstance(byte_range, OffsetByteRequest):
+                    opts: Any = {"range": {"offset": byte_range.offset}}
+                elif isinstance(byte_range, SuffixByteRequest):
+                    opts = {"range": {"suffix": byte_range.suffix}}
+                else:
+                    raise ValueError(f"unexpected byte range {byte_range!r}")
+                return await (await obs.get_async(self.store, key, options=opts)).bytes_async()
+
+            try:
+                data, _n = await self.owner.attempt(call)
+            except missing:
+                return None
+            return prototype.buffer.from_bytes(data)
+
+        async def get_partial_values(self, prototype: Any,
+                                     key_ranges: Iterable[tuple[str, Any]]) -> list[Any]:
+            return list(await asyncio.gather(*(self.get(k, prototype, r)
+                                               for k, r in key_ranges)))
+
+        async def exists(self, key: str) -> bool:
+            try:
+                await self.owner.attempt(lambda: obs.head_async(self.store, key))
+            except FileNotFoundError:
+                return False
+            return True
+
+        async def set(self, key: str, value: Any) -> None:
+            self._check_writable()
+            buf = value.as_buffer_like()
+            await self.owner.attempt(lambda: obs.put_async(self.store, key, buf))
+
+        async def set_if_not_exists(self, key: str, value: Any) -> None:
+            self._check_writable()
+            buf = value.as_buffer_like()
+            try:
+                await self.owner.attempt(lambda: obs.put_async(self.store, key, buf,
+                                                               mode="create"))
+            except obs.exceptions.AlreadyExistsError:
+                pass
+
+        async def delete(self, key: str) -> None:
+            self._check_writable()
+            try:
+                await self.owner.attempt(lambda: obs.delete_async(self.store, key))
+            except FileNotFoundError:
+                pass
+
+        async def delete_dir(self, prefix: str) -> None:
+            self._check_writable()
+            if prefix and not prefix.endswith("/"):
+                prefix += "/"
+            metas, _n = await self.owner.attempt(
+                lambda: obs.list(self.store, prefix).collect_async())
+            await asyncio.gather(*(self.delete(m["path"]) for m in metas))
+
+        async def _list(self, prefix: str | None = None) -> AsyncGenerator[Any, None]:
+            metas, _n = await self.owner.attempt(
+                lambda: obs.list(self.store, prefix=prefix).collect_async())
+            for meta in metas:
+                yield meta
+
+        def list_dir(self, prefix: str) -> AsyncGenerator[str, None]:
+            async def listing() -> AsyncGenerator[str, None]:
+                got, _n = await self.owner.attempt(
+                    lambda: obs.list_with_delimiter_async(self.store, prefix=prefix))
+                base = prefix.rstrip("/")
+                for path in [*got["common_prefixes"], *(m["path"] for m in got["objects"])]:
+                    yield path[len(base) + 1:] if base and path.startswith(base + "/") else path
+
+            return listing()
+
+        async def getsize(self, key: str) -> int:
+            meta, _n = await self.owner.attempt(lambda: obs.head_async(self.store, key))
+            return int(meta["size"])
+
+    _RETRYING_CLASS = _Retrying
+    return _Retrying
+
+
+_RETRYING_CLASS: type | None = None
+
+
+def RetryingObjectStore(store: Any, *, owner: S3ByteStore) -> Any:  # noqa: N802 - a class
+    """zarr's ObjectStore over `store`, every request retried and counted by `owner`."""
+    return _retrying_object_store_class()(store, owner=owner)
 
 
 class _ShortRead(Exception):
     """A body shorter than asked for (a connection cut mid-transfer)."""
 
 
+_STATUS = re.compile(r"status code: (\d{3})")
+_TIMEOUT = re.compile(r"kind: timeout\b|timedout|timed out|operation timeout")
+
+
 def _label(exc: BaseException) -> str:
+    """The kind of a transient failure, from obstore's message: its status code, or its
+    debug dump's error kind (not bare numbers or words: the message also holds the port, the
+    elapsed milliseconds and settings such as `retry_timeout`)."""
+    if isinstance(exc, _ShortRead):
+        return "short_read"
     text = str(exc).lower()
-    if "503" in text or "slowdown" in text or "service unavailable" in text:
+    status = _STATUS.search(text)
+    if status is not None:
+        code = int(status.group(1))
+        return "http_503" if code == 503 else "http_5xx" if code >= 500 else f"http_{code}"
+    if "slowdown" in text or "service unavailable" in text:
         return "http_503"
-    if "500" in text or "502" in text or "504" in text:
-        return "http_5xx"
-    if "timed out" in text or "timeout" in text:
+    if _TIMEOUT.search(text):
         return "timeout"
-    if "reset" in text or "connection closed" in text or "broken pipe" in text or \
-            "error sending request" in text or "incomplete" in text:
+    if any(s in text for s in ("reset", "connection closed", "broken pipe",
+                               "error sending request", "incomplete")):
         return "connection"
     return "other"
