@@ -147,6 +147,7 @@ def test_ilp_equals_brute_force_and_respects_constraints(instance):
         mean = (est.switch_fetch_time_s["mean"] if resident and workload is None
                 else est.mean_s)
         assert mean == pytest.approx(result.objective_s, rel=1e-9, abs=1e-15)
+        assert result.mean_s == mean and result.fetch_time_s["mean"] == mean
 
 
 def test_greedy_is_a_real_baseline():

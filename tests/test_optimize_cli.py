@@ -146,3 +146,17 @@ def test_every_level_that_fits_nowhere_is_named(paper_bank):
         memsim.optimize(profile, paper_bank)
     message = str(info.value)
     assert "level 3" in message and "level 4" in message and "level 2" not in message
+
+
+def test_results_share_one_vocabulary(paper_profile, paper_bank):
+    level = memsim.optimize(paper_profile, paper_bank, resident_levels=[2], samples=100)
+    est = memsim.estimate(paper_profile, paper_bank, level.layout, samples=100)
+    for result in (level, est):
+        assert set(result.fetch_time_s) >= {"mean", "p50", "p95", "p99"}
+        assert result.mean_s == result.fetch_time_s["mean"]
+    # no workload: the optimizer's figure is the all-switching one it optimised
+    assert level.fetch_time_s == est.switch_fetch_time_s
+    wl = memsim.workload_from_dict({"name": "u", "arrivals": {"kind": "poisson", "rate": 1}})
+    blocks = opt.optimize_blocks(paper_profile, paper_bank, wl, buckets=2, samples=100)
+    assert blocks.mean_s == blocks.fetch_time_s["mean"] == blocks.estimate.mean_s
+    assert level.to_json()["fetch_time_s"] == level.fetch_time_s

@@ -206,23 +206,17 @@ def optimize_text(result: OptimizeResult, b: Bank, p: Profile, fetch: str) -> st
     if result.switch_probability:
         rates = ", ".join(f"level {d} {100 * v:.3g}%" for d, v in
                           result.switch_probability.items())
-        source = (f"workload {result.workload}" if result.workload
-                  else "no --workload: every query taken to switch")
-        lines.append(f"resident levels switch block ({source}): {rates}; with every resident "
-                     f"block current: {format_time(result.current_s or 0.0)}")
+        source = result.workload or "no --workload: every query"
+        lines.append(f"resident switches ({source}): {rates}; all resident blocks current: "
+                     f"{format_time(result.current_s or 0.0)}")
     if result.chosen == "greedy":
         lines.append(f"greedy baseline: {format_time(result.baseline_s or 0.0)} (the layout "
                      "above: the solver found nothing better in the time limit)")
     else:
         lines.append(_baseline_text(result.baseline_s, result.objective_s))
-    f = result.estimate.fetch_time_s
-    est = (f"estimator: mean {format_time(f['mean'])}, p50 {format_time(f['p50'])}, "
-           f"p99 {format_time(f['p99'])}")
-    sw = result.estimate.switch_fetch_time_s
-    if result.workload is None and sw is not None:
-        est += (f" with resident blocks current; every level switching: mean "
-                f"{format_time(sw['mean'])}")
-    lines.append(est)
+    f = result.fetch_time_s
+    lines.append(f"estimator: mean {format_time(f['mean'])}, p50 {format_time(f['p50'])}, "
+                 f"p99 {format_time(f['p99'])}")
     return "\n".join(lines)
 
 

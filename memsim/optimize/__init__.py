@@ -67,6 +67,21 @@ class OptimizeResult:
     chosen: str = "ilp"  # ilp, or greedy when the solver stopped early with nothing better
     workload: str | None = None
 
+    @property
+    def fetch_time_s(self) -> dict[str, float]:
+        """The chosen layout's fetch time (mean, p50, p95, p99; seconds) by the estimator,
+        under the optimizer's own assumption about resident levels: mixed by the workload's
+        switch rate, or every resident level switching when there was no workload."""
+        est = self.estimate
+        if self.workload is None and est.switch_fetch_time_s is not None:
+            return est.switch_fetch_time_s
+        return est.fetch_time_s
+
+    @property
+    def mean_s(self) -> float:
+        """The mean of `fetch_time_s` (seconds); `objective_s` is the model's own value."""
+        return self.fetch_time_s["mean"]
+
     def to_json(self) -> dict[str, Any]:
         return {
             "status": self.status,
@@ -87,7 +102,7 @@ class OptimizeResult:
             "baseline_placement": (
                 {str(d): t for d, t in sorted(self.baseline.placement.items())}
                 if self.baseline else None),
-            "fetch_time_s": self.estimate.fetch_time_s,
+            "fetch_time_s": self.fetch_time_s,
         }
 
 
@@ -259,6 +274,17 @@ class BlockOptimizeResult:
     model_objective_s: float | None = None  # the bucket ILP's own optimum
     candidates_s: dict[str, float] | None = None  # estimator mean of each candidate
 
+    @property
+    def fetch_time_s(self) -> dict[str, float] | None:
+        """The chosen layout's fetch time by the estimator (None without verify_estimate)."""
+        return self.estimate.fetch_time_s if self.estimate is not None else None
+
+    @property
+    def mean_s(self) -> float | None:
+        """The mean of `fetch_time_s` (seconds); `objective_s` is the bucket model's value."""
+        f = self.fetch_time_s
+        return f["mean"] if f is not None else None
+
     def to_json(self) -> dict[str, Any]:
         return {
             "granularity": "bucket", "status": self.status, "solver": self.solver,
@@ -270,7 +296,7 @@ class BlockOptimizeResult:
             "model_objective_s": self.model_objective_s, "candidates_s": self.candidates_s,
             "placement": {str(d): t for d, t in sorted(self.layout.placement.items())},
             "tier_blocks": {str(d): v for d, v in self.tier_blocks.items()},
-            "fetch_time_s": self.estimate.fetch_time_s if self.estimate else None,
+            "fetch_time_s": self.fetch_time_s,
         }
 
 
