@@ -44,6 +44,15 @@ def load_policy(path: str, bank: Bank) -> list[Subtree]:
     return out
 
 
+# SI prefixes (kB, MB, GB; MB/s), as the summary line prints them (DESIGN.md: units are never
+# mixed), with the unit on the counts too ("1.20GB/5.00GB"), not only on the rate
+BYTES_BAR: dict[str, Any] = {
+    "unit": "B", "unit_scale": True, "unit_divisor": 1000, "mininterval": 0.5,
+    "bar_format": "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}B/{total_fmt}B "
+                  "[{elapsed}<{remaining}, {rate_fmt}]",
+}
+
+
 def _bytes_bar(label: str) -> tuple[Callable[[int], None], Callable[[int], None],
                                      Callable[[], None]]:
     """(set total, advance, close) of a byte progress bar on stderr, if it is a terminal."""
@@ -53,8 +62,7 @@ def _bytes_bar(label: str) -> tuple[Callable[[int], None], Callable[[int], None]
         if sys.stderr.isatty() and n > 0:
             from tqdm import tqdm
 
-            state["bar"] = tqdm(total=n, unit="B", unit_scale=True, unit_divisor=1024,
-                                desc=label, file=sys.stderr, mininterval=0.5)
+            state["bar"] = tqdm(total=n, desc=label, file=sys.stderr, **BYTES_BAR)
 
     def advance(n: int) -> None:
         if "bar" in state:
@@ -208,7 +216,9 @@ def replay_cmd(profile_ref: str | None, bank_ref: str | None, layout_ref: str,
     blocked = load_policy(policy, b) if policy else None
     wl = load_workload(workload_ref) if workload_ref else None
     trace = read_trace(trace_in, b) if trace_in else None
-    update, close = progress_bar(queries)
+    # the bar counts every finished query (replay reports each one), warm-up included; a
+    # trace shorter than --queries replays all of its queries and no more
+    update, close = progress_bar(min(queries, len(trace[0])) if trace is not None else queries)
     try:
         result = replay(p, b, lay, wl, trace=trace, queries=queries, seed=seed,
                         warmup=warmup, stores=overrides, cold=not warm,
