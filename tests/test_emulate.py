@@ -102,17 +102,19 @@ def _get(conn: http.client.HTTPConnection, path: str, headers: dict[str, str] | 
 
 # ---------------------------------------------------------------- timing and pacing
 def test_small_get_takes_one_round_trip(upstream):
-    with DelayProxy(upstream, delay=0.02) as proxy:
+    """The delay is a floor no machine load can lower; the upper bounds are generous (a busy
+    machine only adds time), and the delay is big enough that its removal shows."""
+    with DelayProxy(upstream, delay=0.2) as proxy:
         conn = _conn(proxy.url)
         times = []
-        for _ in range(5):
+        for _ in range(3):
             elapsed, status, body = _get(conn, "/bytes/10")
             assert status == 200 and body == _BLOCK[:10]
             times.append(elapsed)
-        assert min(times) >= 0.04
-        assert statistics.median(times) < 0.04 + 0.03
+        assert min(times) >= 0.4
+        assert statistics.median(times) < 0.4 + 0.3
         proxy.configure(delay=0.0)  # applies to new data: the next request is fast again
-        assert _get(conn, "/bytes/10")[0] < 0.02
+        assert _get(conn, "/bytes/10")[0] < 0.3
         conn.close()
 
 
@@ -123,13 +125,13 @@ def test_large_bodies_are_paced_to_the_bandwidth(upstream):
         conn = _conn(proxy.url)
         elapsed, status, body = _get(conn, f"/bytes/{n}")
         assert status == 200 and body == _pattern(n)
-        assert 0.95 * expected <= elapsed <= 1.5 * expected, (elapsed, expected)
+        assert 0.95 * expected <= elapsed <= expected + 2.0, (elapsed, expected)
         start = time.perf_counter()  # the request direction is paced too
         conn.request("PUT", "/upload", body=_pattern(n))
         response = conn.getresponse()
         assert response.read() == str(n).encode()
         elapsed = time.perf_counter() - start
-        assert 0.95 * expected <= elapsed <= 1.5 * expected, (elapsed, expected)
+        assert 0.95 * expected <= elapsed <= expected + 2.0, (elapsed, expected)
         conn.close()
 
 
@@ -236,7 +238,7 @@ def test_stall_hangs_then_closes(upstream):
         start = time.perf_counter()
         with pytest.raises(ConnectionError):
             _get(conn, "/bytes/5")
-        assert 0.3 <= time.perf_counter() - start < 1.5
+        assert 0.3 <= time.perf_counter() - start < 10
         conn.close()
         assert proxy.counts == {"stall": 1}
 
@@ -259,7 +261,7 @@ def test_stop_is_prompt_while_a_request_stalls(upstream):
     assert proxy.counts == {"stall": 1}
     start = time.perf_counter()
     proxy.stop()
-    assert time.perf_counter() - start < 2
+    assert time.perf_counter() - start < 10  # not the stall's 30 s
     proxy.stop()  # idempotent
     thread.join(5)
     assert not thread.is_alive()
@@ -391,14 +393,15 @@ def test_cli_serves_until_ctrl_c():
     proc = subprocess.Popen([sys.executable, "-c", code, *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    watchdog = threading.Timer(60, proc.kill)  # never hang the suite
+    watchdog = threading.Timer(300, proc.kill)  # never hang the suite, even on a busy machine
     watchdog.start()
     try:
         lines = []
-        for line in proc.stdout:
+        for line in proc.stdout:  # wait for the readiness line, however long start-up takes
             lines.append(line)
             if "serving" in line:
                 break
+        assert lines and "serving" in lines[-1], "".join(lines)
         exports = dict(line.removeprefix("export ").strip().split("=", 1)
                        for line in lines if line.startswith("export "))
         assert exports["AWS_ACCESS_KEY_ID"] and exports["AWS_ALLOW_HTTP"] == "true"
@@ -407,7 +410,7 @@ def test_cli_serves_until_ctrl_c():
         conn.close()
         assert status == 200 and elapsed >= 0.01
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=10)
+        out, err = proc.communicate(timeout=120)
     finally:
         watchdog.cancel()
         proc.kill()
