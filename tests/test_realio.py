@@ -445,12 +445,12 @@ def test_cli_materialize_replay_and_bad_input(tmp_path):
         (["--store", "nope=file:///x"], "unknown tier 'nope'"),
         (["--store", "disk"], "expected TIER=URL"),
         (["--store", "disk=ftp://x"], "not supported"),
-        (["--store", "disk=s3://key:secret@bucket/x"], "must not carry credentials"),
+        (["--store", "disk=s3://key:secret@bucket/x"], "must not contain credentials"),
     ]:
         out = runner.invoke(main, ["materialize", *base, *args])
         assert out.exit_code == 2 and message in out.output, out.output
         assert "Traceback" not in out.output and "secret" not in out.output.replace(
-            "must not carry credentials", "")
+            "must not contain credentials", "")
 
 
 def test_closed_loop_replay(tmp_path):

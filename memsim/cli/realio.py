@@ -75,12 +75,12 @@ def _bytes_bar(label: str) -> tuple[Callable[[int], None], Callable[[int], None]
     return total, advance, close
 
 
-def _report_bad(bad: list[Any], what: str) -> None:
+def _report_bad(bad: list[Any], what: str, hint: str = "") -> None:
     for b in bad[:MAX_LISTED]:
         click.echo(f"memsim: bad block: {b}", err=True)
     if len(bad) > MAX_LISTED:
         click.echo(f"memsim: ... and {len(bad) - MAX_LISTED} more", err=True)
-    raise DataError(f"{len(bad)} bad block{'s' if len(bad) != 1 else ''} {what}")
+    raise DataError(f"{len(bad)} bad block{'s' if len(bad) != 1 else ''} {what}{hint}")
 
 
 @click.command("materialize")
@@ -92,16 +92,21 @@ def _report_bad(bad: list[Any], what: str) -> None:
               help="Seed of the synthetic weights [default: 0].")
 @click.option("--overwrite", is_flag=True,
               help="Replace a different bank already in a store (never other files).")
+@click.option("--repair", is_flag=True,
+              help="First read every stored block back (as verify does) and rewrite the "
+              "shards or block objects holding a missing or corrupt one; the content is the "
+              "one recorded in the stores.")
 @json_option
 @handle_errors
 def materialize_cmd(profile_ref: str | None, bank_ref: str | None, layout_ref: str,
                     store: tuple[str, ...], weights: str | None, seed: int | None,
-                    overwrite: bool, as_json: bool) -> None:
+                    overwrite: bool, repair: bool, as_json: bool) -> None:
     """Write the bank into zarr v3 stores, one per tier, as the layout places it.
 
     One array per (level, tier), chunk = one block, sharded as the layout's `chunking`
     says, with a CRC32C manifest of every block. Rerunning after an interruption (even
-    kill -9) finishes the bank without rewriting completed shards.
+    kill -9) finishes the bank without rewriting completed shards. After `verify` finds bad
+    blocks, `--repair` rewrites exactly the objects that hold them.
     """
     from memsim.materialize import SyntheticContent, WeightsContent, materialize
     from memsim.stores import parse_overrides
@@ -111,11 +116,16 @@ def materialize_cmd(profile_ref: str | None, bank_ref: str | None, layout_ref: s
         raise InputError("give --seed (synthetic weights) or --weights, not both",
                          field="seed")
     overrides = parse_overrides(store, p)
-    content = WeightsContent(b, weights) if weights else SyntheticContent(b, seed or 0)
+    if repair and overwrite:
+        raise InputError("give --repair (fix this bank) or --overwrite (replace it), not both",
+                         field="repair")
+    content = (WeightsContent(b, weights) if weights else
+               None if repair and seed is None else SyntheticContent(b, seed or 0))
     total, advance, close = _bytes_bar("materialize")
     try:
         result = materialize(p, b, lay, stores=overrides, content=content,
-                             overwrite=overwrite, progress=advance, on_total=total)
+                             overwrite=overwrite, repair=repair, weights=weights,
+                             progress=advance, on_total=total)
     finally:
         close()
     if as_json:
@@ -126,6 +136,12 @@ def materialize_cmd(profile_ref: str | None, bank_ref: str | None, layout_ref: s
         click.echo(f"{name:<8} {t.store}: levels {', '.join(map(str, t.levels))}, "
                    f"{t.blocks:,} blocks, {format_size(t.bytes_total)} "
                    f"({format_size(t.bytes_written)} written{done})")
+    if repair:
+        fixed = [f"{name} {t.objects_repaired:,} object{'s' if t.objects_repaired != 1 else ''}"
+                 f" ({t.blocks_repaired:,} blocks, {t.bad_found:,} bad)"
+                 for name, t in result.tiers.items() if t.objects_repaired]
+        click.echo("repaired: " + ", ".join(fixed) if fixed else
+                   "repair: every block of the complete units matches the manifest")
     rate = result.bytes_written / result.seconds if result.seconds > 0 else 0.0
     click.echo(f"wrote {format_size(result.bytes_written)} in "
                f"{format_time(result.seconds)} ({format_rate(rate)})")
@@ -163,7 +179,7 @@ def verify_cmd(profile_ref: str | None, bank_ref: str | None, layout_ref: str,
             click.echo(f"all {sum(result.checked.values()):,} blocks match the manifest "
                        f"({format_size(result.bytes)} in {format_time(result.seconds)})")
     if not result.ok:
-        _report_bad(result.bad, "found")
+        _report_bad(result.bad, "found", "; `memsim materialize --repair` rewrites them")
 
 @click.command("replay")
 @layout_options("Layout YAML (e.g. written by `memsim optimize --out`).", store=True)

@@ -32,6 +32,7 @@ from memsim.materialize.content import (
 )
 from memsim.materialize.manifest import (
     LevelPlan,
+    chunk_key,
     crc_name,
     data_name,
     group_attributes,
@@ -58,6 +59,12 @@ class TierWrite:
     bytes_written: int = 0
     units_skipped: int = 0  # already complete from an earlier run
     partial_removed: int = 0
+    # --repair: objects (shards, or blocks when unsharded) found bad and rewritten, the
+    # blocks in them, and manifest chunks corrected
+    objects_repaired: int = 0
+    blocks_repaired: int = 0
+    manifest_repaired: int = 0
+    bad_found: int = 0  # bad blocks the repair scan found in units marked complete
 
 
 @dataclass
@@ -160,21 +167,29 @@ def materialize(
     stores: Mapping[str, str] | None = None,
     content: Content | None = None,
     overwrite: bool = False,
+    repair: bool = False,
+    weights: str | Path | None = None,
     progress: Callable[[int], None] | None = None,
     on_total: Callable[[int], None] | None = None,
 ) -> MaterializeResult:
     """Write the bank into each tier's store as `layout` places it; resume unfinished work.
 
     `stores` overrides tier stores (TIER -> URL). `content` defaults to synthetic weights with
-    seed 0. `progress(n)` is told of every n bytes written, after `on_total(bytes to write)`.
+    seed 0 (with `repair`: to the source recorded in the stores; `weights` is its file when it
+    was one). `repair` first reads back every block of the units already complete, as
+    `verify` does, and rewrites the objects (shards, or blocks) holding a bad one.
+    `progress(n)` is told of every n bytes written, after `on_total(bytes to write)`.
     """
     layout.check(bank, profile)
-    content = content or SyntheticContent(bank)
     plan = placement_plan(profile, bank, layout)
     opened = tier_stores(profile, plan, stores, cold=False)
     try:
+        if content is None and repair:
+            content = load_content(opened, bank, weights)
+        content = content or SyntheticContent(bank)
         return materialize_plan(profile, bank, layout, plan, opened, content,
-                                overwrite=overwrite, progress=progress, on_total=on_total)
+                                overwrite=overwrite, repair=repair, progress=progress,
+                                on_total=on_total)
     finally:
         for store in opened.values():
             store.close()
@@ -189,10 +204,12 @@ def materialize_plan(
     content: Content,
     *,
     overwrite: bool = False,
+    repair: bool = False,
     progress: Callable[[int], None] | None = None,
     on_total: Callable[[int], None] | None = None,
 ) -> MaterializeResult:
-    """Write `plan` (tier -> level -> rows) into the `opened` stores."""
+    """Write `plan` (tier -> level -> rows) into the `opened` stores (with `repair`, first
+    rewrite the bad objects of complete units)."""
     started = time.perf_counter()
     result = MaterializeResult()
     jobs: list[tuple[str, ByteStore, LevelPlan, Any, Any, list[int]]] = []
@@ -233,8 +250,37 @@ def materialize_plan(
         if not store.persistent:
             result.notes.append(f"tier '{tier}' is {store.url}: it lives in this process; "
                                 "replay fills it again when it starts")
+    fixes = _find_repairs(profile, bank, layout, plan, opened, result) if repair else []
     if on_total is not None:
-        on_total(sum(_unit_bytes(lp, todo) for _t, _s, lp, _d, _c, todo in jobs))
+        on_total(sum(_unit_bytes(lp, todo) for _t, _s, lp, _d, _c, todo in jobs)
+                 + sum((b - a) * lp.block_bytes for _t, lp, _k, a, b, _c in fixes))
+    by_level = {(tier, lp.depth): (store, data, crc)
+                for tier, store, lp, data, crc, _todo in jobs}
+    for tier, lp, key, a, b, stored_crc in fixes:
+        store, data, crc = by_level[(tier, lp.depth)]
+        write = result.tiers[tier]
+        values = content.blocks(lp.depth, lp.ids[a:b])
+        sums = _crc_rows(values)
+        try:
+            # the object goes first, so zarr writes it whole rather than merging into a
+            # damaged one (a shard at the end of a level is only partly covered by rows)
+            run_sync(store.zarr_store().delete(key))
+            data[a:b] = values
+            if not np.array_equal(sums, stored_crc):
+                crc[a:b] = sums  # the manifest itself was wrong
+                write.manifest_repaired += 1
+        except OSError as exc:
+            raise os_error(exc, "write to", store.url) from None
+        except MemsimError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - zarr wraps store errors
+            raise _write_error(exc, store) from None
+        nbytes = (b - a) * lp.block_bytes
+        write.bytes_written += nbytes
+        write.objects_repaired += 1
+        write.blocks_repaired += b - a
+        if progress is not None:
+            progress(nbytes)
     for tier, store, lp, data, crc, todo in jobs:
         for u in todo:
             a, b = lp.unit_rows(u)
@@ -259,6 +305,43 @@ def materialize_plan(
             result.request_errors[tier] = dict(counters.errors)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _find_repairs(profile: Profile, bank: Bank, layout: Layout,
+                  plan: dict[str, dict[int, LevelPlan]], opened: Mapping[str, ByteStore],
+                  result: MaterializeResult
+                  ) -> list[tuple[str, LevelPlan, str, int, int, np.ndarray]]:
+    """The objects to rewrite: every shard (or, unsharded, every block object) of a complete
+    unit holding a block that is missing or fails its checksum, found as `verify` finds them.
+    Each is (tier, level plan, object key, first row, end row, the manifest's CRCs of them).
+    Units not complete are left to the ordinary resume, which writes them whole."""
+    from memsim.materialize.verify import scan
+    from memsim.replay.reader import BankReader
+
+    readable = {t: opened[t] for t in plan
+                if opened[t].persistent or "zarr.json" in getattr(opened[t], "data", {})}
+    reader = BankReader(profile, bank, layout, readable, check_rate=1.0).open(
+        {t: plan[t] for t in readable})
+    fixes: list[tuple[str, LevelPlan, str, int, int, np.ndarray]] = []
+    seen: set[tuple[str, int, int]] = set()
+    for bad in scan(reader):
+        level = reader.levels[(bad.tier, bad.depth)]
+        row = level.row(bad.block)
+        if row is None or not level.complete[row]:
+            continue  # not in a complete unit: rewritten whole by the resume
+        result.tiers[bad.tier].bad_found += 1
+        lp = plan[bad.tier][bad.depth]
+        obj = row // lp.shard if lp.shard else row
+        if (bad.tier, bad.depth, obj) in seen:
+            continue
+        seen.add((bad.tier, bad.depth, obj))
+        a, b = (obj * lp.shard, min((obj + 1) * lp.shard, lp.rows)) if lp.shard else (row,
+                                                                                      row + 1)
+        fixes.append((bad.tier, lp, chunk_key(bad.depth, obj), a, b, level.crc[a:b].copy()))
+    for store in readable.values():
+        if store.persistent:
+            store.close()  # its cached file handles would outlive the rewritten files
+    return fixes
 
 
 def _unit_bytes(lp: LevelPlan, units: list[int]) -> int:

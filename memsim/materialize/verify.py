@@ -37,12 +37,53 @@ class VerifyResult:
                 "bad_blocks": [vars(b) for b in self.bad], "seconds": self.seconds}
 
 
+def scan(reader: Any, progress: Callable[[int], None] | None = None,
+         checked: dict[str, int] | None = None) -> list[Any]:
+    """Read every row of every level the (opened) reader holds and check it against the
+    manifest; the bad blocks (BadBlock), in (tier, level, row) order. `checked` counts the
+    blocks checked per tier; `progress(n)` is told of every n bytes read."""
+    from memsim.replay.reader import BadBlock
+
+    async def check_row(level: Any, row: int) -> None:
+        if not level.complete[row]:
+            reader.bad.append(BadBlock(level.depth, int(level.ids[row]), level.tier,
+                                       level.store.url, "never written (materialize was "
+                                       "interrupted: rerun it to finish)"))
+            return
+        try:
+            loc = await reader.locate_row(level, row)
+            parts = await reader.read_parts(loc)
+        except DataError as exc:
+            reader.bad.append(BadBlock(level.depth, int(level.ids[row]), level.tier,
+                                       level.store.url, exc.message))
+            return
+        reader.check(loc, parts)
+        reader.release(loc, parts)
+
+    async def run() -> None:
+        for (tier, _depth), level in sorted(reader.levels.items(),
+                                            key=lambda kv: (kv[0][0], kv[0][1])):
+            for a in range(0, level.ids.size, BATCH):
+                rows = range(a, min(a + BATCH, level.ids.size))
+                await asyncio.gather(*(check_row(level, r) for r in rows))
+                if checked is not None:
+                    checked[tier] = checked.get(tier, 0) + len(rows)
+                if progress is not None:
+                    progress(len(rows) * level.block_bytes)
+
+    start = len(reader.bad)
+    run_sync(run())
+    bad = reader.bad[start:]
+    order = {key: i for i, key in enumerate(sorted(reader.levels))}
+    return sorted(bad, key=lambda b: (order[(b.tier, b.depth)], b.block))
+
+
 def verify(profile: Profile, bank: Bank, layout: Layout, *,
            stores: Mapping[str, str] | None = None,
            progress: Callable[[int], None] | None = None,
            on_total: Callable[[int], None] | None = None) -> VerifyResult:
     """Check every block the layout stores, on every tier, against its manifest."""
-    from memsim.replay.reader import BadBlock, BankReader
+    from memsim.replay.reader import BankReader
 
     layout.check(bank, profile)
     plan = placement_plan(profile, bank, layout)
@@ -59,36 +100,12 @@ def verify(profile: Profile, bank: Bank, layout: Layout, *,
         if on_total is not None:
             on_total(sum(lp.rows * lp.block_bytes for lv in plan.values() for lp in lv.values()))
 
-        async def check_row(level: Any, row: int) -> None:
-            if not level.complete[row]:
-                reader.bad.append(BadBlock(level.depth, int(level.ids[row]), level.tier,
-                                           level.store.url, "never written (materialize was "
-                                           "interrupted: rerun it to finish)"))
-                return
-            try:
-                loc = await reader.locate_row(level, row)
-                parts = await reader.read_parts(loc)
-            except DataError as exc:
-                reader.bad.append(BadBlock(level.depth, int(level.ids[row]), level.tier,
-                                           level.store.url, exc.message))
-                return
-            reader.check(loc, parts)
-            reader.release(loc, parts)
+        def counted(n: int) -> None:
+            result.bytes += n
+            if progress is not None:
+                progress(n)
 
-        async def run() -> None:
-            for (tier, _depth), level in sorted(reader.levels.items(),
-                                                key=lambda kv: (kv[0][0], kv[0][1])):
-                for a in range(0, level.ids.size, BATCH):
-                    rows = range(a, min(a + BATCH, level.ids.size))
-                    await asyncio.gather(*(check_row(level, r) for r in rows))
-                    result.checked[tier] = result.checked.get(tier, 0) + len(rows)
-                    nbytes = len(rows) * level.block_bytes
-                    result.bytes += nbytes
-                    if progress is not None:
-                        progress(nbytes)
-
-        run_sync(run())
-        result.bad = list(reader.bad)
+        result.bad = scan(reader, counted, result.checked)
     finally:
         for store in opened.values():
             store.close()
