@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 import warnings
 from pathlib import Path
 
@@ -183,8 +184,9 @@ def test_the_progress_bar_shows_whole_queries_on_a_terminal_only():
         now[0] += 0.3
         update(1)
     close()
-    text = out.getvalue()
-    assert "3/10" in text and "10/10" in text and "3.00" not in text
+    counts = re.findall(r"\| *([^ |]+)/10 ", out.getvalue())  # "| 3/10 [00:00<...]"
+    assert counts[-1] == "10" and "3" in counts
+    assert all(count.isdigit() for count in counts), counts
     assert progress_bar(10, file=io.StringIO())[0] is None  # not a terminal: no bar
 
 
@@ -266,6 +268,21 @@ def test_a_closed_loop_stuck_at_one_instant_ends_with_an_error(monkeypatch):
                                                 "think_time": "1 ms"}})
     result = simulate(profile, bank, blocked, thinking, queries=5000, seed=0)
     assert result.fetch_time_s["max"] == 0.0
+
+
+def test_the_cli_names_the_workload_of_a_stuck_closed_loop(monkeypatch, cli, tmp_path):
+    monkeypatch.setattr(engine_module, "MAX_STALLED_QUERIES", 1000)
+    layout = _write(tmp_path, "blocked.yaml", json.dumps({
+        "profile": "paper-hypothetical", "bank": "paper-storage-example",
+        "placement": {2: "disk", 3: "disk", 4: "disk"},
+        "blocked": [{"level": 1, "block": b} for b in range(16)]}))
+    workload = _write(tmp_path, "stuck.yaml",
+                      "arrivals: {kind: closed, clients: 4, think_time: 0 s}\n")
+    result = cli("simulate", "--layout", layout, "--workload", workload, "--queries", "5000")
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"memsim: error: {workload}: field 'arrivals.think_time': "
+                                    "the closed loop makes no progress in simulated time")
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_runs_a_float_clock_cannot_time_and_crowds_of_clients_are_refused(paper_profile,
