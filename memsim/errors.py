@@ -8,6 +8,17 @@ from pathlib import Path
 _BREAKS = re.compile(r"\s*[\r\n\x0b\x0c\x85\u2028\u2029]+\s*")
 
 
+# scheme://userinfo@ : the userinfo runs to the last '@' before the end of the URL (a secret may
+# hold '/', '+' or ':'), so everything between '://' and that '@' is scrubbed.
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?!/)[^\s'\"<>`@]*@")
+
+
+def scrub_userinfo(text: str) -> str:
+    """`text` with every URL's userinfo (`s3://KEY:SECRET@host`) replaced by `***`; run it
+    on a value before cutting it short for a message, so no part of a secret survives."""
+    return _USERINFO.sub(lambda m: m["scheme"] + "***@", text)
+
+
 def one_line(text: str) -> str:
     """`text` on one line: line breaks (from a parser's problem text, a file name) become
     spaces, so every message a user sees is a single line."""
@@ -33,10 +44,13 @@ class MemsimError(Exception):
 
     def __str__(self) -> str:
         where = ""
-        if self.file:
-            where = self.file + (f":{self.line}" if self.line else "")
+        if self.file is not None:
+            name = self.file
+            if not name or any(c.isspace() for c in name):
+                name = repr(name)  # a name with spaces, or none, quoted so it reads as one
+            where = name + (f":{self.line}" if self.line else "")
         parts = [p for p in (where, f"field '{self.field}'" if self.field else "") if p]
-        return one_line((": ".join(parts) + ": " if parts else "") + self.message)
+        return one_line(scrub_userinfo((": ".join(parts) + ": " if parts else "") + self.message))
 
 
 class InputError(MemsimError):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from memsim.errors import InputError
+from memsim.errors import InputError, scrub_userinfo
 
 _PACKAGE = Path(__file__).resolve().parent
 _KINDS = {
@@ -49,7 +49,7 @@ def checked_path(ref: str | Path, *, file: str | Path | None = None, line: int |
     elif not text.strip():
         problem = "is empty"
     if problem:
-        shown = text.replace("\0", "\\0")
+        shown = scrub_userinfo(text.replace("\0", "\\0"))
         shown = repr(shown if len(shown) <= 60 else shown[:60] + "...")
         if file is None and field is None:
             raise InputError(f"the path {problem}", file=shown)

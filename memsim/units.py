@@ -13,6 +13,8 @@ import numbers
 import re
 from decimal import Decimal, InvalidOperation
 
+from memsim.errors import scrub_userinfo
+
 __all__ = [
     "UnitError",
     "parse_size",
@@ -66,6 +68,7 @@ def _show(value: object, limit: int = 40) -> str:
         text = value if isinstance(value, str) else str(value)
     except ValueError:  # an int over Python's 4,300 digits for int -> str
         return "(a number of thousands of digits)"
+    text = scrub_userinfo(text)
     text = text if len(text) <= limit else text[:limit] + "..."
     return '"' + text.replace("\n", " ") + '"'
 

@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from memsim import limits
-from memsim.errors import InputError, one_line
+from memsim.errors import InputError, one_line, scrub_userinfo
 
 Loc = tuple[str | int, ...]
 
@@ -139,12 +139,34 @@ class _Converter:
 
 def _quote(value: Any, limit: int = 40) -> str:
     """`value` quoted for a message, cut to `limit` characters."""
-    text = str(value)
+    text = scrub_userinfo(str(value))
     return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
 def _line_at(text: str, position: int) -> int:
     return text.count("\n", 0, max(position, 0)) + 1
+
+
+_QUOTED_OR_COMMENT = re.compile(
+    r'"(?:[^"\\\n]|\\.)*"'  # "double quoted"
+    r"|'(?:[^'\n]|'')*'"  # 'single quoted'
+    r"|(?:^|(?<=\s))#[^\n]*",  # a comment
+    re.MULTILINE)
+_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def _check_flow_depth(text: str, file: str) -> None:
+    """Refuse `[[[[...` or `{{{{...` nested past MAX_YAML_DEPTH before PyYAML reads it: its
+    scanner keeps a possible key per open bracket and is quadratic in their number."""
+    if text.count("[") + text.count("{") <= limits.MAX_YAML_DEPTH:
+        return
+    code = _QUOTED_OR_COMMENT.sub(lambda m: re.sub(r"[^\n]", " ", m.group()), text)
+    depth = 0
+    for match in _BRACKET.finditer(code):
+        depth = depth + 1 if match.group() in "[{" else max(depth - 1, 0)
+        if depth > limits.MAX_YAML_DEPTH:
+            raise InputError(f"nesting deeper than memsim's limit of {limits.MAX_YAML_DEPTH} "
+                             "levels", file=file, line=_line_at(text, match.start()))
 
 
 def loads(text: str, file: str = "<string>") -> Document:
@@ -159,6 +181,7 @@ def loads(text: str, file: str = "<string>") -> Document:
         raise InputError(f"character U+{ord(bad.group()):04X} is not allowed in YAML "
                          "(a control character or a bad encoding?)",
                          file=file, line=_line_at(text, bad.start()))
+    _check_flow_depth(text, file)
     try:
         loader = _Loader(text, file)
         try:

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import configparser
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from memsim.errors import InputError
+from memsim.errors import InputError, scrub_userinfo
 
 SCHEMES = ("file", "s3", "memory")
 S3_OPTIONS = ("endpoint", "region", "timeout", "retries")
@@ -155,9 +154,6 @@ def s3_settings(url: StoreURL) -> S3Settings:
 CREDENTIALS_MESSAGE = ("store URL must not contain credentials; use AWS_ACCESS_KEY_ID and "
                        "AWS_SECRET_ACCESS_KEY in the environment, or ~/.aws/credentials")
 
-# scheme://userinfo@ : the userinfo runs to the last '@' before the end of the URL (a secret may
-# hold '/', '+' or ':'), so everything between '://' and that '@' is scrubbed.
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?!/)[^\s'\"<>`@]*@")
 
 
 def has_credentials(url: str) -> bool:
@@ -174,7 +170,7 @@ def has_credentials(url: str) -> bool:
 def redact(text: str, secrets: list[str] | tuple[str, ...] = ()) -> str:
     """`text` with URL userinfo (`s3://KEY:SECRET@`) and every secret (of 4 characters or
     more) replaced by ***: the one scrubber for anything memsim prints."""
-    text = _USERINFO.sub(lambda m: m["scheme"] + "***@", text)
+    text = scrub_userinfo(text)
     for secret in sorted(secrets, key=len, reverse=True):
         if len(secret) >= 4:
             text = text.replace(secret, "***")
