@@ -285,6 +285,21 @@ def test_the_cli_names_the_workload_of_a_stuck_closed_loop(monkeypatch, cli, tmp
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def test_a_trace_past_the_clock_limit_names_the_file(cli, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    zeros = np.zeros(2, dtype=np.int64)
+    pq.write_table(pa.table({"query_id": np.arange(2), "arrival_s": [0.0, 2e9],
+                             **{f"block_L{d}": zeros for d in range(1, 5)}}),
+                   tmp_path / "long.parquet")
+    path = str(tmp_path / "long.parquet")
+    result = cli("simulate", "--layout", "paper-flat", "--trace", path)
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"memsim: error: {path}: field 'arrival_s': the arrivals")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
 def test_runs_a_float_clock_cannot_time_and_crowds_of_clients_are_refused(paper_profile,
                                                                           paper_bank):
     layout = memsim.load_layout("paper-hierarchical")

@@ -74,6 +74,8 @@ def simulate_cmd(profile_ref: str | None, bank_ref: str | None, layout_ref: str,
             raise InputError(f"option --queries: {exc.message}") from None
         if exc.field and exc.field.startswith("arrivals") and exc.file is None and wl:
             raise InputError(exc.message, file=workload_ref, field=exc.field) from None
+        if exc.field == "trace" and exc.file is None and trace_in:
+            raise InputError(exc.message, file=trace_in, field="arrival_s") from None
         raise
     finally:
         close()

@@ -52,7 +52,7 @@ class SimulationResult:
     fetch: str
     simulated_s: float
     fetch_time_s: dict[str, float]
-    fetch_time_ci_s: dict[str, list[float] | None]
+    fetch_time_ci_s: dict[str, list[float] | None]  # None: too few batches, or `unstable`
     per_level: dict[int, dict[str, Any]]
     per_tier: dict[str, dict[str, float]]
     utilization: dict[str, float]
