@@ -298,3 +298,10 @@ def test_error_shell_and_json_scrub_userinfo(cli):
     result = CliRunner().invoke(dumps, [])
     assert SECRET not in result.output and json.loads(result.stdout)["store"] == (
         "http://***@h:9000/")
+
+
+@pytest.mark.parametrize("group", ["profile", "bank", "layout", "workload"])
+def test_validate_paths_the_os_refuses_are_one_line(cli, group, tmp_path):
+    for ref in ("a\0b", "x" * 5000, str(tmp_path)):
+        result = cli(group, "validate", ref)
+        assert result.exit_code == 2 and _one_error_line(result)

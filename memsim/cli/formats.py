@@ -93,7 +93,7 @@ def _validate_files(files: tuple[str, ...], load: Callable[[str], Any],
         sys.exit(2)
 
 
-_FILES = click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+_FILES = click.argument("files", nargs=-1, required=True)  # the loaders check each path
 
 
 @profile.command("validate")
