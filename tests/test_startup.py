@@ -53,7 +53,8 @@ def test_help_imports_no_heavy_package():
     for package in HEAVY:
         assert not _loaded(modules, package), f"memsim --help imported {package}"
     # nor any command's module: the command list comes from the table
-    assert not [m for m in modules if m.startswith("memsim.") and m != "memsim.cli"]
+    assert not [m for m in modules
+                if m.startswith("memsim.") and m not in ("memsim.cli", "memsim.errors")]
 
 
 def test_import_memsim_is_lazy():
@@ -133,6 +134,33 @@ def test_usage_errors_are_one_line(cli, args, expected):
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("memsim: error: " + expected), lines[0]
+
+
+def test_usage_errors_do_not_echo_credentials(cli):
+    url = "s3://AKIAEXAMPLE:hunter2secret@bucket/x"
+    result = cli("simulate", "--layout", "paper-flat", "--queries", url)
+    assert result.exit_code == 2
+    assert "hunter2secret" not in result.output and "AKIAEXAMPLE" not in result.output
+    assert result.stderr.startswith("memsim: error: option '--queries': 's3://***@bucket/x'")
+
+
+def test_a_value_click_cannot_convert_is_a_usage_error(cli):
+    """click.Path stats its value: a NUL byte raises ValueError inside click's parsing."""
+    result = cli("optimize", "--out", "a\0b")
+    assert result.exit_code == 2
+    assert result.stderr == "memsim: error: option '--out': embedded null byte\n"
+
+
+def test_a_bug_is_not_taken_for_a_usage_error():
+    """A ValueError outside the conversion of a value is not turned into bad input."""
+    group = type(main)(name="t")
+
+    @group.command("boom")
+    def boom() -> None:
+        raise ValueError("a bug")
+
+    with pytest.raises(ValueError, match="a bug"):
+        group.main(["boom"], standalone_mode=False)
 
 
 def test_one_line_even_for_a_multi_line_message():

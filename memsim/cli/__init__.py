@@ -18,6 +18,8 @@ from typing import Any, NoReturn
 
 import click
 
+from memsim.errors import scrub_userinfo
+
 __all__ = ["COMMANDS", "main"]
 
 # command name -> ("module:attribute" of the click command, its short help for `memsim --help`)
@@ -66,10 +68,13 @@ def load_command(name: str) -> click.Command:
 
 
 class OneLineError(click.ClickException):
-    """A click error shown as one line, `memsim: error: <message>`, with its exit code."""
+    """A click error shown as one line, `memsim: error: <message>`, with its exit code.
+
+    A URL's userinfo in the message (a bad value echoed back) is scrubbed: never a secret.
+    """
 
     def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
+        super().__init__(" ".join(scrub_userinfo(message).split()))
         self.exit_code = exit_code
 
     def show(self, file: Any = None) -> None:
@@ -149,6 +154,33 @@ def _reraise_one_line(exc: click.ClickException) -> NoReturn:
     raise error
 
 
+def _converting(exc: BaseException) -> click.Parameter | None:
+    """The parameter whose value click was converting when `exc` was raised, if any.
+
+    Some of click's types let a non-click error out of their conversion (click.Path stats
+    the value: a NUL byte raises ValueError); raised there, it is bad input for that option.
+    """
+    found = None
+    tb = exc.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_code.co_name in ("process_value", "type_cast_value"):
+            owner = frame.f_locals.get("self")
+            if isinstance(owner, click.Parameter):
+                found = owner
+        tb = tb.tb_next
+    return found
+
+
+def _reraise_conversion(exc: Exception) -> None:
+    """A ValueError or OverflowError from converting an option's value: a usage error."""
+    param = _converting(exc)
+    if param is None:
+        return  # not from parsing: the caller re-raises it as it is
+    bad = click.BadParameter(str(exc) or type(exc).__name__, param=param)
+    _reraise_one_line(bad)
+
+
 class LazyGroup(click.Group):
     """A group whose commands are listed from `COMMANDS` and imported only when one runs.
 
@@ -199,6 +231,9 @@ class LazyGroup(click.Group):
             raise
         except click.ClickException as exc:
             _reraise_one_line(exc)
+        except (ValueError, OverflowError) as exc:
+            _reraise_conversion(exc)
+            raise
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -207,6 +242,9 @@ class LazyGroup(click.Group):
             raise
         except click.ClickException as exc:
             _reraise_one_line(exc)
+        except (ValueError, OverflowError) as exc:
+            _reraise_conversion(exc)
+            raise
 
 
 @click.group("memsim", cls=LazyGroup,
