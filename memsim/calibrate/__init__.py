@@ -158,7 +158,17 @@ class CalibrationResult:
             "tiers:",
         ]
         for tier in self.profile.tiers:
-            lines += self._tier_yaml(tier, self.tiers[tier.name], day)
+            if tier.name in self.tiers:
+                lines += self._tier_yaml(tier, self.tiers[tier.name], day)
+            else:  # the RAM tier added when none was measured
+                lines += [f"  - name: {tier.name}", f"    kind: {tier.kind}"]
+                for text in textwrap.wrap(tier.source or "", 94, break_on_hyphens=False):
+                    lines.append(f"    # {text}")
+                lines.append(f"    bandwidth: {_scalar(format_rate(tier.bandwidth))}")
+                if tier.capacity is not None:
+                    lines.append(f"    capacity: {_scalar(format_size(tier.capacity))}  "
+                                 "# the host's physical memory, from the OS")
+                lines.append(f"    source: {_scalar(tier.source or '')}")
         return "\n".join(lines) + "\n"
 
     def _tier_yaml(self, tier: Tier, cal: TierCalibration, day: str) -> list[str]:
@@ -464,11 +474,13 @@ def calibrate(
             fio_note=fio_note[0] if fio_note else None)
     order = _order(done)
     if not any(done[n].kind == "ram" for n in order):
-        notes.append("the profile has no RAM tier, which layouts need for the anchor model: "
-                     "measure one too (ram=memory://) or add it by hand with sourced numbers")
+        notes.append("no RAM tier was measured, and layouts need one for the anchor model: "
+                     "the profile's tier 'ram' has only a copy bandwidth of this host's memory "
+                     "(measure it as the others with ram=memory://, or edit it)")
     profile = _profile(done, order, plan, urls, date, host, name)
     for t in profile.tiers:
-        done[t.name].tier = t
+        if t.name in done:  # not the RAM tier added when none was measured
+            done[t.name].tier = t
     return CalibrationResult(profile=profile, tiers={n: done[n] for n in order}, plan=plan,
                              date=date, host=host, notes=notes)
 
@@ -531,6 +543,31 @@ def _record(cal: TierCalibration, plan: Plan, date: str, host: str) -> dict[str,
     return _finite(rec)
 
 
+def _ram_tier(day: str, host: str) -> dict[str, Any]:
+    """This host's RAM as a tier, for a profile of measured devices that has none: its
+    bandwidth from timed copies of a 64 MB buffer (best of 5), its size from the OS."""
+    import time
+
+    src = np.ones(64_000_000, dtype=np.uint8)
+    dst = np.empty_like(src)
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter()
+        np.copyto(dst, src)
+        best = min(best, time.perf_counter() - t0)
+    tier: dict[str, Any] = {
+        "name": "ram", "kind": "ram", "bandwidth": format_rate(src.nbytes / max(best, 1e-9)),
+        "source": f"memsim calibrate on host {host}, {day}: copies of a 64 MB buffer in "
+                  "memory (added because every profile needs a RAM tier)"}
+    try:
+        import os
+
+        tier["capacity"] = format_size(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        pass
+    return tier
+
+
 def _profile(done: dict[str, TierCalibration], order: list[str], plan: Plan,
              urls: Mapping[str, str], date: str, host: str, name: str | None) -> Profile:
     day = date[:10]
@@ -551,6 +588,8 @@ def _profile(done: dict[str, TierCalibration], order: list[str], plan: Plan,
                       "memsim's own store, as replay reads",
             "calibration": _record(cal, plan, date, host),
         })
+    if not any(done[n].kind == "ram" for n in order) and "ram" not in order:
+        tiers.insert(0, _ram_tier(day, host))  # every profile needs one (the model's RAM)
     data = {"name": name or f"calibrated-{host}",
             "description": f"Measured by memsim calibrate on host {host}, {day} "
                            f"({', '.join(f'{n}: {urls[n]}' for n in order)})",

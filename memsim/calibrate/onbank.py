@@ -62,12 +62,25 @@ class BankCalibration:
                 "request_overhead_s": self.request_overhead_s, "clipped": self.clipped}
 
 
-def default_tiers(profile: Profile, bank: Bank, layout: Layout) -> list[str]:
-    """Tiers that hold non-resident levels in a persistent store (local or S3)."""
+def _store_url(profile: Profile, name: str, stores: Mapping[str, str] | None) -> str | None:
+    return (stores or {}).get(name) or profile.tier(name).store
+
+
+def _in_memory(profile: Profile, name: str, stores: Mapping[str, str] | None) -> bool:
+    """The tier lives in this process's RAM (memory://, or a RAM tier without a store)."""
+    url = _store_url(profile, name, stores)
+    return url.startswith("memory://") if url else (
+        profile.ram is not None and profile.ram.name == name)
+
+
+def default_tiers(profile: Profile, bank: Bank, layout: Layout,
+                  stores: Mapping[str, str] | None = None) -> list[str]:
+    """Tiers that hold non-resident levels in a persistent store (local or S3), after
+    `stores` (TIER -> URL) overrides."""
     used = {layout.placement[lv.depth] for lv in bank.active_levels
             if lv.depth not in layout.resident}
-    return [t.name for t in profile.tiers if t.name in used and t.store
-            and not t.store.startswith("memory://")]
+    return [t.name for t in profile.tiers if t.name in used
+            and _store_url(profile, t.name, stores) and not _in_memory(profile, t.name, stores)]
 
 
 def _levels(bank: Bank, layout: Layout, tier: str) -> list[Any]:
@@ -85,7 +98,10 @@ def _requests(reader: Any, bank: Bank, layout: Layout, tier: str, n: int,
         out: list[tuple[str, int, int]] = []
         while len(out) < n:
             lv = levels[int(rng.integers(len(levels)))]
-            loc = await reader.locate(lv.depth, int(rng.integers(lv.blocks)))
+            block = int(rng.integers(lv.blocks))
+            if reader.tier_of(lv.depth, block) != tier:
+                continue  # a block map moved it: the reader holds only the tiers measured
+            loc = await reader.locate(lv.depth, block)
             if loc is not None and loc.tier == tier:
                 out += [(loc.key, start, length) for start, length in loc.ranges]
         return out[:n]
@@ -122,10 +138,13 @@ def calibrate_on_bank(profile: Profile, bank: Bank, layout: Layout,
     blocks as they lie in the stores; and what each tier's reads gave."""
     from memsim.replay.reader import BankReader
 
-    names = default_tiers(profile, bank, layout) if tiers is None else list(tiers)
+    names = default_tiers(profile, bank, layout, stores) if tiers is None else list(tiers)
     for name in names:
         if name not in profile.tier_names:
             raise InputError(f"unknown tier '{name}'", field="recalibrate")
+        if _in_memory(profile, name, stores):
+            raise InputError(f"tier '{name}' lives in this process's memory (memory://): it "
+                             "has no device to recalibrate", field="recalibrate")
         if not _levels(bank, layout, name):
             raise InputError(f"tier '{name}' holds no level of the bank: nothing to read",
                              field="recalibrate")
@@ -136,7 +155,9 @@ def calibrate_on_bank(profile: Profile, bank: Bank, layout: Layout,
     if not names:
         return profile, {}
     layout.check(bank, profile)
-    plan = placement_plan(profile, bank, layout)
+    # only the tiers measured: a memory tier is filled by the replay that follows, in this
+    # process, and opening it here (empty) would fail as if the bank were not materialized
+    plan = {t: lv for t, lv in placement_plan(profile, bank, layout).items() if t in names}
     opened: dict[str, ByteStore] = tier_stores(profile, plan, stores, cold=cold, seed=seed)
     rng = np.random.default_rng([seed, 7])
     done: dict[str, BankCalibration] = {}
