@@ -379,3 +379,13 @@ def test_calibrate_on_bank_recovers_a_known_service_time(tmp_path, monkeypatch):
     with pytest.raises(InputError, match="holds no level"):
         calibrate_on_bank(prof.with_tier("ram", store=f"file://{tmp_path}/r"), bank, lay,
                           ["ram"], samples=4)
+
+
+def test_plot_draws_the_measured_tiers_only(tmp_path):
+    """A profile from calibrate gains a RAM tier when none was measured; the plot draws the
+    tiers that were (it once looked the added RAM tier up among the measurements)."""
+    result = calibrate({"d": f"file://{tmp_path}/d"}, quick=True, samples=3,
+                       kinds={"d": "disk"})
+    assert "ram" not in result.tiers
+    png = result.plot(tmp_path / "p.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -265,7 +265,7 @@ def _plot(result: CalibrationResult, path: Path) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    names = [t.name for t in result.profile.tiers]
+    names = [t.name for t in result.profile.tiers if t.name in result.tiers]  # measured ones
     fig = Figure(figsize=(11, 4 * len(names)), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(len(names), 2, squeeze=False)
