@@ -597,9 +597,6 @@ except ImportError:  # pragma: no cover - hypothesis is a test dependency
     pass
 
 
-@pytest.mark.xfail(reason="click's usage errors (memsim/cli/__init__.py, OneLineError) echo "
-                   "the bad value unscrubbed; passes once they go through stores.url.redact",
-                   strict=False)
 @pytest.mark.parametrize("option", ["--queries", "--seed", "--warmup"])
 def test_click_usage_errors_do_not_echo_credentials(option, tmp_path):
     outcome = run_case(Case(kind="simulate", args=["simulate", "--layout", "paper-flat",
@@ -608,10 +605,6 @@ def test_click_usage_errors_do_not_echo_credentials(option, tmp_path):
     assert outcome.code == 2 and "leak" not in outcome.problems(str(tmp_path))
 
 
-@pytest.mark.xfail(reason="click.Path options (--out, --trace-out) stat the value in click's "
-                   "type conversion: a NUL byte raises ValueError, which "
-                   "memsim/cli/__init__.py does not turn into a usage error (only reachable "
-                   "in-process: argv cannot hold NUL)", strict=False)
 @pytest.mark.parametrize("args", [["optimize", "--out", "a\0b"],
                                   ["simulate", "--layout", "paper-flat", "--workload",
                                    "zipf-topic", "--queries", "20", "--trace-out", "a\0b"]])
