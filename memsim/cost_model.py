@@ -23,6 +23,7 @@ import numpy as np
 from memsim.bank import Bank
 from memsim.errors import InputError
 from memsim.layout import FetchMode, Layout
+from memsim.limits import MAX_BLOCK_BYTES, MAX_FLUID_CELLS, MAX_FLUID_WORK, check_at_most
 from memsim.profile import Profile, Tier
 from memsim.units import format_size
 
@@ -99,10 +100,12 @@ MAX_PARTS = 4096
 
 def request_parts(tier: Tier, nbytes: int) -> list[float]:
     """Sizes of the requests one block becomes on `tier` (split at its max request size)."""
+    check_at_most(nbytes, MAX_BLOCK_BYTES, "a block's size in bytes", field="levels")
     limit = tier.max_request_size
     if limit is None or nbytes <= limit:
         return [float(nbytes)]
-    count = -(-nbytes // limit)
+    limit = max(int(limit), 1)
+    count = -(-int(nbytes) // limit)
     if count > MAX_PARTS:
         raise InputError(
             f"tier '{tier.name}': a {format_size(nbytes)} block would split into {count:,} "
@@ -201,6 +204,28 @@ def sample_fetch(
             per_level[r.depth] = finish[:, i]
         per_tier[tier.name] = tier_time
     return FetchSamples(total=total, per_level=dict(sorted(per_level.items())), per_tier=per_tier)
+
+
+def tier_parts(profile: Profile, requests: Sequence[Request]) -> int:
+    """The most request parts one query issues to a single tier."""
+    worst = 0
+    for tier in profile.tiers:
+        worst = max(worst, part_count(tier, [r.bytes for r in requests if r.tier == tier.name]))
+    return worst
+
+
+def queries_per_pass(parts: int, wanted: int) -> int:
+    """How many queries one pass of the tier model may take so that its (queries, parts)
+    arrays stay within MAX_FLUID_CELLS."""
+    return max(1, min(wanted, MAX_FLUID_CELLS // max(parts, 1)))
+
+
+def check_work(queries: int, parts: int, what: str, field: str) -> None:
+    """Refuse tier-model work that would run for minutes: each of `queries` queries (`what`)
+    with `parts` request parts on one tier costs about parts x (2 parts + 2) array cells."""
+    check_at_most(queries * parts * (2 * parts + 2), MAX_FLUID_WORK,
+                  f"the tier model's work ({what} x request parts on one tier x "
+                  "(2 parts + 2))", field=field)
 
 
 def is_deterministic(profile: Profile, requests: Sequence[Request]) -> bool:

@@ -20,10 +20,14 @@ from memsim.bank import Bank
 from memsim.blockmap import in_any
 from memsim.cost_model import (
     Request,
+    check_work,
     fetch_requests,
     is_deterministic,
+    part_count,
+    queries_per_pass,
     resident_patterns,
     sample_fetch,
+    tier_parts,
 )
 from memsim.errors import InputError
 from memsim.layout import Layout
@@ -241,12 +245,15 @@ def _estimate_levels(profile: Profile, bank: Bank, layout: Layout, samples: int,
     and the sampled fetch times behind it."""
     requests = fetch_requests(bank, layout, kept)
     n = 1 if is_deterministic(profile, requests) else samples
+    parts = tier_parts(profile, requests)
+    check_work(n, parts, "samples", "samples")
+    chunk = queries_per_pass(parts, CHUNK)
     rng = np.random.default_rng(seed)
     total = np.empty(n)
     level_sum: dict[int, float] = {}
     tier_sum: dict[str, float] = {}
-    for start in range(0, n, CHUNK):
-        part = sample_fetch(profile, requests, layout.fetch, min(CHUNK, n - start), rng)
+    for start in range(0, n, chunk):
+        part = sample_fetch(profile, requests, layout.fetch, min(chunk, n - start), rng)
         total[start:start + len(part.total)] = part.total
         for depth, times in part.per_level.items():
             level_sum[depth] = level_sum.get(depth, 0.0) + float(times.sum())
@@ -295,6 +302,10 @@ def _estimate_blocks(profile: Profile, bank: Bank, layout: Layout, workload: Wor
     paths = PathSampler(workload, bank, np.random.default_rng(
         np.random.SeedSequence(seed).spawn(1)[0]))
     n = samples
+    # the worst a query can ask of one tier: every level's block on it
+    worst = max(part_count(t, [lv.block_bytes for lv in levels]) for t in profile.tiers)
+    check_work(n, worst, "samples", "samples")
+    chunk_size = queries_per_pass(worst, CHUNK)
     # A resident level is fetched when a query's block differs from the previous query's: the
     # path before the first sample is drawn too (its successor follows the locality rule).
     previous = paths.sample(1)[0] if resident else None
@@ -306,8 +317,8 @@ def _estimate_blocks(profile: Profile, bank: Bank, layout: Layout, workload: Wor
     tier_sum = np.zeros(len(names))
     tier_used = np.zeros(len(names), dtype=np.int64)
     tier_bytes = np.zeros(len(names))
-    for start in range(0, n, CHUNK):
-        size = min(CHUNK, n - start)
+    for start in range(0, n, chunk_size):
+        size = min(chunk_size, n - start)
         path = paths.sample(size)
         before = (np.vstack([previous[None, :], path[:-1]]) if previous is not None
                   else None)

@@ -33,6 +33,9 @@ MAX_SAMPLES = 20_000_000             # estimate: 160 MB of fetch times kept for 
 MAX_SCENARIOS = 4_096                # latency scenarios of the level ILP
 MAX_BUCKETS = 4_096                  # popularity buckets per level
 MAX_SCENARIO_CELLS = 50_000_000      # scenarios x tiers x subsets, the level ILP's tables
+MAX_BLOCK_BYTES = 2**70              # one block (about 1.2 ZB): floats stay exact enough
+MAX_FLUID_CELLS = 4_000_000          # queries x request parts in one pass of the tier model
+MAX_FLUID_WORK = 1_000_000_000       # queries x parts x (2 parts + 2) of the tier model (~10 s)
 
 
 def check_at_most(value: int | float, limit: int | float, what: str, *,

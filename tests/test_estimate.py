@@ -210,3 +210,19 @@ def test_too_many_parts_is_an_input_error(paper_bank):
     profile = memsim.load_profile("paper-hypothetical").with_tier("disk", max_request_size=1000)
     with pytest.raises(memsim.InputError, match="max_request_size"):
         memsim.estimate(profile, paper_bank, memsim.load_layout("paper-flat"))
+
+
+def test_absurd_sizes_are_refused_not_crashed():
+    import memsim
+    from memsim.cost_model import request_parts
+    from memsim.errors import InputError
+
+    tier = memsim.load_profile("paper-hypothetical").tiers[1]
+    with pytest.raises(InputError, match="limit"):
+        request_parts(tier, 10**400)  # was OverflowError
+    # many parts per query: refused up front instead of a huge array or minutes of work
+    from memsim.cost_model import check_work, queries_per_pass
+
+    with pytest.raises(InputError, match="tier model's work"):
+        check_work(1_000_000, 1_000, "samples", "samples")
+    assert queries_per_pass(4096, 1_000_000) * 4096 <= 4_000_000

@@ -40,3 +40,20 @@ def test_infeasible_is_reported():
     prob += x >= 2
     prob += x
     assert solve(prob, "highs").status == "infeasible"
+
+
+def test_degenerate_models_never_raise_a_traceback(monkeypatch):
+    from memsim.errors import SolverError
+
+    empty = pulp.LpProblem("empty", pulp.LpMinimize)  # no objective, no variables
+    assert solve(empty, "highs").status == "optimal"
+    prob = pulp.LpProblem("m", pulp.LpMinimize)
+    x = prob.add_variable("x", cat="Binary")
+    prob += x
+
+    def broken(*_a, **_k):
+        raise IndexError("list index out of range")
+
+    monkeypatch.setattr(prob, "solve", broken)
+    with pytest.raises(SolverError, match="IndexError"):
+        solve(prob, "highs")

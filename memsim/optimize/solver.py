@@ -88,12 +88,20 @@ def solve(model: pulp.LpProblem, name: SolverName = "auto", time_limit: float | 
     solution status and HiGHS's own model status are checked too.
     """
     label, solver = pick_solver(name, time_limit, gap, mip=not relax)
+    if model.objective is None:  # a feasibility problem: PuLP's HiGHS bridge needs a row
+        model.setObjective(pulp.LpAffineExpression())
     start = time.perf_counter()
     try:
         with _quiet_stdout():
             model.solve(solver)
     except pulp.PulpSolverError as exc:
         raise SolverError(f"{label} failed: {exc}") from None
+    except (IndexError, ValueError, OverflowError, ZeroDivisionError, TypeError,
+            AttributeError) as exc:
+        # what PuLP's HiGHS bridge raises on a degenerate model (no variables, huge or
+        # non-finite coefficients): a solver failure, never a traceback
+        raise SolverError(f"{label} could not solve the model ({type(exc).__name__}: "
+                          f"{exc}); check for absurd sizes or rates in the inputs") from None
     seconds = time.perf_counter() - start
     status = pulp.LpStatus.get(model.status, "Undefined")
     sol = getattr(model, "sol_status", None)

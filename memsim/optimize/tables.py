@@ -22,6 +22,7 @@ import numpy as np
 from memsim.bank import Bank
 from memsim.cost_model import (
     block_finish_times,
+    check_work,
     draw_latencies,
     part_count,
     request_parts,
@@ -29,7 +30,7 @@ from memsim.cost_model import (
 )
 from memsim.errors import InputError
 from memsim.layout import FetchMode
-from memsim.limits import MAX_SCENARIO_CELLS, check_at_most
+from memsim.limits import MAX_FLUID_CELLS, MAX_SCENARIO_CELLS, check_at_most
 from memsim.profile import Profile
 
 MAX_LEVELS = 10
@@ -100,9 +101,12 @@ def build_tables(profile: Profile, bank: Bank, fetch: FetchMode, scenarios: int,
     n = 1 if deterministic else scenarios
     check_at_most(n * len(profile.tiers) * 2 ** len(depths), MAX_SCENARIO_CELLS,
                   "scenarios x tiers x level subsets of the level ILP", field="scenarios")
-    check_at_most(part_count_bound(profile, sizes), MAX_TABLE_PARTS,
-                  "request parts per query on one tier", field="max_request_size",
-                  file=profile.file)
+    parts = part_count_bound(profile, sizes)
+    check_at_most(parts, MAX_TABLE_PARTS, "request parts per query on one tier",
+                  field="max_request_size", file=profile.file)
+    check_at_most(n * parts, MAX_FLUID_CELLS, "scenarios x request parts on one tier",
+                  field="scenarios")
+    check_work(n * 2 ** len(depths), parts, "scenarios x level subsets", "scenarios")
     switch = {int(d): float(v) for d, v in (switch or {}).items()}
     rng = np.random.default_rng(seed)
     times: dict[str, dict[Subset, np.ndarray]] = {}
@@ -140,6 +144,6 @@ def part_count_bound(profile: Profile, sizes: Mapping[int, int]) -> int:
     for tier in profile.tiers:
         limit = tier.max_request_size
         count = (len(sizes) if limit is None
-                 else sum(-(-int(b) // int(limit)) for b in sizes.values()))
+                 else sum(-(-int(b) // max(int(limit), 1)) for b in sizes.values()))
         worst = max(worst, count)
     return worst
