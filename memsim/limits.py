@@ -32,6 +32,7 @@ MAX_SIM_SECONDS = 1e9                # simulated time: beyond, a float clock los
 MAX_SAMPLES = 20_000_000             # estimate: 160 MB of fetch times kept for percentiles
 MAX_SCENARIOS = 4_096                # latency scenarios of the level ILP
 MAX_BUCKETS = 4_096                  # popularity buckets per level
+MAX_BUCKET_CELLS = 16_384            # buckets x levels x tiers of the bucket ILP (~5 s to build)
 MAX_SCENARIO_CELLS = 50_000_000      # scenarios x tiers x subsets, the level ILP's tables
 MAX_BLOCK_BYTES = 2**70              # one block (about 1.2 ZB): floats stay exact enough
 MAX_FLUID_CELLS = 4_000_000          # queries x request parts in one pass of the tier model

@@ -130,6 +130,7 @@ def test_tiny_resident_budget_warns(cli):
     (["--time-limit", "0"], "--time-limit"),
     (["--time-limit", "nan"], "--time-limit"),
     (["--gap", "inf"], "--gap"),
+    (["--buckets", "4096", "--granularity", "bucket"], "--buckets"),  # took a minute
 ])
 def test_absurd_options_are_refused_in_one_line(cli, args, option):
     result = cli("optimize", *args)

@@ -18,7 +18,7 @@ from memsim.bank import Bank
 from memsim.errors import InfeasibleError, InputError, MemsimError, SolverError
 from memsim.estimate import DEFAULT_SAMPLES, Estimate, estimate
 from memsim.layout import FetchMode, Layout, SubtreeRef
-from memsim.limits import MAX_BUCKETS, MAX_SCENARIOS, check_at_most
+from memsim.limits import MAX_BUCKET_CELLS, MAX_BUCKETS, MAX_SCENARIOS, check_at_most
 from memsim.optimize.buckets import (
     BucketProblem,
     Policy,
@@ -324,6 +324,8 @@ def optimize_blocks(
     blocked subtrees (never placed nor fetched).
     """
     check_at_most(buckets, MAX_BUCKETS, "buckets per level", field="buckets")
+    check_at_most(buckets * len(bank.active_levels) * len(profile.tiers), MAX_BUCKET_CELLS,
+                  "buckets x levels x tiers of the bucket ILP", field="buckets")
     if buckets < 1:
         raise InputError(f"buckets must be at least 1, got {buckets}", field="buckets")
     policy = replace(policy) if policy is not None else Policy()  # never change the caller's
