@@ -305,3 +305,19 @@ def test_validate_paths_the_os_refuses_are_one_line(cli, group, tmp_path):
     for ref in ("a\0b", "x" * 5000, str(tmp_path)):
         result = cli(group, "validate", ref)
         assert result.exit_code == 2 and _one_error_line(result)
+
+
+@pytest.mark.parametrize("args", [
+    ("optimize", "--scenarios", "1", "--out"),
+    ("simulate", "--layout", "paper-flat", "--workload", "zipf-topic", "--queries", "200",
+     "--trace-out"),
+])
+def test_output_options_refuse_urls_without_echoing_credentials(cli, tmp_path, monkeypatch,
+                                                                 args):
+    monkeypatch.chdir(tmp_path)
+    result = cli(*args, f"s3://AKIAFAKE:{SECRET}@bucket/x.yaml")
+    assert result.exit_code == 2
+    assert SECRET not in result.output and "AKIAFAKE" not in result.output
+    line = _one_error_line(result)
+    assert f"option '{args[-1]}'" in line and "not a URL" in line
+    assert list(tmp_path.iterdir()) == []

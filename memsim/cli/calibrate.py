@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from memsim.cli.common import emit_json, handle_errors, json_option
+from memsim.cli.common import OutputFile, emit_json, handle_errors, json_option
 from memsim.errors import InputError
 from memsim.units import UnitError, format_rate, format_size, format_time, parse_size
 
@@ -143,9 +143,9 @@ def summary_text(result: Any) -> str:
 
 @click.command("calibrate")
 @click.argument("tiers", nargs=-1, metavar="TIER=URL...")
-@click.option("--out", "out", metavar="FILE", type=click.Path(),
+@click.option("--out", "out", metavar="FILE", type=OutputFile(),
               help="Write the profile YAML here (atomically); otherwise it is printed.")
-@click.option("--plot", "plot", metavar="FILE.png", type=click.Path(),
+@click.option("--plot", "plot", metavar="FILE.png", type=OutputFile(),
               help="Plot measured medians (bars to p99) against the fitted model.")
 @click.option("--fio", "use_fio", is_flag=True,
               help="Also run fio on local tiers (same file, sizes and concurrency) and "

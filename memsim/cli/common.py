@@ -207,3 +207,22 @@ def layout_options(layout_help: str = "Layout file or shipped name.",
 
 json_option = click.option("--json", "as_json", is_flag=True,
                            help="Machine-readable output (base units).")
+
+
+class OutputFile(click.Path):
+    """A local file a command writes: never a URL (memsim writes outputs atomically on local
+    disks; a URL here is a mistake, and echoing it back could show credentials)."""
+
+    name = "output file"
+
+    def __init__(self) -> None:
+        super().__init__(dir_okay=False)
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and "://" in value:
+            from memsim.errors import scrub_userinfo
+
+            self.fail(f"expected a local file path, not a URL ({scrub_userinfo(value)[:60]!r})",
+                      param, ctx)
+        return super().convert(value, param, ctx)

@@ -10,6 +10,7 @@ import click
 
 from memsim.bank import Bank, load_bank
 from memsim.cli.common import (
+    OutputFile,
     emit_json,
     finite,
     handle_errors,
@@ -86,7 +87,7 @@ DEFAULT_BANK = "paper-storage-example"
 @click.option("--verify-queries", type=click.IntRange(100, MAX_QUERIES), default=20_000,
               show_default=True, help="Queries the --verify simulation runs.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--out", type=click.Path(dir_okay=False), metavar="FILE",
+@click.option("--out", type=OutputFile(), metavar="FILE",
               help="Write the chosen layout here (YAML; a block map goes beside it as "
               "FILE.blocks.parquet), e.g. layouts/mine.yaml.")
 @json_option

@@ -12,7 +12,14 @@ from pydantic import BaseModel, ConfigDict
 from memsim import yamlio
 from memsim.bank import Bank
 from memsim.blockmap import Subtree
-from memsim.cli.common import emit_json, handle_errors, json_option, layout_options, load_trio
+from memsim.cli.common import (
+    OutputFile,
+    emit_json,
+    handle_errors,
+    json_option,
+    layout_options,
+    load_trio,
+)
 from memsim.cli.simulate import report_run
 from memsim.errors import DataError, InputError
 from memsim.layout import SubtreeRef
@@ -203,7 +210,7 @@ def verify_cmd(profile_ref: str | None, bank_ref: str | None, layout_ref: str,
               "reader must never fetch (added to the layout's).")
 @click.option("--weights", metavar="FILE", type=click.Path(dir_okay=False),
               help="The weights file the bank was written from (to fill RAM tiers).")
-@click.option("--trace-out", metavar="FILE", type=click.Path(dir_okay=False),
+@click.option("--trace-out", metavar="FILE", type=OutputFile(),
               help="Write every query (arrival, path, fetch and level times) to Parquet.")
 @json_option
 @handle_errors

@@ -6,6 +6,7 @@ import click
 
 from memsim.bank import Bank
 from memsim.cli.common import (
+    OutputFile,
     emit_json,
     finite,
     handle_errors,
@@ -39,7 +40,7 @@ from memsim.workload import Workload, load_workload
 @click.option("--cache-policy", type=click.Choice(["lru", "lfu"]), default=None,
               help="Eviction policy for --cache-budget [default: lru].")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--trace-out", metavar="FILE", type=click.Path(dir_okay=False),
+@click.option("--trace-out", metavar="FILE", type=OutputFile(),
               help="Write every query (arrival, path, fetch and level times) to Parquet.")
 @json_option
 @handle_errors

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import click
 
-from memsim.cli.common import emit_json, handle_errors, json_option, layout_options, load_trio
+from memsim.cli.common import (
+    OutputFile,
+    emit_json,
+    handle_errors,
+    json_option,
+    layout_options,
+    load_trio,
+)
 
 
 @click.command("validate")
@@ -24,7 +31,7 @@ from memsim.cli.common import emit_json, handle_errors, json_option, layout_opti
               "(one channel, utilisation 0.45): a scratch file's pages are not the "
               "bank's, and on a virtual machine their speeds differ by 20%.")
 @click.option("--plot", "plot_path", metavar="FILE.png",
-              type=click.Path(dir_okay=False),
+              type=OutputFile(),
               help="Write the real and simulated CDFs (one panel per tier and one for the "
               "fetch time) as a PNG.")
 @json_option
