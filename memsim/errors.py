@@ -13,6 +13,11 @@ _BREAKS = re.compile(r"\s*[\r\n\x0b\x0c\x85\u2028\u2029]+\s*")
 _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?!/)[^\s'\"<>`@]*@")
 
 
+def has_userinfo(text: str) -> bool:
+    """Whether `text` holds a URL with userinfo (`s3://KEY:SECRET@host`)."""
+    return _USERINFO.search(text) is not None
+
+
 def scrub_userinfo(text: str) -> str:
     """`text` with every URL's userinfo (`s3://KEY:SECRET@host`) replaced by `***`; run it
     on a value before cutting it short for a message, so no part of a secret survives."""

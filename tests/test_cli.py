@@ -321,3 +321,16 @@ def test_output_options_refuse_urls_without_echoing_credentials(cli, tmp_path, m
     line = _one_error_line(result)
     assert f"option '{args[-1]}'" in line and "not a URL" in line
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("field", ["name", "description", "source"])
+def test_no_string_field_of_any_file_may_hold_credentials(cli, tmp_path, field):
+    fields = {"name": "b", "description": "d", "source": "s"}
+    fields[field] = f"see s3://AKIAFAKE:{SECRET}@h/x"
+    text = "".join(f"{k}: '{v}'\n" for k, v in fields.items()) + "branching: 4\nlevels: [2, 1]\n"
+    line = list(fields).index(field) + 1
+    result = cli("bank", "show", _write(tmp_path, "b.yaml", text))
+    assert result.exit_code == 2, result.output
+    assert SECRET not in result.output and "AKIAFAKE" not in result.output
+    assert f":{line}: field '{field}': a URL in a file must not contain credentials" in (
+        _one_error_line(result))
