@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from realio_helpers import clean_s3, s3  # noqa: F401 (fixtures for every test file)
 
 import memsim
 from memsim.cli import main

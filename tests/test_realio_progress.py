@@ -5,10 +5,10 @@ from __future__ import annotations
 import io
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 from click.testing import CliRunner
+from realio_helpers import ANCHOR, fresh_memory, local_profile  # noqa: F401 (fixtures)
 
 import memsim
 from memsim.cli import main
@@ -17,7 +17,6 @@ from memsim.materialize import materialize
 from memsim.replay import replay
 from memsim.stores import forget
 
-ANCHOR = {"name": "tiny", "layers": 1, "d_model": 512, "d_ff": 1, "heads": 1, "head_dim": 1}
 BANK = memsim.bank_from_dict({"name": "tiny", "branching": 4, "levels": [4, 2, 1],
                               "anchor": ANCHOR})
 LAYOUT = memsim.layout_from_dict({"name": "l", "placement": {1: "ram", 2: "flash", 3: "disk"},
@@ -25,14 +24,7 @@ LAYOUT = memsim.layout_from_dict({"name": "l", "placement": {1: "ram", 2: "flash
 WORKLOAD = {"name": "w", "arrivals": {"kind": "poisson", "rate": "500/s"}}
 
 
-def profile(root: Path) -> memsim.Profile:
-    return memsim.profile_from_dict({"name": "p", "tiers": [
-        {"name": "ram", "kind": "ram", "bandwidth": "10 GB/s", "capacity": "1 GB"},
-        {"name": "flash", "kind": "flash", "bandwidth": "1 GB/s", "latency": "100 us",
-         "concurrency": 4, "store": f"file://{root}/flash"},
-        {"name": "disk", "kind": "disk", "bandwidth": "100 MB/s", "latency": "5 ms",
-         "concurrency": 2, "store": f"file://{root}/disk"},
-    ]})
+profile = local_profile
 
 
 class FakeTerminal(io.StringIO):

@@ -6,14 +6,14 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from realio_helpers import fresh_memory  # noqa: F401 (an autouse fixture)
 
 import memsim
 from memsim.cli import main
-from memsim.emulate import Faults, LocalS3
+from memsim.emulate import Faults
 from memsim.emulate.proxy import DelayProxy
 from memsim.materialize import materialize
 from memsim.materialize.verify import verify
-from memsim.stores import forget
 
 ANCHOR = {"name": "tiny", "layers": 1, "d_model": 512, "d_ff": 1, "heads": 1, "head_dim": 1}
 BANK = memsim.bank_from_dict({"name": "tiny", "branching": 4, "levels": [4, 2, 1],
@@ -22,21 +22,9 @@ LAYOUT = memsim.layout_from_dict({"name": "l", "placement": {1: "ram", 2: "cloud
                                   "chunking": {3: 16}})
 
 
-@pytest.fixture(scope="module")
-def s3():
-    with LocalS3() as server, pytest.MonkeyPatch.context() as env:
-        for key, value in server.env().items():
-            env.setenv(key, value)
-        yield server
-
-
 @pytest.fixture(autouse=True)
-def _clean(s3):
-    forget()
-    s3.proxy.configure(delay=0.0, bandwidth=None, faults=Faults())
-    s3.proxy.clear_log()
-    yield
-    forget()
+def _clean(clean_s3):
+    """Every test here starts on an emulated cloud without faults or logged requests."""
 
 
 def profile(prefix: str) -> memsim.Profile:

@@ -13,18 +13,19 @@ import numpy as np
 import pytest
 import zarr
 from click.testing import CliRunner
+from realio_helpers import fresh_memory  # noqa: F401 (an autouse fixture)
 
 import memsim
 from memsim.aio import run_sync
 from memsim.blockmap import Subtree
 from memsim.cli import main
-from memsim.emulate import Faults, LocalS3
+from memsim.emulate import Faults
 from memsim.errors import StoreError
 from memsim.materialize import SyntheticContent, materialize
 from memsim.materialize.verify import verify
 from memsim.replay import replay
 from memsim.replay.reader import BankReader
-from memsim.stores import forget, tier_stores
+from memsim.stores import tier_stores
 
 ANCHOR = {"name": "tiny", "layers": 1, "d_model": 512, "d_ff": 1, "heads": 1, "head_dim": 1}
 BANK = memsim.bank_from_dict({"name": "tiny", "branching": 4, "levels": [4, 2, 1],
@@ -33,21 +34,9 @@ WORKLOAD = memsim.workload_from_dict({"name": "w", "arrivals": {"kind": "poisson
                                                                 "rate": "300/s"}})
 
 
-@pytest.fixture(scope="module")
-def s3():
-    with LocalS3() as server, pytest.MonkeyPatch.context() as env:
-        for key, value in server.env().items():
-            env.setenv(key, value)
-        yield server
-
-
 @pytest.fixture(autouse=True)
-def _clean(s3):
-    forget()
-    s3.proxy.configure(delay=0.0, bandwidth=None, faults=Faults())
-    s3.proxy.clear_log()
-    yield
-    forget()
+def _clean(clean_s3):
+    """Every test here starts on an emulated cloud without faults or logged requests."""
 
 
 def setup(tmp_path, prefix, timeout="10 s"):

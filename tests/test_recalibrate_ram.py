@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from realio_helpers import ANCHOR, fresh_memory  # noqa: F401 (fixtures)
 
 import memsim
 from memsim.calibrate.onbank import calibrate_on_bank, default_tiers
@@ -16,7 +17,6 @@ from memsim.errors import InputError
 from memsim.materialize import materialize
 from memsim.stores import forget
 
-ANCHOR = {"name": "tiny", "layers": 1, "d_model": 512, "d_ff": 1, "heads": 1, "head_dim": 1}
 BANK = memsim.bank_from_dict({"name": "tiny", "branching": 4, "levels": [4, 2, 1],
                               "anchor": ANCHOR})
 LAYOUT = memsim.layout_from_dict({"name": "l", "placement": {1: "ram", 2: "ram", 3: "disk"},
@@ -34,11 +34,6 @@ def profile(root: Path, ram_store: str | None = None) -> memsim.Profile:
     ]})
 
 
-@pytest.fixture(autouse=True)
-def _fresh_memory():
-    forget()
-    yield
-    forget()
 
 
 @pytest.mark.parametrize("ram_store", [None, "memory://bank-ram"])

@@ -7,16 +7,14 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 from click.testing import CliRunner
+from realio_helpers import ANCHOR, fresh_memory, local_profile  # noqa: F401 (fixtures)
 
 import memsim
 from memsim.cli import main
 from memsim.materialize import SyntheticContent, materialize
 from memsim.materialize.verify import verify
-from memsim.stores import forget
 
-ANCHOR = {"name": "tiny", "layers": 1, "d_model": 512, "d_ff": 1, "heads": 1, "head_dim": 1}
 BANK = memsim.bank_from_dict({"name": "tiny", "branching": 4, "levels": [4, 2, 1],
                               "anchor": ANCHOR})
 # level 2 (16 blocks) on flash, one object per block; level 3 (64 blocks) on disk in shards
@@ -25,21 +23,9 @@ LAYOUT = memsim.layout_from_dict({"name": "l", "placement": {1: "ram", 2: "flash
                                   "chunking": {3: 16}})
 
 
-def profile(root: Path) -> memsim.Profile:
-    return memsim.profile_from_dict({"name": "p", "tiers": [
-        {"name": "ram", "kind": "ram", "bandwidth": "10 GB/s", "capacity": "1 GB"},
-        {"name": "flash", "kind": "flash", "bandwidth": "1 GB/s", "latency": "100 us",
-         "concurrency": 4, "store": f"file://{root}/flash"},
-        {"name": "disk", "kind": "disk", "bandwidth": "100 MB/s", "latency": "5 ms",
-         "concurrency": 2, "store": f"file://{root}/disk"},
-    ]})
+profile = local_profile
 
 
-@pytest.fixture(autouse=True)
-def _fresh_memory():
-    forget()
-    yield
-    forget()
 
 
 def damage(root: Path) -> dict[str, float]:

@@ -11,9 +11,10 @@ for numpy, scipy, pydantic or the solvers; the short help it lists comes from `C
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn
 
 import click
@@ -225,26 +226,26 @@ class LazyGroup(click.Group):
 
     def make_context(self, info_name: str | None, args: list[str],
                      parent: click.Context | None = None, **extra: Any) -> click.Context:
-        try:
+        with _one_line_errors():
             return super().make_context(info_name, args, parent=parent, **extra)
-        except OneLineError:
-            raise
-        except click.ClickException as exc:
-            _reraise_one_line(exc)
-        except (ValueError, OverflowError) as exc:
-            _reraise_conversion(exc)
-            raise
 
     def invoke(self, ctx: click.Context) -> Any:
-        try:
+        with _one_line_errors():
             return super().invoke(ctx)
-        except OneLineError:
-            raise
-        except click.ClickException as exc:
-            _reraise_one_line(exc)
-        except (ValueError, OverflowError) as exc:
-            _reraise_conversion(exc)
-            raise
+
+
+@contextlib.contextmanager
+def _one_line_errors() -> Iterator[None]:
+    """Click's usage errors, and values click could not convert, as one-line errors."""
+    try:
+        yield
+    except OneLineError:
+        raise
+    except click.ClickException as exc:
+        _reraise_one_line(exc)
+    except (ValueError, OverflowError) as exc:
+        _reraise_conversion(exc)
+        raise
 
 
 @click.group("memsim", cls=LazyGroup,

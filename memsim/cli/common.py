@@ -226,3 +226,25 @@ class OutputFile(click.Path):
             self.fail(f"expected a local file path, not a URL ({scrub_userinfo(value)[:60]!r})",
                       param, ctx)
         return super().convert(value, param, ctx)
+
+
+def read_run_options(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--queries, --warmup, --seed, --warm: how a command that reads the bank for real runs
+    its queries (`what` is what the warm-up is left out of)."""
+    options = [
+        click.option("--queries", type=click.IntRange(min=1), default=1000, show_default=True),
+        click.option("--warmup", type=click.FloatRange(0, 1, max_open=True), default=0.1,
+                     show_default=True, help=f"Fraction of queries left out of {what}."),
+        click.option("--seed", type=int, default=0, show_default=True,
+                     help="Seed of the queries: the same seed gives the arrivals and paths "
+                     "`memsim simulate` draws."),
+        click.option("--warm", is_flag=True,
+                     help="Allow the page cache (default: cold reads with O_DIRECT)."),
+    ]
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate

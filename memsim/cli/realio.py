@@ -19,6 +19,7 @@ from memsim.cli.common import (
     json_option,
     layout_options,
     load_trio,
+    read_run_options,
 )
 from memsim.cli.simulate import report_run
 from memsim.errors import DataError, InputError
@@ -194,13 +195,7 @@ def verify_cmd(profile_ref: str | None, bank_ref: str | None, layout_ref: str,
               help="Workload YAML or shipped name (arrivals and routing).")
 @click.option("--trace", "trace_in", metavar="FILE", type=click.Path(dir_okay=False),
               help="Replay the queries of a Parquet trace instead.")
-@click.option("--queries", type=click.IntRange(min=1), default=1000, show_default=True)
-@click.option("--warmup", type=click.FloatRange(0, 1, max_open=True), default=0.1,
-              show_default=True, help="Fraction of queries left out of the statistics.")
-@click.option("--seed", type=int, default=0, show_default=True,
-              help="Same seed, same arrivals and paths as `memsim simulate`.")
-@click.option("--warm", is_flag=True,
-              help="Allow the page cache (default: cold reads with O_DIRECT).")
+@read_run_options("the statistics")
 @click.option("--check-rate", type=click.FloatRange(0, 1), default=0.1, show_default=True,
               help="Fraction of blocks checked against the manifest.")
 @click.option("--lazy-index", is_flag=True,

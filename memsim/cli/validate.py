@@ -11,6 +11,7 @@ from memsim.cli.common import (
     json_option,
     layout_options,
     load_trio,
+    read_run_options,
 )
 
 
@@ -18,13 +19,7 @@ from memsim.cli.common import (
 @layout_options("Layout YAML of the materialized bank.", store=True)
 @click.option("--workload", "workload_ref", metavar="WORKLOAD", required=True,
               help="Workload YAML or shipped name (arrivals and routing).")
-@click.option("--queries", type=click.IntRange(min=1), default=1000, show_default=True)
-@click.option("--warmup", type=click.FloatRange(0, 1, max_open=True), default=0.1,
-              show_default=True, help="Fraction of queries left out of the comparison.")
-@click.option("--seed", type=int, default=0, show_default=True,
-              help="Seed of the queries (and of the simulator's latency draws).")
-@click.option("--warm", is_flag=True,
-              help="Allow the page cache (default: cold reads with O_DIRECT).")
+@read_run_options("the comparison")
 @click.option("--recalibrate", is_flag=True,
               help="First refit the latency and request overhead of every tier holding "
               "the bank in a local directory or S3 from reads of the bank's own blocks "
