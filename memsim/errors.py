@@ -13,6 +13,10 @@ _BREAKS = re.compile(r"\s*[\r\n\x0b\x0c\x85\u2028\u2029]+\s*")
 _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?!/)[^\s'\"<>`@]*@")
 
 
+CREDENTIALS_ADVICE = ("must not contain credentials; use AWS_ACCESS_KEY_ID and "
+                      "AWS_SECRET_ACCESS_KEY in the environment, or ~/.aws/credentials")
+
+
 def has_userinfo(text: str) -> bool:
     """Whether `text` holds a URL with userinfo (`s3://KEY:SECRET@host`)."""
     return _USERINFO.search(text) is not None

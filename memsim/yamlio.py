@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from memsim import limits
-from memsim.errors import InputError, has_userinfo, one_line, scrub_userinfo
+from memsim.errors import CREDENTIALS_ADVICE, InputError, has_userinfo, one_line, scrub_userinfo
 
 Loc = tuple[str | int, ...]
 
@@ -130,9 +130,7 @@ class _Converter:
                              f"limit of {limits.MAX_SCALAR_CHARS:,}", loc)
         if has_userinfo(text):
             what = "store URL" if loc and loc[-1] == "store" else "a URL in a file"
-            raise self.error(node, f"{what} must not contain credentials (user:secret@); use "
-                             "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment, "
-                             "or ~/.aws/credentials", loc)
+            raise self.error(node, f"{what} {CREDENTIALS_ADVICE}", loc)
         if node.tag.endswith(":int") and sum(c.isdigit() for c in text) > limits.MAX_INT_DIGITS:
             raise self.error(node, f"integer {_quote(text)} has more than memsim's limit of "
                              f"{limits.MAX_INT_DIGITS} digits", loc)

@@ -16,7 +16,7 @@ import click
 import pytest
 from scipy import stats
 
-from memsim.cli import COMMANDS, load_command, main, one_line
+from memsim.cli import COMMANDS, click_message, load_command, main
 from memsim.latency import LognormalLatency, normal_ppf
 
 HEAVY = ("scipy", "pyarrow", "simpy", "zarr", "pulp", "numpy", "matplotlib", "pydantic",
@@ -127,7 +127,7 @@ def test_every_command_still_runs_help(cli):
     (["profile", "show", "phone", "extra"], "got unexpected extra argument (extra)"),
     (["--bogus"], "option '--bogus': no such option"),
 ])
-def test_usage_errors_are_one_line(cli, args, expected):
+def test_usage_errors_are_click_message(cli, args, expected):
     result = cli(*args)
     assert result.exit_code == 2, result.output
     assert result.stdout == ""
@@ -165,8 +165,8 @@ def test_a_bug_is_not_taken_for_a_usage_error():
 
 def test_one_line_even_for_a_multi_line_message():
     error = click.UsageError("first line\n  second line.")
-    assert one_line(error) == "first line second line"
-    assert "\n" not in one_line(click.BadParameter("a\nb", param_hint="'--x'"))
+    assert click_message(error) == "first line second line"
+    assert "\n" not in click_message(click.BadParameter("a\nb", param_hint="'--x'"))
 
 
 def test_errors_pass_through_when_not_standalone():

@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 
 import click
 
-from memsim.errors import scrub_userinfo
+from memsim.errors import one_line, scrub_userinfo
 
 __all__ = ["COMMANDS", "main"]
 
@@ -75,7 +75,7 @@ class OneLineError(click.ClickException):
     """
 
     def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(" ".join(scrub_userinfo(message).split()))
+        super().__init__(one_line(scrub_userinfo(message)))
         self.exit_code = exit_code
 
     def show(self, file: Any = None) -> None:
@@ -112,7 +112,7 @@ def _sentence(text: str) -> str:
     return text[:1].lower() + text[1:] if text[1:2].islower() or len(text) == 1 else text
 
 
-def one_line(exc: click.ClickException) -> str:
+def click_message(exc: click.ClickException) -> str:
     """The message of a click error as one line that names the option, argument or command."""
     if isinstance(exc, click.MissingParameter):
         what = _param_name(exc.param, exc.param_hint)
@@ -149,7 +149,7 @@ def one_line(exc: click.ClickException) -> str:
 def _reraise_one_line(exc: click.ClickException) -> NoReturn:
     # bad input, whether click's parser or a file click could not open found it
     code = 2 if isinstance(exc, click.UsageError | click.FileError) else exc.exit_code
-    error = OneLineError(one_line(exc), code)
+    error = OneLineError(click_message(exc), code)
     error.__cause__ = exc  # kept for callers that run main(standalone_mode=False)
     error.__suppress_context__ = True
     raise error

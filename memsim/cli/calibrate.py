@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from memsim.cli.common import OutputFile, emit_json, handle_errors, json_option
+from memsim.cli.common import OutputFile, emit_json, handle_errors, json_option, size_option
 from memsim.errors import InputError
 from memsim.units import UnitError, format_rate, format_size, format_time, parse_size
 
@@ -53,15 +53,6 @@ def _int_list(value: str | None, field: str) -> list[int] | None:
                              "like 1,2,4,8", field=field)
         out.append(int(text))
     return out
-
-
-def _one_size(value: str | None, field: str) -> int | None:
-    if value is None:
-        return None
-    try:
-        return parse_size(value)
-    except UnitError as exc:
-        raise InputError(str(exc), field=field) from None
 
 
 def _progress_factory() -> Any:
@@ -217,8 +208,8 @@ def calibrate_cmd(tiers: tuple[str, ...], out: str | None, plot: str | None,
     result = calibrate(
         pairs, quick=quick, sizes=_size_list(sizes, "sizes"),
         concurrencies=_int_list(concurrency, "concurrency"), samples=samples,
-        max_size=_one_size(max_size, "max-size"),
-        object_size=_one_size(object_size, "object-size"), kinds=kinds, name=name,
+        max_size=size_option(max_size, "max-size"),
+        object_size=size_option(object_size, "object-size"), kinds=kinds, name=name,
         fio=use_fio, fio_engine=fio_engine, concurrency_rule=concurrency_rule,
         latency_sizes=_size_list(latency_size, "latency-size"),
         latency_samples=latency_samples, gap_ratio=gap_ratio, cold=not warm, seed=seed,

@@ -41,9 +41,14 @@ def scrub(text: str) -> str:
     return redact(text)
 
 
-def fail(message: str, code: int) -> None:
-    """Print `message` as the one `memsim: error:` line (scrubbed) and exit with `code`."""
+def error(message: str) -> None:
+    """Print `message` as one `memsim: error:` line on stderr (scrubbed)."""
     click.echo(f"memsim: error: {one_line(scrub(message))}", err=True)
+
+
+def fail(message: str, code: int) -> None:
+    """Print `message` as the one `memsim: error:` line and exit with `code`."""
+    error(message)
     sys.exit(code)
 
 

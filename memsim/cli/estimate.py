@@ -6,7 +6,8 @@ import click
 
 from memsim.cli.common import emit_json, handle_errors, json_option, layout_options, load_trio
 from memsim.cli.tables import estimate_text
-from memsim.estimate import DEFAULT_SAMPLES, MAX_SAMPLES, estimate
+from memsim.estimate import DEFAULT_SAMPLES, estimate
+from memsim.limits import MAX_SAMPLES
 from memsim.workload import load_workload
 
 

@@ -12,6 +12,7 @@ from memsim import resources
 from memsim.bank import Bank, load_bank
 from memsim.cli.common import (
     emit_json,
+    error,
     handle_errors,
     json_option,
     load_trio,
@@ -19,7 +20,7 @@ from memsim.cli.common import (
     warn,
 )
 from memsim.cli.tables import bank_text, profile_text, table
-from memsim.errors import MemsimError, one_line
+from memsim.errors import MemsimError
 from memsim.layout import Layout, load_layout
 from memsim.profile import Profile, load_profile
 from memsim.units import format_size
@@ -84,7 +85,7 @@ def _validate_files(files: tuple[str, ...], load: Callable[[str], Any],
             text, notes = describe(item), warnings(item) if warnings else []
         except MemsimError as exc:
             bad += 1
-            click.echo(f"memsim: error: {one_line(scrub(str(exc)))}", err=True)
+            error(str(exc))
             continue
         for note in notes:
             warn(note)

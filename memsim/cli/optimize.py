@@ -12,7 +12,6 @@ from memsim.bank import Bank, load_bank
 from memsim.cli.common import (
     OutputFile,
     emit_json,
-    finite,
     handle_errors,
     json_option,
     levels_option,
@@ -171,7 +170,7 @@ def optimize_cmd(profile_ref: str, bank_ref: str, fetch: str, resident: str | No
         data.update({"profile": p.name, "bank": b.name, "out": out})
         if checked is not None:
             data["verify"] = checked
-        emit_json(finite(data))
+        emit_json(data)
         return
     click.echo(optimize_text(result, b, p, fetch))
     if out:
@@ -334,7 +333,7 @@ def _optimize_buckets(p: Profile, b: Bank, wl: Workload | None, *, fetch: str, b
                      "workload": routing_wl.name})
         if checked is not None:
             data["verify"] = checked
-        emit_json(finite(data))
+        emit_json(data)
         return
     names = p.tier_names
     rows = [[d, format_size(b.level(d).block_bytes)] + [

@@ -8,7 +8,6 @@ from memsim.bank import Bank
 from memsim.cli.common import (
     OutputFile,
     emit_json,
-    finite,
     handle_errors,
     json_option,
     layout_options,
@@ -98,6 +97,6 @@ def report_run(result: SimulationResult, p: Profile, b: Bank, lay: Layout, layou
     if as_json:
         emit_json({"profile": p.name, "bank": b.name, "layout": lay.name or layout_ref,
                     "workload": wl.name if wl else None, "trace": trace_in,
-                    **finite(result.to_json())})
+                    **result.to_json()})
     return as_json
 

@@ -39,7 +39,6 @@ __all__ = ["QueryPlan", "SimulationResult", "plan_queries", "simulate", "saturat
            "tier_load"]
 
 CHUNK = 1 << 16
-MAX_QUERIES = limits.MAX_QUERIES
 
 
 @dataclass

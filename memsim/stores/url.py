@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from memsim.errors import InputError, scrub_userinfo
+from memsim.errors import CREDENTIALS_ADVICE, InputError, scrub_userinfo
 
 SCHEMES = ("file", "s3", "memory")
 S3_OPTIONS = ("endpoint", "region", "timeout", "retries")
@@ -151,9 +151,7 @@ def s3_settings(url: StoreURL) -> S3Settings:
                       secret_access_key=secret, session_token=token)
 
 
-CREDENTIALS_MESSAGE = ("store URL must not contain credentials; use AWS_ACCESS_KEY_ID and "
-                       "AWS_SECRET_ACCESS_KEY in the environment, or ~/.aws/credentials")
-
+CREDENTIALS_MESSAGE = f"store URL {CREDENTIALS_ADVICE}"
 
 
 def has_credentials(url: str) -> bool:
