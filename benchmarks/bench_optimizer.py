@@ -79,9 +79,9 @@ from memsim.optimize import buckets as bk  # noqa: E402
 from memsim.optimize.solver import solve  # noqa: E402
 from memsim.popularity import block_popularity  # noqa: E402
 
-# The package module (memsim.optimize, the attribute, is the level optimizer function):
-# optimize_blocks looks its helpers up here at call time, so the child can time them.
-opt = importlib.import_module("memsim.optimize")
+# optimize_blocks looks its helpers up in its own module at call time, so the child can time
+# them there.
+opt = importlib.import_module("memsim.optimize.blocks")
 
 BUCKETS = 64
 DEFAULT_REPEATS = 3

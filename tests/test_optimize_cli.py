@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 import memsim
-import memsim.optimize as opt
+import memsim.optimize.level as opt
 from memsim.errors import InputError, SolverError
 from memsim.optimize.solver import SolveOutcome
 
@@ -158,6 +158,6 @@ def test_results_share_one_vocabulary(paper_profile, paper_bank):
     # no workload: the optimizer's figure is the all-switching one it optimised
     assert level.fetch_time_s == est.switch_fetch_time_s
     wl = memsim.workload_from_dict({"name": "u", "arrivals": {"kind": "poisson", "rate": 1}})
-    blocks = opt.optimize_blocks(paper_profile, paper_bank, wl, buckets=2, samples=100)
+    blocks = memsim.optimize.optimize_blocks(paper_profile, paper_bank, wl, buckets=2, samples=100)
     assert blocks.mean_s == blocks.fetch_time_s["mean"] == blocks.estimate.mean_s
     assert level.to_json()["fetch_time_s"] == level.fetch_time_s
