@@ -61,6 +61,10 @@ class _Base(BaseModel):
         """Expected latency in seconds."""
 
     @abstractmethod
+    def second_moment(self) -> float:
+        """E[latency^2] in s^2: with the mean, the variability queueing formulas need."""
+
+    @abstractmethod
     def quantile(self, q: float) -> float:
         """Latency at probability q (0..1)."""
 
@@ -81,6 +85,9 @@ class ConstantLatency(_Base):
 
     def mean(self) -> float:
         return self.value
+
+    def second_moment(self) -> float:
+        return self.value**2
 
     def quantile(self, q: float) -> float:
         return self.value
@@ -119,6 +126,9 @@ class LognormalLatency(_Base):
     def mean(self) -> float:
         return math.exp(self.mu + self.sigma**2 / 2)
 
+    def second_moment(self) -> float:
+        return math.exp(2 * self.mu + 2 * self.sigma**2)
+
     def quantile(self, q: float) -> float:
         if self.sigma == 0.0:
             return self.p50
@@ -141,6 +151,9 @@ class ExponentialLatency(_Base):
 
     def mean(self) -> float:
         return self.mean_value
+
+    def second_moment(self) -> float:
+        return 2 * self.mean_value**2
 
     def quantile(self, q: float) -> float:
         return -self.mean_value * math.log1p(-q)
@@ -210,6 +223,12 @@ class EmpiricalLatency(_Base):
     def mean(self) -> float:
         qs, vs = self._grid()
         return float(np.sum((vs[1:] + vs[:-1]) / 2 * np.diff(qs)))
+
+    def second_moment(self) -> float:
+        # The quantile function is linear between grid points: integrate its square exactly.
+        qs, vs = self._grid()
+        a, b = vs[:-1], vs[1:]
+        return float(np.sum((a * a + a * b + b * b) / 3 * np.diff(qs)))
 
     def quantile(self, q: float) -> float:
         qs, vs = self._grid()
