@@ -29,6 +29,7 @@ from memsim.cost_model import (
     sample_fetch,
     tier_parts,
 )
+from memsim.energy import EnergyFigures, has_energy, layout_energy
 from memsim.errors import InputError
 from memsim.layout import Layout
 from memsim.limits import MAX_SAMPLES, check_at_most
@@ -86,6 +87,9 @@ class Estimate:
     current_fetch_time_s: dict[str, float] | None = None
     switch_fetch_time_s: dict[str, float] | None = None
     switch_probability: dict[int, float] | None = None
+    # Joules per query and average power (memsim.energy), None when no tier of the profile
+    # has energy figures; the rate is the workload's mean open-loop rate, when there is one.
+    energy: EnergyFigures | None = None
 
     @property
     def mean_s(self) -> float:
@@ -128,6 +132,7 @@ class Estimate:
         if self.switch_probability is not None:
             out["switch_probability"] = {str(d): v for d, v in
                                          sorted(self.switch_probability.items())}
+        out["energy"] = self.energy.to_json() if self.energy is not None else None
         return out
 
 
@@ -140,7 +145,7 @@ def estimate(
     seed: int = 0,
     workload: Workload | None = None,
 ) -> Estimate:
-    """Fetch time of one query under `layout` on an idle `profile`.
+    """Fetch time of one query under `layout` on an idle `profile`, and its energy.
 
     A layout with a block map or blocked subtrees needs `workload`, whose routing decides
     which blocks (so which tiers) a query reads; `samples` paths are drawn from it even when
@@ -151,7 +156,35 @@ def estimate(
     mixture over the switch patterns its locality and routing give (what the simulator sees);
     without one, `fetch_time_s` assumes every resident block current (the paper's figures)
     and `switch_fetch_time_s` gives the time when every resident level switches.
+
+    Energy (`energy`, when the profile has energy figures): the same blocks through
+    memsim.energy, resident levels fetched with the probabilities `fetch_time_s` mixes over,
+    block-level layouts by the routing sampled; the rate is the workload's mean open-loop
+    rate (none without a workload or with a closed loop).
     """
+    est = _estimate(profile, bank, layout, samples, seed, workload)
+    if has_energy(profile):
+        est.energy = _energy(profile, bank, layout, est, workload)
+    return est
+
+
+def _energy(profile: Profile, bank: Bank, layout: Layout, est: Estimate,
+            workload: Workload | None) -> EnergyFigures | None:
+    """The estimate's energy: its switch probabilities and (block-level) sampled routing."""
+    rate = workload.arrivals.mean_rate() if workload is not None and workload.open_loop else None
+    switch = est.switch_probability or {}
+    kept = {d: 1.0 - s for d, s in switch.items()}
+    shares = None
+    if any(lv.tiers is not None for lv in est.per_level):  # block-level: routing sampled;
+        # a resident level is read on a switch, taken as independent of its block's tier
+        shares = {lv.depth: dict(lv.tiers or {}) for lv in est.per_level}
+    return layout_energy(profile, bank, layout, kept_probability=kept, rate=rate,
+                         shares=shares)
+
+
+def _estimate(profile: Profile, bank: Bank, layout: Layout, samples: int, seed: int,
+              workload: Workload | None) -> Estimate:
+    """`estimate` without the energy."""
     layout.check(bank, profile)
     check_at_most(samples, MAX_SAMPLES, "samples", field="samples")
     if samples < 1:

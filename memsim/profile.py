@@ -22,7 +22,16 @@ from memsim import resources, yamlio
 from memsim.errors import InputError
 from memsim.latency import ConstantLatency, Latency, LatencyField, Seconds
 from memsim.limits import MAX_TIERS, check_at_most
-from memsim.units import format_rate, format_time, parse_rate, parse_size
+from memsim.units import (
+    format_power,
+    format_rate,
+    format_time,
+    parse_energy,
+    parse_energy_per_byte,
+    parse_power,
+    parse_rate,
+    parse_size,
+)
 from memsim.yamlio import FieldError, validate_model
 
 
@@ -88,6 +97,44 @@ class TierCost(BaseModel):
     usd_per_1000_requests: Dollars = 0.0
 
 
+JoulesPerByte = Annotated[float, BeforeValidator(parse_energy_per_byte), WithJsonSchema({
+    "anyOf": [{"type": "string", "description": 'an energy per byte such as "0.5 nJ/B", '
+               '"4 pJ/bit", "0.1 J/MB"'}, {"type": "number", "minimum": 0,
+                                          "description": "joules per byte"}]})]
+Joules = Annotated[float, BeforeValidator(parse_energy), WithJsonSchema({
+    "anyOf": [{"type": "string", "description": 'an energy such as "20 uJ", "0.1 mJ"'},
+              {"type": "number", "minimum": 0, "description": "joules"}]})]
+Watts = Annotated[float, BeforeValidator(parse_power), WithJsonSchema({
+    "anyOf": [{"type": "string", "description": 'a power such as "1.5 W", "250 mW"'},
+              {"type": "number", "minimum": 0, "description": "watts"}]})]
+
+
+class TierEnergy(BaseModel):
+    """What serving from a tier costs in energy (memsim.energy): per byte and per request
+    read, plus `active_power` drawn while the tier serves (in proportion to its channel
+    utilisation) and `idle_power` drawn always. All default to 0."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    per_byte: JoulesPerByte = Field(
+        default=0.0, description='Energy per byte read ("0.5 nJ/B", "4 pJ/bit").')
+    per_request: Joules = Field(default=0.0, description='Energy per request ("20 uJ").')
+    active_power: Watts = Field(
+        default=0.0, description='Power drawn while the tier serves, at utilisation 1 '
+        '("1.5 W"); at least idle_power.')
+    idle_power: Watts = Field(default=0.0, description='Power drawn always ("40 mW").')
+    source: str = Field(default="", description="Where the energy figures come from.")
+
+    @model_validator(mode="after")
+    def _active_at_least_idle(self) -> TierEnergy:
+        if self.active_power < self.idle_power:
+            raise FieldError(
+                f"active_power {format_power(self.active_power)} is below idle_power "
+                f"{format_power(self.idle_power)}: a tier serving draws at least its idle "
+                "power", ("active_power",))
+        return self
+
+
 class Tier(BaseModel):
     """One storage device class: capacity, latency, bandwidth, concurrency and cost."""
 
@@ -116,6 +163,9 @@ class Tier(BaseModel):
         default=None, ge=1, description="Most files or objects the tier may hold (inode or "
         "object-count limit); the optimizer shards levels to stay under it.")
     cost: TierCost | None = None
+    energy: TierEnergy | None = Field(
+        default=None, description="Energy per byte and request, active and idle power "
+        "(optional; estimate and simulate report joules per query and average power).")
     store: str | None = Field(
         default=None, description="Where the tier's data lives: file:///path, s3://bucket/prefix, "
         "memory://",
@@ -269,5 +319,5 @@ def profile_from_dict(data: dict[str, Any], file: str = "<dict>") -> Profile:
     return validate_model(Profile, yamlio.Document(data=data, file=file))
 
 
-__all__ = ["Profile", "Tier", "TierCost", "Latency", "load_profile", "profile_from_dict",
-           "InputError"]
+__all__ = ["Profile", "Tier", "TierCost", "TierEnergy", "Latency", "load_profile",
+           "profile_from_dict", "InputError"]

@@ -255,3 +255,96 @@ def parse_frequency(value: object) -> float:
 
 
 __all__.append("parse_frequency")
+
+
+# ----------------------------------------------------------------------------- energy and power
+ENERGY_UNITS: dict[str, Decimal] = {
+    "J": Decimal(1), "kJ": Decimal(10**3), "MJ": Decimal(10**6), "mJ": Decimal("1e-3"),
+    "uJ": Decimal("1e-6"), "µJ": Decimal("1e-6"), "μJ": Decimal("1e-6"), "nJ": Decimal("1e-9"),
+    "pJ": Decimal("1e-12"), "fJ": Decimal("1e-15"), "Wh": Decimal(3600),
+    "kWh": Decimal(3_600_000), "mWh": Decimal("3.6"),
+}
+POWER_UNITS: dict[str, Decimal] = {
+    "W": Decimal(1), "kW": Decimal(10**3), "mW": Decimal("1e-3"), "uW": Decimal("1e-6"),
+    "µW": Decimal("1e-6"), "μW": Decimal("1e-6"), "nW": Decimal("1e-9"),
+}
+
+_ENERGY_HINT = 'an energy like "20 uJ", "0.1 mJ" or "1.5 J"'
+_PER_BYTE_HINT = 'an energy per byte like "0.5 nJ/B", "4 pJ/bit" or "0.1 J/MB"'
+_POWER_HINT = 'a power like "1.5 W", "250 mW" or "40 mW"'
+
+
+def parse_energy(value: object) -> float:
+    """Joules in `value` ("20 uJ", "0.1 mJ", "2 Wh"). A plain number is joules."""
+    number, unit = _split(value, "an energy", _ENERGY_HINT)
+    _nonnegative(number, value, "an energy")
+    if unit == "":
+        return _finite(number, value, "energy")
+    if unit not in ENERGY_UNITS:
+        hint = (" (that is a power: energy is power x time)" if unit in POWER_UNITS else "")
+        raise UnitError(f"unknown energy unit '{unit}' in {_show(value)}; expected "
+                        f"{_ENERGY_HINT}{hint}")
+    return _finite(number * ENERGY_UNITS[unit], value, "energy")
+
+
+def parse_energy_per_byte(value: object) -> float:
+    """Joules per byte in `value` ("0.5 nJ/B", "4 pJ/bit", "0.1 J/MB"). A plain number is
+    J/B. Per-bit figures are multiplied by 8: a byte is 8 bits."""
+    number, unit = _split(value, "an energy per byte", _PER_BYTE_HINT)
+    _nonnegative(number, value, "an energy per byte")
+    if unit == "":
+        return _finite(number, value, "energy per byte")
+    head, slash, tail = unit.partition("/")
+    head, tail = head.strip(), tail.strip()
+    if not slash or head not in ENERGY_UNITS:
+        raise UnitError(f"unknown energy-per-byte unit '{unit}' in {_show(value)}; expected "
+                        f"{_PER_BYTE_HINT}")
+    if tail in SIZE_UNITS:
+        per = Decimal(SIZE_UNITS[tail])
+    elif tail in BIT_UNITS:
+        per = BIT_UNITS[tail]
+    else:
+        raise UnitError(f"unknown unit '{tail}' after '/' in {_show(value)}: energy is per "
+                        'byte or bit (e.g. "nJ/B", "pJ/bit", "J/MB")')
+    return _finite(number * ENERGY_UNITS[head] / per, value, "energy per byte")
+
+
+def parse_power(value: object) -> float:
+    """Watts in `value` ("1.5 W", "250 mW"). A plain number is watts."""
+    number, unit = _split(value, "a power", _POWER_HINT)
+    _nonnegative(number, value, "a power")
+    if unit == "":
+        return _finite(number, value, "power")
+    if unit not in POWER_UNITS:
+        hint = " (that is an energy, not a power)" if unit in ENERGY_UNITS else ""
+        raise UnitError(f"unknown power unit '{unit}' in {_show(value)}; expected "
+                        f"{_POWER_HINT}{hint}")
+    return _finite(number * POWER_UNITS[unit], value, "power")
+
+
+_ENERGIES = [(1e6, "MJ"), (1e3, "kJ"), (1.0, "J"), (1e-3, "mJ"), (1e-6, "uJ"), (1e-9, "nJ"),
+             (1e-12, "pJ"), (1e-15, "fJ")]
+_POWERS = [(1e3, "kW"), (1.0, "W"), (1e-3, "mW"), (1e-6, "uW"), (1e-9, "nW")]
+
+
+def format_energy(j: float, *, digits: int = 4) -> str:
+    """Human energy: `format_energy(0.00123)` -> "1.23 mJ"."""
+    if j == 0:
+        return "0 J"
+    return _scaled(float(j), _ENERGIES, digits)
+
+
+def format_power(w: float, *, digits: int = 4) -> str:
+    """Human power: `format_power(0.25)` -> "250 mW"."""
+    if w == 0:
+        return "0 W"
+    return _scaled(float(w), _POWERS, digits)
+
+
+def format_energy_per_byte(j_per_byte: float, *, digits: int = 4) -> str:
+    """Human energy per byte: `format_energy_per_byte(5e-10)` -> "500 pJ/B"."""
+    return format_energy(j_per_byte, digits=digits) + "/B"
+
+
+__all__ += ["parse_energy", "parse_energy_per_byte", "parse_power", "format_energy",
+            "format_power", "format_energy_per_byte"]

@@ -5,12 +5,13 @@ from __future__ import annotations
 import math
 
 from memsim.bank import Bank
+from memsim.energy import EnergyFigures
 from memsim.estimate import Estimate
 from memsim.latency import ConstantLatency, EmpiricalLatency, ExponentialLatency, LognormalLatency
 from memsim.profile import Profile, Tier
 from memsim.simulate import SimulationResult
 from memsim.texttable import table
-from memsim.units import format_rate, format_size, format_time
+from memsim.units import format_energy, format_power, format_rate, format_size, format_time
 
 
 def describe_latency(tier: Tier) -> str:
@@ -105,7 +106,22 @@ def estimate_text(est: Estimate, title: str = "") -> str:
     parts = [title] if title else []
     parts += [levels, "", tiers, "", summary]
     parts += _resident_lines(est)
+    if est.energy is not None:
+        parts.append(energy_line(est.energy))
     return "\n".join(parts)
+
+
+def energy_line(energy: EnergyFigures, measured: bool = False) -> str:
+    """'energy: 1.23 mJ per query, average power 0.45 W at 10 queries/s' (without a rate:
+    the dynamic energy and the idle power)."""
+    head = "energy (measured)" if measured else "energy"
+    total, power = energy.j_per_query, energy.average_power_w
+    if total is None or power is None or energy.rate is None:
+        return (f"{head}: {format_energy(energy.dynamic_j_per_query)} per query, idle power "
+                f"{format_power(energy.idle_power_w)} (a workload's rate gives the average "
+                "power)")
+    return (f"{head}: {format_energy(total)} per query, average power {format_power(power)} "
+            f"at {energy.rate:.4g} queries/s")
 
 
 def _resident_lines(est: Estimate) -> list[str]:
@@ -174,6 +190,8 @@ def simulation_text(result: SimulationResult, title: str = "", clock: str = "sim
     if result.cache_hit_ratio is not None:
         lines.append(f"cache hit ratio: {result.cache_hit_ratio:.3f}")
     lines.append(f"{clock}: {format_time(result.simulated_s)}")
+    if result.energy is not None:
+        lines.append(energy_line(result.energy, measured=True))
     if result.trace_out:
         lines.append(f"trace written to {result.trace_out}")
     return "\n".join(lines)

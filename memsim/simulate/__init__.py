@@ -27,6 +27,7 @@ import numpy as np
 
 from memsim import limits
 from memsim.bank import Bank
+from memsim.energy import EnergyFigures, has_energy, idle_power_w, measured_energy_j
 from memsim.errors import InputError, OverloadWarning
 from memsim.layout import Layout
 from memsim.profile import Profile
@@ -61,6 +62,11 @@ class SimulationResult:
     trace_out: str | None = None
     capacity_warnings: list[str] = field(default_factory=list)
     fetch_stats: BatchedSeries | None = field(default=None, repr=False)
+    # Measured energy (memsim.energy), None when no tier has energy figures: the dynamic
+    # joules per measured query from each tier's bytes, requests and busy channel time, the
+    # profile's idle power, and the rate of the whole run (queries over simulated time), so
+    # that `average_power_w` is the run's average power.
+    energy: EnergyFigures | None = None
 
     @property
     def mean_s(self) -> float:
@@ -76,6 +82,7 @@ class SimulationResult:
             "offered_load": self.offered_load, "cache_hit_ratio": self.cache_hit_ratio,
             "unstable": self.unstable, "capacity_warnings": self.capacity_warnings,
             "trace_out": self.trace_out,
+            "energy": self.energy.to_json() if self.energy is not None else None,
         }
 
 
@@ -343,12 +350,19 @@ def simulate(
             columns[f"time_L{depth}_s"] = engine.level_times[:, j]
         out_path = str(write_trace(trace_out, np.asarray(arrival_col, dtype=float), all_paths,
                                    columns=columns))
+    energy = None
+    if has_energy(profile):
+        spent = sum(measured_energy_j(engine.tiers[name].tier, nbytes, requests, busy)
+                    for name, (nbytes, requests, busy) in engine.measured_counters().items())
+        energy = EnergyFigures(dynamic_j_per_query=spent / max(stats.fetch.count, 1),
+                               idle_power_w=idle_power_w(profile),
+                               rate=queries / end if end > 0 else None)
     return SimulationResult(
         queries=stats.fetch.count, warmup=warm, seed=seed, fetch=layout.fetch,
         simulated_s=end, fetch_time_s=summary, fetch_time_ci_s=ci, per_level=per_level,
         per_tier=per_tier, utilization=utilization, offered_load=offered,
         cache_hit_ratio=hit_ratio, unstable=unstable, trace_out=out_path,
-        fetch_stats=stats.fetch, capacity_warnings=capacity,
+        fetch_stats=stats.fetch, capacity_warnings=capacity, energy=energy,
     )
 
 

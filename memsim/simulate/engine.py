@@ -193,6 +193,7 @@ class Engine:
             per_level={d: Series() for d, *_ in self.levels},
             measured_from=warmup,
         )
+        self.counters_at_measured: dict[str, tuple[float, int, float]] = {}
         self.fetch_times: np.ndarray | None = None
         self.level_times: np.ndarray | None = None
         self.paths_out: np.ndarray | None = None
@@ -205,6 +206,22 @@ class Engine:
         if self.block_level:
             self._setup_blocks(block_map)
             self._plan = self._plan_blocks
+
+    def mark_measured(self) -> None:
+        """Note each tier's counters as the first measured query starts: what the measured
+        queries cost is what the counters gain from here (warm-up requests still in flight
+        are counted with them, a handful in a run of thousands)."""
+        self.counters_at_measured = {name: (server.bytes, server.requests, server.busy_time)
+                                     for name, server in self.tiers.items()}
+
+    def measured_counters(self) -> dict[str, tuple[float, int, float]]:
+        """Per tier, the (bytes, requests, busy channel-seconds) served since the first
+        measured query started (all of the run's if it never did)."""
+        out = {}
+        for name, server in self.tiers.items():
+            b0, r0, t0 = self.counters_at_measured.get(name, (0.0, 0, 0.0))
+            out[name] = (server.bytes - b0, server.requests - r0, server.busy_time - t0)
+        return out
 
     def keep_trace(self) -> None:
         """Record every query's fetch time, level times and path (for a trace file)."""
@@ -291,6 +308,8 @@ class Engine:
         start = env.now
         if self.paths_out is not None:
             self.paths_out[index] = path
+        if index == self.stats.measured_from:
+            self.mark_measured()
         plan = self._plan(path, index >= self.stats.measured_from)
         times = [0.0] * len(plan)
 
