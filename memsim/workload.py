@@ -9,6 +9,7 @@ one topic do. Everything random takes a numpy Generator, and sampling is vectori
 
 from __future__ import annotations
 
+import math
 from abc import abstractmethod
 from collections.abc import Callable
 from pathlib import Path
@@ -447,6 +448,31 @@ class Workload(_Model):
     @property
     def open_loop(self) -> bool:
         return self.arrivals.open_loop
+
+    def at_rate(self, rate: float) -> Workload:
+        """A copy whose open-loop arrivals are scaled to a mean of `rate` queries/s (bursts,
+        quiet spells and schedule steps keep their shape); what-if studies of load."""
+        if not self.open_loop:
+            raise InputError(f"workload '{self.name}' is a closed loop: its rate follows from "
+                             "its clients and think time, so --rate cannot set it",
+                             file=self.file, field="arrivals")
+        if not (rate > 0 and math.isfinite(rate)):
+            raise InputError(f"rate must be a positive number of queries per second, got "
+                             f"{rate}", field="rate")
+        factor = rate / self.arrivals.mean_rate()
+        arrivals = self.arrivals
+        if isinstance(arrivals, PoissonArrivals):
+            arrivals = arrivals.model_copy(update={"rate": rate})
+        elif isinstance(arrivals, OnOffArrivals):
+            arrivals = arrivals.model_copy(update={"rate_on": arrivals.rate_on * factor,
+                                                   "rate_off": arrivals.rate_off * factor})
+        elif isinstance(arrivals, ScheduleArrivals):
+            arrivals = arrivals.model_copy(update={"steps": [
+                step.model_copy(update={"rate": step.rate * factor}) for step in arrivals.steps]})
+        copy = self.model_copy(update={"arrivals": arrivals,
+                                       "name": f"{self.name}@{rate:g}/s"})
+        copy._doc = self._doc
+        return copy
 
     def resolve(self, relative: str) -> Path:
         """A path written in the workload, relative to the workload file's folder."""

@@ -14,12 +14,15 @@ from memsim.estimate import DEFAULT_SAMPLES, Estimate, estimate
 from memsim.layout import FetchMode, Layout
 from memsim.limits import MAX_SCENARIOS, check_at_most
 from memsim.optimize.diagnose import precheck, shortfall_message
+from memsim.optimize.goal import Goal, Objective
 from memsim.optimize.greedy import greedy_placement
 from memsim.optimize.ilp import PlacementModel, build_model, prefer_faster_tiers
+from memsim.optimize.load import LoadTables, ModelFigures, build_load, evaluate
 from memsim.optimize.solver import SolverName, solve
 from memsim.optimize.tables import CostTables, build_tables
 from memsim.popularity import switch_probabilities
 from memsim.profile import Profile
+from memsim.units import format_time
 from memsim.workload import Workload
 
 DEFAULT_SCENARIOS = 64
@@ -46,6 +49,10 @@ class OptimizeResult:
     current_s: float | None = None
     chosen: str = "ilp"  # ilp, or greedy when the solver stopped early with nothing better
     workload: str | None = None
+    goal: Goal | None = None  # what was asked (None: least mean fetch time, idle)
+    # the level model's figures of the chosen layout under the goal's load (None: idle)
+    figures: ModelFigures | None = None
+    baseline_figures: ModelFigures | None = None
 
     @property
     def fetch_time_s(self) -> dict[str, float]:
@@ -83,12 +90,28 @@ class OptimizeResult:
                 {str(d): t for d, t in sorted(self.baseline.placement.items())}
                 if self.baseline else None),
             "fetch_time_s": self.fetch_time_s,
+            "goal": goal_json(self.goal),
+            "model": self.figures.to_json() if self.figures is not None else None,
+            "baseline_model": (self.baseline_figures.to_json()
+                               if self.baseline_figures is not None else None),
         }
+
+
+def goal_json(goal: Goal | None) -> dict[str, Any] | None:
+    """The goal as plain data for --json output."""
+    if goal is None:
+        return None
+    return {"minimize": goal.minimize, "objective": str(goal.objective),
+            "slo": [str(s) for s in goal.slos], "budget_usd_month": goal.budget_usd_month,
+            "energy_budget_j": goal.energy_budget_j, "rate": goal.rate,
+            "max_utilization": goal.max_utilization,
+            "tier_ceilings": dict(goal.tier_ceilings) or None}
 
 
 def _tie_break(model: PlacementModel, tables: CostTables, optimum_ms: float,
                placement: dict[int, str], resident: set[int], solver: SolverName,
-               time_limit: float | None) -> tuple[dict[int, str], set[int]]:
+               time_limit: float | None, load: LoadTables | None = None
+               ) -> tuple[dict[int, str], set[int]]:
     """Among optimal layouts pick the one with the least summed tier time (deterministic
     what-if sweeps); keep the first answer if the second stage is not exactly as good."""
     prefer_faster_tiers(model, tables, optimum_ms)
@@ -98,6 +121,12 @@ def _tie_break(model: PlacementModel, tables: CostTables, optimum_ms: float,
     new_placement, new_resident = model.placement()
     if set(new_placement) != set(placement):
         return placement, resident
+    if load is not None:
+        if not _meets(tables, load, new_placement, new_resident) or _score(
+                tables, load, new_placement, new_resident) > _score(
+                tables, load, placement, resident) * (1 + 1e-9):
+            return placement, resident
+        return new_placement, new_resident
     if tables.evaluate(new_placement, new_resident) <= tables.evaluate(placement, resident):
         return new_placement, new_resident
     return placement, resident
@@ -140,8 +169,13 @@ def optimize(
     samples: int = DEFAULT_SAMPLES,
     name: str = "",
     workload: Workload | None = None,
+    goal: Goal | None = None,
 ) -> OptimizeResult:
     """The level placement with the least expected fetch time, under capacity constraints.
+
+    `goal` asks for more (see `Goal`): a percentile or CVaR instead of the mean, SLOs, least
+    cost or energy, budgets, and above all the load: with a rate, every tier's utilisation
+    stays under its ceiling and its queueing delay is part of every fetch time (`load.py`).
 
     `resident_levels` may stay resident in RAM (levels that consecutive queries share), within
     `resident_budget` bytes if given, always within the RAM tier's capacity. A resident level
@@ -172,8 +206,17 @@ def optimize(
     precheck(profile, bank)
     switch = resident_switch(bank, resident_levels, workload)
     tables = build_tables(profile, bank, fetch, scenarios, seed, switch)
-    model = build_model(tables, resident_levels, resident_budget)
+    if goal is not None and goal.idle:
+        goal = None
+    load = build_load(tables, goal) if goal is not None else None
+    model = build_model(tables, resident_levels, resident_budget, load=load)
     outcome = solve(model.problem, solver, time_limit, gap)
+    if outcome.status == "infeasible" and load is not None and solve(build_model(
+            tables, resident_levels, resident_budget).problem, solver, time_limit,
+            gap).status != "infeasible":
+        raise InfeasibleError(_goal_shortfall(tables, load, resident_levels, resident_budget,
+                                              solver, time_limit, gap),
+                              field=_goal_field(load.goal))
     if outcome.status == "infeasible":
         slack_model = build_model(tables, resident_levels, resident_budget,
                                   capacity_slack=True)
@@ -185,6 +228,8 @@ def optimize(
         raise InfeasibleError(shortfall_message(profile, bank, slack), file=profile.file,
                               field="tiers")
     greedy = greedy_placement(tables, resident_levels, resident_budget)
+    if greedy is not None and load is not None and not _meets(tables, load, *greedy):
+        greedy = None  # the idle greedy layout breaks the goal: no baseline to fall back on
     placement: dict[int, str] = {}
     resident: set[int] = set()
     if outcome.status in ("optimal", "time_limit") and outcome.objective is not None:
@@ -192,7 +237,8 @@ def optimize(
     complete = set(placement) == set(active)
     chosen = "ilp"
     if outcome.status == "time_limit" and greedy is not None and (
-            not complete or tables.evaluate(*greedy) < tables.evaluate(placement, resident)):
+            not complete or _score(tables, load, *greedy) < _score(tables, load, placement,
+                                                                     resident)):
         placement, resident = dict(greedy[0]), set(greedy[1])  # the best found in time
         chosen = "greedy"
     elif not complete:
@@ -205,18 +251,28 @@ def optimize(
             + (f", time limit {time_limit:g} s" if time_limit else "") + ")")
     if outcome.status == "optimal":
         placement, resident = _tie_break(model, tables, outcome.objective, placement, resident,
-                                         solver, time_limit)
+                                         solver, time_limit, load)
     layout = Layout(
         name=name, bank=bank.name, profile=profile.name, fetch=fetch,
         placement=dict(sorted(placement.items())), resident=sorted(resident),
         description="chosen by memsim optimize",
     )
     _check_solution(layout, bank, profile, resident_budget)
-    objective_s = tables.evaluate(placement, resident)
+    figures = evaluate(tables, load, placement, resident) if load is not None else None
+    if figures is not None and not _meets(tables, load, placement, resident, figures):
+        raise SolverError("the solver's answer breaks the goal's load, SLO or budget rows by "
+                          "a rounding margin; loosen a target slightly")
+    objective_s = figures.mean_s if figures is not None else tables.evaluate(placement,
+                                                                             resident)
     baseline = baseline_s = None
+    baseline_figures = None
     if greedy is not None:
         g_place, g_res = greedy
-        baseline_s = tables.evaluate(g_place, g_res)
+        if load is not None:
+            baseline_figures = evaluate(tables, load, g_place, g_res)
+            baseline_s = baseline_figures.mean_s
+        else:
+            baseline_s = tables.evaluate(g_place, g_res)
         baseline = Layout(name="greedy", bank=bank.name, profile=profile.name, fetch=fetch,
                           placement=dict(sorted(g_place.items())), resident=sorted(g_res))
     bound_s = outcome.bound / 1e3 if outcome.bound is not None else None
@@ -229,4 +285,129 @@ def optimize(
                           workload=workload),
         switch_probability={d: switch[d] for d in sorted(resident)} if resident else {},
         current_s=current_s, chosen=chosen, workload=workload.name if workload else None,
+        goal=goal, figures=figures, baseline_figures=baseline_figures,
     )
+
+
+def _score(tables: CostTables, load: LoadTables | None, placement: dict[int, str],
+           resident: set[int]) -> float:
+    """What the model minimises, for one layout (to compare a fallback with the solver's)."""
+    if load is None:
+        return tables.evaluate(placement, resident)
+    figures = evaluate(tables, load, placement, resident)
+    goal = load.goal
+    if goal.minimize == "cost":
+        return figures.cost_usd_month
+    if goal.minimize == "energy":
+        return figures.energy_j_per_query
+    return figures.stat(goal.objective, load.exact_quantiles)
+
+
+TOLERANCE = 1e-6
+
+
+def _meets(tables: CostTables, load: LoadTables, placement: dict[int, str], resident: set[int],
+           figures: ModelFigures | None = None) -> bool:
+    """Whether a layout keeps the goal's ceilings, SLOs and budgets under the model."""
+    f = figures if figures is not None else evaluate(tables, load, placement, resident)
+    goal = load.goal
+    for t, rho in f.utilization.items():
+        if rho > load.ceiling(t) * (1 + TOLERANCE):
+            return False
+    for slo in goal.slos:
+        if slo.level is None:
+            value = f.mean_s
+        elif load.exact_quantiles:
+            value = f.stat(Objective(kind="quantile", level=slo.level))
+        else:
+            value = f.stat(Objective(kind="cvar", level=slo.level))
+        if value > slo.limit_s * (1 + TOLERANCE) + 1e-9:
+            return False
+    if goal.budget_usd_month is not None and f.cost_usd_month > (
+            goal.budget_usd_month * (1 + TOLERANCE) + 1e-9):
+        return False
+    if goal.energy_budget_j is not None and f.energy_j_per_query > (
+            goal.energy_budget_j * (1 + TOLERANCE) + 1e-12):
+        return False
+    return not any(all(placement.get(d) == t for d, t in cut) for cut in goal.cuts)
+
+
+def _goal_field(goal: Goal) -> str:
+    if goal.slos:
+        return "slo"
+    if goal.budget_usd_month is not None:
+        return "budget"
+    if goal.energy_budget_j is not None:
+        return "energy-budget"
+    return "max-utilization" if goal.loaded else "slo"
+
+
+def _goal_shortfall(tables: CostTables, load: LoadTables, resident_levels: Sequence[int],
+                    resident_budget: int | None, solver: SolverName, time_limit: float | None,
+                    gap: float) -> str:
+    """Why no layout meets the goal: the rate no layout carries (naming the tier that
+    saturates and the load at which it does), or the best any layout reaches on the target
+    that cannot be met."""
+    goal = load.goal
+    rate = load.rate
+    if goal.loaded:
+        peak = build_model(tables, resident_levels, resident_budget, load=load, peak_load=True)
+        if solve(peak.problem, solver, time_limit, gap).status == "optimal" and peak.peak:
+            placement, resident = peak.placement()
+            f = evaluate(tables, load, placement, resident)
+            worst = max(f.utilization, key=lambda t: f.utilization[t] / load.ceiling(t),
+                        default=None)
+            if worst is not None and f.utilization[worst] > load.ceiling(worst) * (
+                    1 + TOLERANCE):
+                ratio = f.utilization[worst] / load.ceiling(worst)
+                return (f"no layout carries {rate:g} queries/s with every tier at or below "
+                        f"utilisation {load.ceiling(worst):g}: even the least-loaded layout "
+                        f"asks tier '{worst}' for {f.utilization[worst]:.2f}, so '{worst}' "
+                        f"saturates (reaches the ceiling) at {rate / ratio:.3g} queries/s and "
+                        f"is fully busy at {rate / f.utilization[worst]:.3g} queries/s; lower "
+                        "the rate, raise --max-utilization, or give the bank faster tiers")
+    if goal.cuts:
+        return ("every layout the model allows was excluded after missing the target in "
+                "simulation")
+    relaxed = goal.with_changes(slos=(), budget_usd_month=None, energy_budget_j=None,
+                                minimize="time")
+    reasons = []
+    for slo in goal.slos:
+        kind = "mean" if slo.level is None else (
+            "quantile" if load.exact_quantiles else "cvar")
+        best = _best(tables, relaxed.with_changes(objective=Objective(
+            kind=kind, level=slo.level or 0.0)), resident_levels, resident_budget, solver,
+            time_limit, gap)
+        if best is not None and best > slo.limit_s * (1 + TOLERANCE):
+            how = "" if kind != "cvar" else " (bounded by its CVaR)"
+            reasons.append(f"no layout meets {slo}{how}: the best any layout reaches is "
+                           f"{format_time(best)}")
+    at = f" at {rate:g} queries/s" if rate else ""
+    if goal.budget_usd_month is not None:
+        cheapest = _best(tables, relaxed.with_changes(minimize="cost", slos=goal.slos),
+                         resident_levels, resident_budget, solver, time_limit, gap)
+        if cheapest is not None and cheapest > goal.budget_usd_month:
+            reasons.append(f"the cheapest layout meeting the targets costs "
+                           f"${cheapest:.4g}/month, over the ${goal.budget_usd_month:g} budget")
+    if goal.energy_budget_j is not None:
+        frugal = _best(tables, relaxed.with_changes(minimize="energy", slos=goal.slos),
+                       resident_levels, resident_budget, solver, time_limit, gap)
+        if frugal is not None and frugal > goal.energy_budget_j:
+            reasons.append(f"the most frugal layout meeting the targets uses "
+                           f"{frugal * 1e3:.4g} mJ per query, over the "
+                           f"{goal.energy_budget_j * 1e3:.4g} mJ budget")
+    if not reasons:
+        reasons.append("the targets cannot all be met together")
+    return "; ".join(reasons) + at
+
+
+def _best(tables: CostTables, goal: Goal, resident_levels: Sequence[int],
+          resident_budget: int | None, solver: SolverName, time_limit: float | None,
+          gap: float) -> float | None:
+    """The optimum of `goal`'s objective (seconds, dollars or joules), None if none found."""
+    load = build_load(tables, goal)
+    model = build_model(tables, resident_levels, resident_budget, load=load)
+    if solve(model.problem, solver, time_limit, gap).status not in ("optimal", "time_limit"):
+        return None
+    placement, resident = model.placement()
+    return _score(tables, load, placement, resident)
