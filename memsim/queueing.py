@@ -44,9 +44,6 @@ __all__ = ["BlockDemand", "arrival_scv", "block_demand", "channel_wait_factor", 
            "mean_wait", "query_rate", "query_scales", "query_wait", "tier_load", "utilization",
            "wait_curves", "wait_scales"]
 
-MAX_SERVERS = 1 << 16  # the Erlang recursions are O(servers); beyond, a profile is wrong
-
-
 @dataclass(frozen=True)
 class BlockDemand:
     """What fetching one block asks of a tier (idle-tier figures)."""
@@ -56,10 +53,16 @@ class BlockDemand:
     channel_sq_s2: float  # sum over parts of E[S^2] of each part's channel service time
     bytes: float
     transfer_s: float  # idle transfer time of the block alone, its parts in parallel
+    channel_var_s2: float = math.nan  # variance of the block's channel time (nan: derived)
+
+    def __post_init__(self) -> None:
+        if math.isnan(self.channel_var_s2):  # built by hand: parts taken as alike
+            var = self.channel_sq_s2 - self.channel_s**2 / max(self.requests, 1)
+            object.__setattr__(self, "channel_var_s2", max(var, 0.0))
 
 
 def block_demand(tier: Tier, block_bytes: int) -> BlockDemand:
-    """The channel time, its second moment, bytes and idle transfer time of one block.
+    """The channel time, its moments, bytes and idle transfer time of one block.
 
     A part's channel service time is S = L + overhead + part / stream bandwidth (the
     simulator holds the channel through the transfer), so E[S^2] = E[L^2] + 2 d E[L] + d^2
@@ -79,12 +82,13 @@ def block_demand(tier: Tier, block_bytes: int) -> BlockDemand:
         zeros = np.zeros((1, len(parts)))
         transfer = float(tier_finish_times(tier, parts, zeros).max())
     return BlockDemand(requests=len(parts), channel_s=channel, channel_sq_s2=square,
-                       bytes=float(block_bytes), transfer_s=transfer)
+                       bytes=float(block_bytes), transfer_s=transfer,
+                       channel_var_s2=len(parts) * max(second - mean * mean, 0.0))
 
 
 def _check_servers(servers: float) -> None:
-    if not (servers >= 1) or servers > MAX_SERVERS:
-        raise ValueError(f"servers must be in 1..{MAX_SERVERS}, got {servers!r}")
+    if not (1 <= servers < math.inf):  # the recursions take O(servers) steps
+        raise ValueError(f"servers must be finite and at least 1, got {servers!r}")
 
 
 def erlang_b(servers: float, offered: float) -> float:
@@ -207,24 +211,26 @@ def tier_load(tier: Tier, demands: Sequence[tuple[float, BlockDemand]], rate: fl
     return utilization(tier, rate * channel, rate * nbytes)
 
 
-def _request_scv(demands: Sequence[tuple[float, BlockDemand]], query_scv: float,
-                 fetch: str) -> float:
-    """SCV of the tier's request arrivals: queries arrive with SCV `query_scv`, each sending a
-    batch X of requests at once, so ca^2 = E[X] query_scv + Var X / E[X] (exact for one
-    channel with Poisson queries, M^X/G/1). With parallel fetch a query's batch is all its
-    parts on the tier (a weight's whole part is always there, its fraction by a coin);
-    with sequential fetch each block is its own batch."""
+def _batch_moments(demands: Sequence[tuple[float, BlockDemand]], fetch: str
+                   ) -> tuple[float, float]:
+    """(E[B], Var B) of the channel work B that arrives at the tier at once.
+
+    Parallel fetch: a query's blocks on the tier all at once, N_i blocks of kind i with
+    N_i = floor(w_i) + a coin for the fraction, independently. Sequential: one block, of a
+    kind drawn with probability w_i / sum w. A block's channel time has the variance of its
+    parts' latencies (independent draws; the fixed overhead and transfer add none).
+    """
     if fetch == "sequential":
         blocks = sum(w for w, _ in demands)
-        mean = sum(w * d.requests for w, d in demands) / blocks
-        square = sum(w * d.requests**2 for w, d in demands) / blocks
-        return mean * query_scv + max(square - mean * mean, 0.0) / mean
-    mean = sum(w * d.requests for w, d in demands)
-    var = 0.0
+        mean = sum(w * d.channel_s for w, d in demands) / blocks
+        square = sum(w * (d.channel_var_s2 + d.channel_s**2) for w, d in demands) / blocks
+        return mean, max(square - mean * mean, 0.0)
+    mean = var = 0.0
     for w, d in demands:
         frac = w - math.floor(w)
-        var += d.requests**2 * frac * (1.0 - frac)
-    return mean * query_scv + var / mean
+        mean += w * d.channel_s
+        var += w * d.channel_var_s2 + frac * (1.0 - frac) * d.channel_s**2
+    return mean, var
 
 
 def wait_scales(tier: Tier, demands: Sequence[tuple[float, BlockDemand]],
@@ -232,21 +238,21 @@ def wait_scales(tier: Tier, demands: Sequence[tuple[float, BlockDemand]],
     """(a, b) such that a block of this mix (weight = blocks of that kind per query) sees a
     mean extra time a g(rho_c) + b link_wait_factor(tier, rho_l) over idle.
 
-    a = E[S] (ca^2 + cs^2) / 2 (Allen-Cunneen) for the mix's per-request channel time S,
-    with ca^2 the request stream's (see `_request_scv`); b = the mix's mean idle transfer
-    time, or 0 when the tier's link never slows a transfer.
+    a is Allen-Cunneen's E[S] (ca^2 + cs^2) / 2 with the requests that arrive together (a
+    query's batch, `_batch_moments`) taken as one customer of work B:
+    a = (ca^2 E[B]^2 + Var B) / (2 E[B]). For one-request blocks this is E[S] (ca^2 + cs^2)
+    / 2; for batches of like requests it is the same with the request stream's
+    ca^2 = E[X] ca^2 + Var X / E[X]; on one channel with Poisson queries it is exact
+    (M^X/G/1: every block of a batch waits the work found ahead). b = the mix's mean idle
+    transfer time, or 0 when the tier's link never slows a transfer.
     """
     if not (arrival_scv >= 0.0) or math.isinf(arrival_scv):
         raise ValueError(f"arrival_scv must be finite and >= 0, got {arrival_scv!r}")
     mix = [(float(w), d) for w, d in demands if w > 0]
     if not mix:
         return 0.0, 0.0
-    requests = sum(w * d.requests for w, d in mix)
-    mean = sum(w * d.channel_s for w, d in mix) / requests
-    square = sum(w * d.channel_sq_s2 for w, d in mix) / requests
-    cs2 = max(square / (mean * mean) - 1.0, 0.0) if mean > 0 else 0.0
-    ca2 = _request_scv(mix, arrival_scv, fetch)
-    a = mean * (ca2 + cs2) / 2.0
+    mean, var = _batch_moments(mix, fetch)
+    a = (arrival_scv * mean * mean + var) / (2.0 * mean) if mean > 0 else 0.0
     blocks = sum(w for w, _ in mix)
     b = 0.0 if math.isinf(link_streams(tier)) else sum(w * d.transfer_s for w, d in mix) / blocks
     return a, b
