@@ -71,12 +71,14 @@ import pulp  # noqa: E402
 
 # Measure the checkout this script lives in, not whatever copy of memsim is installed (a
 # non-editable `pip install .` leaves an older one in site-packages).
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# --baseline-src runs the optimize child with another checkout's memsim (e.g. `git archive
+# HEAD~3 memsim | tar -x -C DIR`), for before/after figures measured in one run.
+sys.path.insert(0, os.environ.get(BASELINE_ENV := "MEMSIM_BENCH_SRC")
+                or os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import memsim  # noqa: E402
 from memsim.optimize import Policy, optimize_blocks  # noqa: E402
 from memsim.optimize import buckets as bk  # noqa: E402
-from memsim.optimize.solver import solve  # noqa: E402
 from memsim.popularity import block_popularity  # noqa: E402
 
 # optimize_blocks looks its helpers up in its own module at call time, so the child can time
@@ -86,8 +88,9 @@ opt = importlib.import_module("memsim.optimize.blocks")
 BUCKETS = 64
 DEFAULT_REPEATS = 3
 DEFAULT_CBC_LIMIT = 30.0  # seconds per CBC solve: on some z it runs for many minutes
-TARGET_SECONDS = 10.0
-TARGET_BYTES = 2 << 30  # 2 GiB
+TARGET_CASE = "12.4M"  # the targets are the 12.4M bank's (issue 12, "Scale")
+TARGET_SECONDS = 3.0
+TARGET_BYTES = 10**9  # 1 GB
 SAME_OBJECTIVE = 1e-6  # relative difference allowed between HiGHS's and CBC's optimum
 CHILD_FLAG = "--_child"
 
@@ -177,8 +180,11 @@ class Timings:
         self.each: dict[str, list[float]] = {}
 
     def wrap(self, module: Any, attr: str, label: str) -> None:
-        """Replace `module.attr` (looked up at call time by its callers) by a timed wrapper."""
-        inner = getattr(module, attr)
+        """Replace `module.attr` (looked up at call time by its callers) by a timed wrapper
+        (nothing when the module lacks it: a baseline checkout may)."""
+        inner = getattr(module, attr, None)
+        if inner is None:
+            return
 
         @functools.wraps(inner)
         def timed(*args: Any, **kwargs: Any) -> Any:
@@ -199,8 +205,7 @@ class Timings:
 
 
 def model_size(model: bk.BucketModel) -> dict[str, int]:
-    return {"variables": len(model.problem.variables()),
-            "constraints": len(model.problem.constraints)}
+    return {"variables": model.columns, "constraints": len(model.rows)}
 
 
 def child_optimize(case: str, profile_top: int = 0) -> dict[str, Any]:
@@ -219,13 +224,14 @@ def child_optimize(case: str, profile_top: int = 0) -> dict[str, Any]:
                             ("_level_under_bucket_model", "level_ilp_comparison")]:
             timings.wrap(opt, attr, label)
         timings.wrap(bk, "build_model", "solve_buckets: build_model")
-        timings.wrap(bk, "solve", "solve_buckets: solve")
+        timings.wrap(bk, "solve_arrays", "solve_buckets: solve")
+        timings.wrap(bk, "solve", "solve_buckets: solve")  # a baseline's PuLP solve
         timings.wrap(memsim.Layout, "tier_counts", "layout.tier_counts")
     profiler = cProfile.Profile() if profile_top else None
     start = time.perf_counter()
     if profiler is not None:
         profiler.enable()
-    result = optimize_blocks(profile, bank, workload, buckets=BUCKETS, solver="highs",
+    result = optimize_blocks(profile, bank, workload, buckets=BUCKETS, solver="auto",
                              verify_estimate=False)
     if profiler is not None:
         profiler.disable()
@@ -272,8 +278,8 @@ def child_stages(case: str) -> dict[str, Any]:
         profile, bank, "parallel", popularity, BUCKETS, Policy()))
     timings = Timings()
     timings.wrap(bk, "build_model", "build_model")
-    timings.wrap(bk, "solve", "solve")
-    solution = stage("solve_buckets (highs)", lambda: bk.solve_buckets(problem, "highs"))
+    timings.wrap(bk, "solve_arrays", "solve")
+    solution = stage("solve_buckets (auto)", lambda: bk.solve_buckets(problem, "auto"))
     _placement, block_map, masses = stage("to_block_map",
                                           lambda: bk.to_block_map(problem, solution.counts))
     moved = sum(int(ids.shape[0]) for ids in block_map.ids.values())
@@ -306,13 +312,8 @@ def solve_fresh(problem: bk.BucketProblem, z: float | None, name: str,
     start = time.perf_counter()
     model = bk.build_model(problem, z)
     build_s = time.perf_counter() - start
-    outcome = solve(model.problem, name, time_limit)  # type: ignore[arg-type]
+    outcome, _x = bk.solve_arrays(model.arrays, name, time_limit)  # type: ignore[arg-type]
     internal = None
-    if name == "highs" and getattr(model.problem, "solverModel", None) is not None:
-        try:  # HiGHS's own run time, without PuLP's hand-over
-            internal = float(model.problem.solverModel.getRunTime())
-        except Exception:  # noqa: BLE001 - older highspy
-            pass
     return {"build_s": build_s, "solve_s": outcome.seconds, "internal_s": internal,
             "status": outcome.status, "objective_ms": outcome.objective,
             "size": model_size(model)}
@@ -424,14 +425,18 @@ def child_main(argv: Sequence[str]) -> int:
 
 
 
-def run_child(*args: str) -> dict[str, Any]:
+def run_child(*args: str, src: str | None = None) -> dict[str, Any]:
     """This script in a fresh interpreter; its JSON report, with the process's wall time.
 
-    The child's progress lines (starting with "[") are passed on to stderr as they come."""
+    `src`: a checkout whose memsim the child imports (the baseline). The child's progress
+    lines (starting with "[") are passed on to stderr as they come."""
     start = time.perf_counter()
+    env = dict(os.environ)
+    if src is not None:
+        env[BASELINE_ENV] = os.path.abspath(src)
     with tempfile.TemporaryFile(mode="w+") as out:
         proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), CHILD_FLAG, *args],
-                                stdout=out, stderr=subprocess.PIPE, text=True)
+                                stdout=out, stderr=subprocess.PIPE, text=True, env=env)
         assert proc.stderr is not None
         errors = []
         for line in proc.stderr:
@@ -477,7 +482,7 @@ def print_case(case: str, res: dict[str, Any]) -> None:
           f"{CASES[case]['profile']['name']}: ram {tiers[0]['capacity']}, flash "
           f"{tiers[1]['capacity']}, disk {tiers[2]['capacity']}, cloud unlimited")
     if opt_run is not None:
-        print(f"  optimize_blocks(buckets={BUCKETS}, solver=highs, verify_estimate=False): "
+        print(f"  optimize_blocks(buckets={BUCKETS}, solver=auto, verify_estimate=False): "
               f"{opt_run['seconds']:.3f} s (whole child process "
               f"{opt_run['process_seconds']:.2f} s), status {opt_run['status']}, "
               f"{opt_run['solves']} solves, peak RSS {mib(opt_run['peak_rss_bytes'])} "
@@ -504,7 +509,7 @@ def print_case(case: str, res: dict[str, Any]) -> None:
             each = br["solve"]["each_s"]
             extra = ""
             if len(each) == stages["candidates"] + 1:
-                extra = f" (one per candidate z, then the spread-out stage: {each[-1]:.3f} s)"
+                extra = f" (an LP per candidate z, then the integer solve: {each[-1]:.3f} s)"
             print(f"      of which build_model {br['build_model']['seconds']:.3f} s, solve "
                   f"{br['solve']['seconds']:.3f} s, over {br['solve']['calls']} solves{extra}")
         print(f"    status {stages['status']}, {stages['solves']} solves, objective "
@@ -543,13 +548,25 @@ def print_case(case: str, res: dict[str, Any]) -> None:
                 for r in compare["per_z"]))
 
 
-def check(results: dict[str, dict[str, Any]]) -> tuple[list[tuple[bool, str]], list[str]]:
+def check(results: dict[str, dict[str, Any]]
+          ) -> tuple[list[tuple[bool | None, str]], list[str]]:
     """PASS/FAIL verdicts against the targets, and inconsistencies (exit status 1)."""
-    verdicts: list[tuple[bool, str]] = []
+    verdicts: list[tuple[bool | None, str]] = []
     problems: list[str] = []
     for case, res in results.items():
         run = res.get("optimize")
-        if run is not None:
+        base = res.get("baseline")
+        if run is not None and base is not None:
+            verdicts.append((None, f"bank {case}: before/after in this run: baseline "
+                                   f"{base['seconds']:.2f} s, peak RSS "
+                                   f"{mib(base['peak_rss_bytes'])}; now {run['seconds']:.2f} s "
+                                   f"({base['seconds'] / run['seconds']:.1f}x faster), "
+                                   f"{mib(run['peak_rss_bytes'])}"))
+        if run is not None and case != TARGET_CASE:
+            verdicts.append((None, f"bank {case}: optimize_blocks {run['status']} in "
+                                   f"{run['seconds']:.2f} s, peak RSS "
+                                   f"{mib(run['peak_rss_bytes'])} (no target)"))
+        elif run is not None:
             ok_time = run["status"] == "optimal" and run["seconds"] < TARGET_SECONDS
             ok_mem = run["peak_rss_bytes"] < TARGET_BYTES
             run.update({"time_target_met": ok_time, "memory_target_met": ok_mem})
@@ -558,10 +575,12 @@ def check(results: dict[str, dict[str, Any]]) -> tuple[list[tuple[bool, str]], l
                                       f"{TARGET_SECONDS:.0f} s"))
             verdicts.append((ok_mem, f"bank {case}: peak RSS {mib(run['peak_rss_bytes'])} "
                                      f"({run['peak_rss_bytes'] / 1e9:.2f} GB); target < "
-                                     f"{mib(TARGET_BYTES)}"))
+                                     f"{TARGET_BYTES / 1e9:.0f} GB"))
         if "stages" in res and res["stages"]["status"] != "optimal":
             problems.append(f"bank {case}: solve_buckets ended {res['stages']['status']}")
-        comp = res["compare"]
+        comp = res.get("compare")
+        if comp is None:
+            continue
         rows = [(m["z_s"], m["highs_status"], m["cbc_status"], m["highs_objective_ms"],
                  m["cbc_objective_ms"]) for m in comp["models"]]
         rows += [(r["z_s"], r["highs"]["status"], r["cbc"]["status"],
@@ -596,6 +615,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="run optimize_blocks under cProfile and show its N heaviest "
                              "functions (the timings then include cProfile's overhead)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--baseline-src", metavar="DIR",
+                        help="also run optimize_blocks with the memsim package under DIR "
+                             "(e.g. `git archive <commit> memsim | tar -x -C DIR`), for "
+                             "before/after ratios from one run")
+    parser.add_argument("--no-compare", action="store_true",
+                        help="skip the HiGHS/CBC comparison")
     args = parser.parse_args(argv)
     if args.repeats < 1 or not args.cbc_time_limit > 0 or args.profile < 0:
         parser.error("--repeats must be at least 1, --cbc-time-limit positive, --profile >= 0")
@@ -606,6 +631,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for case in cases:
         res: dict[str, Any] = {}
         if not args.solver_compare_only:
+            if args.baseline_src:
+                res["baseline"] = run_child("optimize", case, "0", src=args.baseline_src)
+                print(f"[{case}] baseline optimize_blocks {res['baseline']['seconds']:.2f} s",
+                      file=sys.stderr, flush=True)
             res["optimize"] = run_child("optimize", case, str(args.profile))
             print(f"[{case}] optimize_blocks {res['optimize']['seconds']:.2f} s, "
                   f"{res['optimize']['status']}, peak RSS "
@@ -614,8 +643,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"[{case}] steps: " + ", ".join(
                 f"{st['stage'].split()[0]} {st['seconds']:.2f} s"
                 for st in res["stages"]["stages"]), file=sys.stderr, flush=True)
-        res["compare"] = run_child("compare", case, str(args.repeats), str(args.cbc_time_limit),
-                                   "nosweep" if args.no_sweep else "sweep")
+        if not args.no_compare:
+            res["compare"] = run_child("compare", case, str(args.repeats),
+                                       str(args.cbc_time_limit),
+                                       "nosweep" if args.no_sweep else "sweep")
         results[case] = res
     load_after = load_average()
     verdicts, problems = check(results)
@@ -625,7 +656,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "buckets_per_level": BUCKETS,
         "time_target_s": TARGET_SECONDS,
         "memory_target_bytes": TARGET_BYTES,
-        "all_targets_met": all(ok for ok, _ in verdicts),
+        "all_targets_met": all(ok is not False for ok, _ in verdicts),
         "problems": problems,
         "children_peak_rss_bytes": children_peak_rss(),
         "load_average_before": load_before,
@@ -653,18 +684,19 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{'solves':>7}{'map s':>7}{'total s':>9}{'peak RSS':>11}{'HiGHS/CBC':>11}"
               "  status")
         for case, res in results.items():
-            comp, st, run = res["compare"], res.get("stages"), res.get("optimize")
+            comp, st, run = res.get("compare"), res.get("stages"), res.get("optimize")
             cols = [f"{x['seconds']:.3f}" for x in st["stages"]] if st else ["-"] * 4
             total = f"{run['seconds']:.3f}" if run else "-"
             peak = mib(run["peak_rss_bytes"]) if run else "-"
-            print(f"{case:<7}{comp['bank']['blocks']:>12,}{cols[0]:>10}{cols[1]:>10}"
+            facts = (run or st or comp)["bank"]
+            ratio = f"{comp['models'][0]['ratio_highs_to_cbc']:.2f}" if comp else "-"
+            print(f"{case:<7}{facts['blocks']:>12,}{cols[0]:>10}{cols[1]:>10}"
                   f"{cols[2]:>9}{(st['solves'] if st else '-'):>7}{cols[3]:>7}{total:>9}"
-                  f"{peak:>11}{comp['models'][0]['ratio_highs_to_cbc']:>11.2f}  "
-                  f"{run['status'] if run else '-'}")
+                  f"{peak:>11}{ratio:>11}  {run['status'] if run else '-'}")
         print("(HiGHS/CBC: solve-time ratio on the best z's model; total: optimize_blocks)")
         print()
         for ok, line in verdicts:
-            print(f"{'PASS' if ok else 'FAIL'}: {line}")
+            print(f"{ {True: 'PASS', False: 'FAIL', None: 'INFO'}[ok]}: {line}")
         for line in problems:
             print(f"MISMATCH: {line}")
         print(f"note: wall-clock timings on a possibly shared machine ({os.cpu_count()} CPUs); "

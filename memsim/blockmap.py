@@ -62,11 +62,15 @@ class BlockMap:
                   primary: np.ndarray | None = None) -> None:
         """Record that blocks `ids` of `depth` are read from `tiers` (indices), with their
         durable copy on `primary` (a replica when it differs; default: the same tier)."""
-        order = np.argsort(ids, kind="stable")
-        self.ids[depth] = np.asarray(ids, dtype=np.int64)[order]
-        self.tier_index[depth] = np.asarray(tiers, dtype=np.int16)[order]
+        ids = np.asarray(ids, dtype=np.int64)
+        if ids.shape[0] > 1 and not np.all(ids[1:] > ids[:-1]):  # else already in order
+            order = np.argsort(ids, kind="stable")
+            ids, tiers = ids[order], np.asarray(tiers)[order]
+            primary = None if primary is None else np.asarray(primary)[order]
+        self.ids[depth] = ids
+        self.tier_index[depth] = np.asarray(tiers, dtype=np.int16)
         self.primary[depth] = (self.tier_index[depth] if primary is None
-                               else np.asarray(primary, dtype=np.int16)[order])
+                               else np.asarray(primary, dtype=np.int16))
 
     @property
     def replicated(self) -> bool:

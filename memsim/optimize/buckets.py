@@ -22,17 +22,23 @@ its tier, alone), which depends on where the routed block lives.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
-import pulp
 
 from memsim.bank import Bank
 from memsim.blockmap import BlockMap, Subtree, in_any
 from memsim.cost_model import block_finish_times, draw_latencies, request_parts
 from memsim.errors import InfeasibleError, InputError
 from memsim.layout import FetchMode
-from memsim.optimize.solver import SolveOutcome, SolverName, solve
+from memsim.optimize.solver import (
+    ArrayModel,
+    SolveOutcome,
+    SolverName,
+    cbc_available,
+    solve_arrays,
+)
 from memsim.popularity import Buckets, make_buckets
 from memsim.profile import Profile
 from memsim.units import format_size
@@ -79,6 +85,7 @@ class BucketProblem:
     items: list[Item]
     tau: dict[int, np.ndarray]  # depth -> stand-alone mean time per tier (seconds)
     parts: dict[int, np.ndarray]  # depth -> requests per block per tier
+    cache: dict[str, Any] = field(default_factory=dict, repr=False)  # per-problem arrays
 
     def candidates(self) -> list[float]:
         """z values where the parallel bound can be smallest."""
@@ -190,10 +197,56 @@ def build_problem(profile: Profile, bank: Bank, fetch: FetchMode,
 
 @dataclass
 class BucketModel:
-    problem: pulp.LpProblem
-    y: dict[tuple[int, int, int], pulp.LpVariable]  # (item, serve tier, primary tier)
-    slack: dict[str, pulp.LpVariable]
+    """The bucket ILP as arrays (built with numpy: a PuLP model of it cost more than its
+    solve). Columns: the integer counts y[i, s, p] first, then continuous ones (slacks)."""
+
+    y: np.ndarray  # (count columns, 3) int64: item, serve tier, primary tier
+    arrays: ArrayModel
+    slack: dict[str, int]  # slack name -> column
     unit: float  # bytes per capacity unit in the model
+    rows: list[str]  # row names, in order
+
+    @property
+    def columns(self) -> int:
+        return int(self.arrays.cost.shape[0])
+
+
+class _Rows:
+    """Rows of a model in the making, kept as (columns, coefficients, lower, upper)."""
+
+    def __init__(self) -> None:
+        self.index: list[np.ndarray] = []
+        self.value: list[np.ndarray] = []
+        self.lower: list[float] = []
+        self.upper: list[float] = []
+        self.names: list[str] = []
+
+    def add_block(self, names: list[str], starts: np.ndarray, index: np.ndarray,
+                  value: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> None:
+        """Several rows at once, given as CSR (starts of len(names) + 1)."""
+        for r in range(len(names)):
+            self.index.append(index[starts[r]:starts[r + 1]])
+            self.value.append(value[starts[r]:starts[r + 1]])
+        self.lower.extend(np.asarray(lower, dtype=float).tolist())
+        self.upper.extend(np.asarray(upper, dtype=float).tolist())
+        self.names.extend(names)
+
+    def add(self, name: str, index: np.ndarray, value: np.ndarray | float,
+            lower: float = -np.inf, upper: float = np.inf) -> None:
+        index = np.asarray(index, dtype=np.int64)
+        self.index.append(index)
+        self.value.append(np.broadcast_to(np.asarray(value, dtype=np.float64),
+                                          index.shape).copy())
+        self.lower.append(float(lower))
+        self.upper.append(float(upper))
+        self.names.append(name)
+
+    def csr(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        lengths = [i.shape[0] for i in self.index]
+        starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        if not self.index:
+            return starts, np.zeros(0, np.int64), np.zeros(0)
+        return starts, np.concatenate(self.index), np.concatenate(self.value)
 
 
 def _pairs(bp: BucketProblem, item: Item) -> list[tuple[int, int]]:
@@ -208,96 +261,123 @@ def _pairs(bp: BucketProblem, item: Item) -> list[tuple[int, int]]:
     return pairs
 
 
+def count_columns(bp: BucketProblem) -> np.ndarray:
+    """(item, serve, primary) of every count column, grouped by item (computed once)."""
+    if "columns" not in bp.cache:
+        cols = [(i, s_, p_) for i, item in enumerate(bp.items) for s_, p_ in _pairs(bp, item)]
+        bp.cache["columns"] = np.array(cols, dtype=np.int64).reshape(-1, 3)
+    return bp.cache["columns"]
+
+
+def column_cost_usd(bp: BucketProblem, y: np.ndarray) -> np.ndarray:
+    """Monthly dollars of one block of each count column: storage of its copies plus its
+    requests at the policy's rate."""
+    profile = bp.profile
+    storage = np.array([t.cost.storage_usd_per_gb_month if t.cost is not None else 0.0
+                        for t in profile.tiers])
+    per_request = np.array([t.cost.usd_per_1000_requests / 1000 if t.cost is not None
+                            else 0.0 for t in profile.tiers])
+    item, s_, p_ = y[:, 0], y[:, 1], y[:, 2]
+    nbytes = np.array([it.block_bytes for it in bp.items], dtype=np.float64)[item]
+    share = np.array([it.mass / max(it.size, 1) for it in bp.items])[item]
+    parts = np.array([bp.parts[it.depth] for it in bp.items]).reshape(len(bp.items), -1)
+    cost = storage[s_] * nbytes / GB + np.where(p_ != s_, storage[p_] * nbytes / GB, 0.0)
+    return cost + (per_request[s_] * parts[item, s_] * bp.policy.rate * SECONDS_PER_MONTH
+                   * share)
+
+
 def build_model(bp: BucketProblem, z: float | None, capacity_slack: bool = False
                 ) -> BucketModel:
-    """The ILP for one candidate z (parallel) or the exact sequential objective (z None)."""
+    """The ILP for one candidate z (parallel) or the exact sequential objective (z None);
+    with `capacity_slack`, the least extra capacity and budget that make it feasible."""
     profile, bank = bp.profile, bp.bank
-    prob = pulp.LpProblem("memsim_bucket_placement", pulp.LpMinimize)
-    y: dict[tuple[int, int, int], pulp.LpVariable] = {}
-    for i, item in enumerate(bp.items):
-        for s_, p_ in _pairs(bp, item):
-            y[i, s_, p_] = prob.add_variable(f"y_{i}_{s_}_{p_}", lowBound=0, upBound=item.size,
-                                             cat="Integer")
-        prob += pulp.lpSum(var for (ii, _s, _p), var in y.items() if ii == i) == item.size, (
-            f"all_{i}")
+    y = count_columns(bp)
+    item, s_, p_ = y[:, 0], y[:, 1], y[:, 2]
+    n = y.shape[0]
+    sizes = np.array([it.size for it in bp.items], dtype=np.float64)
+    nbytes = np.array([it.block_bytes for it in bp.items], dtype=np.float64)
+    rows = _Rows()
+    bounds = np.searchsorted(item, np.arange(len(bp.items) + 1))  # columns grouped by item
+    rows.add_block([f"all_{i}" for i in range(len(bp.items))], bounds, np.arange(n),
+                   np.ones(n), sizes, sizes)
+    extra: list[tuple[str, float]] = []  # continuous columns after the counts: (name, cost)
+    slack: dict[str, int] = {}
+
+    def column(name: str, cost: float) -> int:
+        extra.append((name, cost))
+        return n + len(extra) - 1
+
     ram = profile.ram
-    slack: dict[str, pulp.LpVariable] = {}
     # Bytes in units of the smallest block: coefficients >= 1, so the solver's feasibility
     # tolerance is far below one block (GB units let tiny blocks slip past a full tier).
-    unit = float(min(item.block_bytes for item in bp.items)) if bp.items else 1.0
-    stored: dict[int, list[tuple[float, pulp.LpVariable]]] = {}
-    for (i, s_, p_), var in y.items():
-        size = bp.items[i].block_bytes / unit
-        stored.setdefault(s_, []).append((size, var))
-        if p_ != s_:
-            stored.setdefault(p_, []).append((size, var))
+    unit = float(nbytes.min()) if bp.items else 1.0
+    size_units = nbytes[item] / unit
     for t, tier in enumerate(profile.tiers):
         if tier.capacity is None:
             continue
         room = (tier.capacity - (bank.anchor_bytes if ram and tier.name == ram.name
                                  else 0)) / unit
-        used = pulp.lpSum(size * var for size, var in stored.get(t, []))
+        on = np.flatnonzero((s_ == t) | ((p_ == t) & (p_ != s_)))
+        index, value = on, size_units[on]
         if capacity_slack:
-            slack[tier.name] = prob.add_variable(f"slack_{t}", lowBound=0)
-            prob += used <= room + slack[tier.name], f"capacity_{t}"
-        else:
-            prob += used <= room, f"capacity_{t}"
+            slack[tier.name] = column(f"slack_{t}", 1.0)
+            index, value = np.r_[on, slack[tier.name]], np.r_[value, -1.0]
+        rows.add(f"capacity_{t}", index, value, upper=room)
+    upper = sizes[item].copy()
     if bp.policy.replica_budget:
-        prob += pulp.lpSum((bp.items[i].block_bytes / unit) * var
-                           for (i, s_, p_), var in y.items() if s_ != p_) <= (
-            bp.policy.replica_budget / unit), "replica_budget"
+        copies = np.flatnonzero(s_ != p_)
+        rows.add("replica_budget", copies, size_units[copies],
+                 upper=bp.policy.replica_budget / unit)
     if bp.policy.budget_usd_month is not None:
-        cost = []
-        for (i, s_, p_), var in y.items():
-            item = bp.items[i]
-            per_block = 0.0
-            for t in {s_, p_}:
-                tier = profile.tiers[t]
-                if tier.cost is not None:
-                    per_block += tier.cost.storage_usd_per_gb_month * item.block_bytes / GB
-            served = profile.tiers[s_]
-            if served.cost is not None:
-                per_block += (served.cost.usd_per_1000_requests / 1000
-                              * bp.parts[item.depth][s_] * bp.policy.rate * SECONDS_PER_MONTH
-                              * item.mass / max(item.size, 1))
-            if per_block:
-                cost.append((per_block, var))
+        cost = column_cost_usd(bp, y)
         budget = bp.policy.budget_usd_month
+        paid = np.flatnonzero(cost != 0)
         if capacity_slack:
-            slack["budget"] = prob.add_variable("slack_budget", lowBound=0)
-            prob += pulp.lpSum(c * v for c, v in cost) <= budget + slack["budget"], "budget"
+            slack["budget"] = column("slack_budget", 1.0)
+            rows.add("budget", np.r_[paid, slack["budget"]], np.r_[cost[paid], -1.0],
+                     upper=budget)
         else:
             # A block that alone costs more than the budget is excluded exactly. Below a
             # dollar the row is in units of the budget, so the solver's tolerance (about
             # 1e-6 of a row unit) stays a small fraction of it; above, in dollars.
-            unit = min(budget, 1.0)
-            within = []
-            for c, var in cost:
-                if c > budget:
-                    var.upBound = 0
-                else:
-                    within.append((c / unit, var))
-            if within:
-                prob += pulp.lpSum(c * v for c, v in within) <= budget / unit, "budget"
+            scale = min(budget, 1.0)
+            upper[paid[cost[paid] > budget]] = 0.0
+            within = paid[cost[paid] <= budget]
+            if within.shape[0]:
+                rows.add("budget", within, cost[within] / scale, upper=budget / scale)
     if capacity_slack:
-        prob.setObjective(pulp.lpSum(slack.values()))
+        objective = np.zeros(n)
+        offset = 0.0
     else:
-        terms = []
-        for (i, s_, _p), var in y.items():
-            item = bp.items[i]
-            time = float(bp.tau[item.depth][s_])
-            weight = time if z is None else max(time - z, 0.0)
-            if weight and item.size:
-                terms.append(weight * MS * item.mass / item.size * var)
-        prob.setObjective(pulp.lpSum(terms) + (z * MS if z is not None else 0.0))
-    return BucketModel(problem=prob, y=y, slack=slack, unit=unit)
+        objective = time_cost(bp, y, z)
+        offset = z * MS if z is not None else 0.0
+    starts, index, value = rows.csr()
+    arrays = ArrayModel(
+        cost=np.r_[objective, [c for _n, c in extra]], offset=offset,
+        lower=np.zeros(n + len(extra)), upper=np.r_[upper, np.full(len(extra), np.inf)],
+        integer=np.r_[np.ones(n, dtype=bool), np.zeros(len(extra), dtype=bool)],
+        starts=starts, index=index, value=value, row_lower=np.array(rows.lower),
+        row_upper=np.array(rows.upper))
+    return BucketModel(y=y, arrays=arrays, slack=slack, unit=unit, rows=rows.names)
 
 
-def counts_of(bp: BucketProblem, model: BucketModel) -> np.ndarray:
+def time_cost(bp: BucketProblem, y: np.ndarray, z: float | None) -> np.ndarray:
+    """Objective coefficient (ms) of each count column: its block's share of the level's
+    mass times its tier time (sequential), or the time above z (parallel)."""
+    item, s_ = y[:, 0], y[:, 1]
+    tau = np.array([bp.tau[it.depth] for it in bp.items]).reshape(len(bp.items), -1)
+    time = tau[item, s_]
+    weight = time if z is None else np.maximum(time - z, 0.0)
+    share = np.array([it.mass / it.size if it.size else 0.0 for it in bp.items])[item]
+    return weight * MS * share
+
+
+def counts_of(bp: BucketProblem, model: BucketModel, x: np.ndarray) -> np.ndarray:
+    """Counts (items x serve x primary) from a solution's column values."""
     tiers = len(bp.profile.tiers)
     counts = np.zeros((len(bp.items), tiers, tiers), dtype=np.int64)
-    for (i, s_, p_), var in model.y.items():
-        counts[i, s_, p_] = int(round(var.value() or 0.0))
+    y = model.y
+    counts[y[:, 0], y[:, 1], y[:, 2]] = np.rint(x[:y.shape[0]]).astype(np.int64)
     return counts
 
 
@@ -315,7 +395,6 @@ def solve_buckets(bp: BucketProblem, solver: SolverName = "auto",
     """Best counts over the candidate z values (one solve for sequential fetch)."""
     zs: Sequence[float | None] = [None] if bp.fetch == "sequential" else bp.candidates()
     best: BucketSolution | None = None
-    best_z: float | None = None
     solves = 0
     seconds = 0.0
     lower: dict[float | None, float] = {}
@@ -324,7 +403,8 @@ def solve_buckets(bp: BucketProblem, solver: SolverName = "auto",
         # takes milliseconds: solve the integer models best bound first and stop when no
         # remaining bound can beat the best answer found (usually after one).
         for z in zs:
-            relaxed = solve(build_model(bp, z).problem, solver, time_limit, 0.0, relax=True)
+            relaxed, _x = solve_arrays(build_model(bp, z).arrays, solver, time_limit, 0.0,
+                                       relax=True)
             seconds += relaxed.seconds
             if relaxed.status == "infeasible":
                 raise InfeasibleError(_shortfall(bp, solver, time_limit))
@@ -334,76 +414,61 @@ def solve_buckets(bp: BucketProblem, solver: SolverName = "auto",
         if best is not None and lower.get(z, -np.inf) >= best.objective_s * (1 - 1e-9):
             break
         model = build_model(bp, z)
-        outcome = solve(model.problem, solver, time_limit, gap)
+        outcome, x = solve_integer(model.arrays, solver, time_limit, gap)
         solves += 1
         seconds += outcome.seconds
         if outcome.status == "infeasible":
             raise InfeasibleError(_shortfall(bp, solver, time_limit))
-        if outcome.status not in ("optimal", "time_limit"):
+        if outcome.status not in ("optimal", "time_limit") or x is None:
             continue
-        counts = counts_of(bp, model)
+        counts = counts_of(bp, model, x)
         if any(block.sum() != item.size for item, block in zip(bp.items, counts, strict=True)):
-            continue  # no usable point (e.g. a constant objective left values unset)
+            continue  # no usable point
         value = bp.bound(bp.masses(counts))
         if best is None or value < best.objective_s - 1e-15:
             best = BucketSolution(counts=counts, objective_s=value, outcome=outcome,
                                   solves=solves)
-            best_z = z
     if best is None:
         raise InfeasibleError("the solver found no placement within its limits")
-    if best_z is not None and best.outcome.bound is not None:
-        # HiGHS reports its dual bound without the objective's constant term (z)
-        best.outcome = replace(best.outcome, bound=best.outcome.bound + best_z * MS)
-    if bp.fetch == "parallel" and best.outcome.status == "optimal":
-        # Ties in the bound are common (a level well under the bottleneck may sit on any
-        # tier); among them, spread levels over tiers: least expected work on the busiest
-        # tier, since levels sharing a tier slow each other and the bound cannot see it.
-        model = build_model(bp, best_z)
-        spread_out(bp, model, best.outcome.objective)
-        # Only a choice among equally good answers: never let it cost much time.
-        cap = SPREAD_SECONDS if time_limit is None else min(time_limit, SPREAD_SECONDS)
-        outcome = solve(model.problem, solver, cap, gap)
-        solves += 1
-        seconds += outcome.seconds
-        if outcome.status == "optimal":
-            counts = counts_of(bp, model)
-            value = bp.bound(bp.masses(counts))
-            if value <= best.objective_s * (1 + 1e-9) + 1e-15:
-                # the primary solve's status, bound and gap describe the optimum
-                best = BucketSolution(counts=counts, objective_s=value, outcome=best.outcome,
-                                      solves=solves)
     best.solves = solves
     best.seconds = seconds
     return best
 
 
-SPREAD_SECONDS = 1.0
+CBC_FIRST_SECONDS = 2.0
 
 
-def spread_out(bp: BucketProblem, model: BucketModel, optimum_ms: float) -> None:
-    """Second stage: keep the bound's optimum, minimise the busiest tier's expected work."""
-    prob = model.problem
-    prob += prob.objective <= optimum_ms + max(abs(optimum_ms) * 1e-9, 1e-9), "keep_optimum"
-    busiest = prob.add_variable("busiest_tier_ms", lowBound=0)
-    work: dict[int, list[tuple[float, pulp.LpVariable]]] = {}
-    for (i, s_, _p), var in model.y.items():
-        item = bp.items[i]
-        if item.size:
-            coef = float(bp.tau[item.depth][s_]) * MS * item.mass / item.size
-            work.setdefault(s_, []).append((coef, var))
-    for t, terms in work.items():
-        prob += busiest >= pulp.lpSum(c * v for c, v in terms), f"busiest_{t}"
-    prob.setObjective(busiest)
+def solve_integer(model: ArrayModel, solver: SolverName, time_limit: float | None,
+                  gap: float) -> tuple[SolveOutcome, np.ndarray | None]:
+    """The integer solve, by the solver that suits the bucket ILP.
+
+    For `auto`, CBC first: on these models HiGHS spends over a second in its root node
+    (domain propagation over integer columns with domains of millions of blocks; the LP
+    itself takes milliseconds) where CBC proves the same optimum in a tenth of that. CBC is
+    given CBC_FIRST_SECONDS (or the time limit, if smaller); if it has not proved its
+    answer by then, HiGHS solves the model. LP relaxations stay with HiGHS, which is fast
+    on them and needs no subprocess.
+    """
+    if solver == "auto" and cbc_available():
+        cap = CBC_FIRST_SECONDS if time_limit is None else min(time_limit, CBC_FIRST_SECONDS)
+        outcome, x = solve_arrays(model, "cbc", cap, gap)
+        if outcome.status in ("optimal", "infeasible"):
+            return outcome, x
+        rest = None if time_limit is None else max(time_limit - outcome.seconds, 0.1)
+        fallback, y = solve_arrays(model, "auto", rest, gap)
+        fallback.seconds += outcome.seconds
+        return fallback, y
+    return solve_arrays(model, solver, time_limit, gap)
 
 
 def _shortfall(bp: BucketProblem, solver: SolverName, time_limit: float | None) -> str:
     model = build_model(bp, None, capacity_slack=True)
-    outcome = solve(model.problem, solver, time_limit, 0.0)
-    if outcome.status not in ("optimal", "time_limit"):
+    outcome, x = solve_arrays(model.arrays, solver, time_limit, 0.0)
+    if outcome.status not in ("optimal", "time_limit") or x is None:
         return "no placement satisfies the constraints"
     parts = []
-    for name, var in model.slack.items():
-        amount = var.value() or 0.0
+    for name, col in model.slack.items():
+        amount = float(x[col])
         if amount <= 1e-9:
             continue
         if name == "budget":
@@ -471,36 +536,40 @@ def to_block_map(bp: BucketProblem, counts: np.ndarray) -> tuple[dict[int, str],
     and the exact popularity mass per level and tier of this assignment.
     """
     names = bp.profile.tier_names
-    ids_of: dict[int, list[np.ndarray]] = {}
-    serve_of: dict[int, list[np.ndarray]] = {}
-    primary_of: dict[int, list[np.ndarray]] = {}
-    for item, block in zip(bp.items, counts, strict=True):
-        b = item.buckets
-        start = int(b.bounds[item.index])
-        for s_ in np.argsort(bp.tau[item.depth], kind="stable").tolist():
-            for p_ in range(len(names)):
-                k = int(block[s_, p_])
-                if not k:
-                    continue
-                ids_of.setdefault(item.depth, []).append(b.order[start:start + k])
-                serve_of.setdefault(item.depth, []).append(np.full(k, s_, dtype=np.int16))
-                primary_of.setdefault(item.depth, []).append(np.full(k, p_, dtype=np.int16))
-                start += k
+    tiers = len(names)
     placement: dict[int, str] = {}
     block_map = BlockMap(tiers=names)
     for depth in bp.tau:
-        if depth not in ids_of:
+        mine = [(item, block) for item, block in zip(bp.items, counts, strict=True)
+                if item.depth == depth]
+        total = sum((block for _item, block in mine), np.zeros((tiers, tiers), np.int64))
+        if not total.any():
             placement[depth] = names[-1]
             continue
-        ids = np.concatenate(ids_of[depth])
-        serve = np.concatenate(serve_of[depth])
-        primary = np.concatenate(primary_of[depth])
-        default = int(np.bincount(serve[serve == primary], minlength=len(names)).argmax()
-                      if (serve == primary).any() else np.bincount(serve).argmax())
+        own = np.diagonal(total)  # blocks with one copy, per tier
+        default = int(own.argmax() if own.any() else total.sum(axis=1).argmax())
         placement[depth] = names[default]
-        moved = (serve != default) | (primary != serve)
-        if moved.any():
-            block_map.set_level(depth, ids[moved], serve[moved], primary[moved])
+        # One tier per block of the level (blocked ones stay on the default): a scatter,
+        # and the moved blocks come out sorted without a sort.
+        blocks = bp.bank.level(depth).blocks
+        small = np.int8 if tiers <= 127 else np.int16  # 12M blocks: 12 MB, not 24
+        serve = np.full(blocks, default, dtype=small)
+        primary = np.full(blocks, default, dtype=small)
+        fastest = np.argsort(bp.tau[depth], kind="stable").tolist()
+        for item, block in mine:
+            b = item.buckets
+            start = int(b.bounds[item.index])
+            for s_ in fastest:
+                for p_ in range(tiers):
+                    k = int(block[s_, p_])
+                    if k:
+                        ids = b.order[start:start + k]
+                        serve[ids] = s_
+                        primary[ids] = p_
+                        start += k
+        moved = np.flatnonzero((serve != default) | (primary != serve))
+        if moved.shape[0]:
+            block_map.set_level(depth, moved, serve[moved], primary[moved])
     return placement, block_map, exact_masses(bp, counts)
 
 

@@ -9,9 +9,10 @@ import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
+import numpy as np
 import pulp
 
 from memsim.errors import SolverError
@@ -44,6 +45,11 @@ def _cbc(time_limit: float | None, gap: float, mip: bool = True) -> pulp.LpSolve
         warnings.simplefilter("ignore", DeprecationWarning)
         solver = pulp.PULP_CBC_CMD(mip=mip, msg=False, timeLimit=time_limit, gapRel=gap)
     return solver if solver.available() else None
+
+
+def cbc_available() -> bool:
+    """Whether PuLP's CBC can run here."""
+    return _cbc(None, 0.0) is not None
 
 
 def pick_solver(name: SolverName, time_limit: float | None, gap: float, mip: bool = True
@@ -134,3 +140,144 @@ def solve(model: pulp.LpProblem, name: SolverName = "auto", time_limit: float | 
         gap_value = None
     return SolveOutcome(solver=label, status=kind, objective=objective, bound=bound,
                         gap=gap_value, seconds=seconds)
+
+
+@dataclass
+class ArrayModel:
+    """A MILP as arrays, for models built with numpy (the bucket ILP): minimise
+    cost @ x + offset subject to row_lower <= A x <= row_upper (A row-wise, CSR) and
+    lower <= x <= upper, x integer where `integer`."""
+
+    cost: np.ndarray
+    offset: float
+    lower: np.ndarray
+    upper: np.ndarray
+    integer: np.ndarray  # bool per column
+    starts: np.ndarray  # CSR row starts (rows + 1)
+    index: np.ndarray
+    value: np.ndarray
+    row_lower: np.ndarray
+    row_upper: np.ndarray
+
+
+def solve_arrays(model: ArrayModel, name: SolverName = "auto", time_limit: float | None = None,
+                 gap: float = 0.0, relax: bool = False
+                 ) -> tuple[SolveOutcome, np.ndarray | None]:
+    """Solve an ArrayModel: the outcome, and the column values (None without a point).
+
+    HiGHS is driven through highspy directly (no PuLP model: building one costs more than
+    the solve), with its feasibility-jump heuristic off: on the bucket ILP's huge integer
+    domains it spends most of a solve finding what the root LP rounds to anyway. CBC gets
+    a PuLP model built from the arrays.
+    """
+    if name in ("auto", "highs") and _highs(time_limit, gap) is not None:
+        return _solve_highs(model, time_limit, gap, relax)
+    if name == "highs":
+        raise SolverError("HiGHS is not available: pip install highspy (or use --solver cbc)")
+    return _solve_pulp(model, name, time_limit, gap, relax)
+
+
+def _solve_highs(model: ArrayModel, time_limit: float | None, gap: float, relax: bool
+                 ) -> tuple[SolveOutcome, np.ndarray | None]:
+    import highspy
+
+    h = highspy.Highs()
+    for option, value in (("output_flag", False), ("threads", 1), ("mip_rel_gap", gap),
+                          ("mip_heuristic_run_feasibility_jump", False)):
+        h.setOptionValue(option, value)
+    if time_limit is not None:
+        h.setOptionValue("time_limit", float(time_limit))
+    lp = highspy.HighsLp()
+    lp.num_col_ = int(model.cost.shape[0])
+    lp.num_row_ = int(model.row_lower.shape[0])
+    lp.col_cost_ = np.asarray(model.cost, dtype=np.float64)
+    lp.col_lower_ = np.asarray(model.lower, dtype=np.float64)
+    lp.col_upper_ = np.asarray(model.upper, dtype=np.float64)
+    lp.row_lower_ = np.asarray(model.row_lower, dtype=np.float64)
+    lp.row_upper_ = np.asarray(model.row_upper, dtype=np.float64)
+    lp.offset_ = float(model.offset)
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kRowwise
+    lp.a_matrix_.start_ = np.asarray(model.starts, dtype=np.int32)
+    lp.a_matrix_.index_ = np.asarray(model.index, dtype=np.int32)
+    lp.a_matrix_.value_ = np.asarray(model.value, dtype=np.float64)
+    mip = not relax and bool(model.integer.any())
+    if mip:
+        lp.integrality_ = [highspy.HighsVarType.kInteger if i else
+                           highspy.HighsVarType.kContinuous for i in model.integer.tolist()]
+    start = time.perf_counter()
+    try:
+        with _quiet_stdout():
+            h.passModel(lp)
+            h.run()
+    except Exception as exc:  # noqa: BLE001 - a HiGHS failure on a degenerate model
+        raise SolverError(f"highs could not solve the model ({type(exc).__name__}: {exc}); "
+                          "check for absurd sizes or rates in the inputs") from None
+    seconds = time.perf_counter() - start
+    status = h.getModelStatus()
+    ms = highspy.HighsModelStatus
+    info = h.getInfo()
+    has_point = info.primal_solution_status == 2  # feasible
+    if status == ms.kOptimal:
+        kind = "optimal"
+    elif status in (ms.kInfeasible,):
+        kind = "infeasible"
+    elif status in (ms.kTimeLimit, ms.kIterationLimit, ms.kSolutionLimit,
+                    ms.kInterrupt):
+        kind = "time_limit"
+    else:
+        kind = "failed"
+    x = np.asarray(h.getSolution().col_value, dtype=np.float64) if (
+        has_point and kind in ("optimal", "time_limit")) else None
+    objective = float(info.objective_function_value) if x is not None else None
+    bound = gap_value = None
+    if mip:
+        bound, gap_value = float(info.mip_dual_bound), float(info.mip_gap)
+    elif kind == "optimal":
+        bound, gap_value = objective, 0.0
+    if bound is not None and not math.isfinite(bound):
+        bound = None
+    if gap_value is not None and not math.isfinite(gap_value):
+        gap_value = None
+    return SolveOutcome(solver="highs", status=kind, objective=objective, bound=bound,
+                        gap=gap_value, seconds=seconds), x
+
+
+def _solve_pulp(model: ArrayModel, name: SolverName, time_limit: float | None, gap: float,
+                relax: bool) -> tuple[SolveOutcome, np.ndarray | None]:
+    prob = pulp.LpProblem("memsim_array_model", pulp.LpMinimize)
+    cols = [prob.add_variable(f"x{j}", lowBound=float(lo) if math.isfinite(lo) else None,
+                              upBound=float(up) if math.isfinite(up) else None,
+                              cat="Integer" if integer and not relax else "Continuous")
+            for j, (lo, up, integer) in enumerate(zip(model.lower.tolist(),
+                                                       model.upper.tolist(),
+                                                       model.integer.tolist(), strict=True))]
+    starts = model.starts.tolist()
+    index = model.index.tolist()
+    value = model.value.tolist()
+    for r, (lo, up) in enumerate(zip(model.row_lower.tolist(), model.row_upper.tolist(),
+                                     strict=True)):
+        expr = pulp.LpAffineExpression(
+            [(cols[index[k]], value[k]) for k in range(starts[r], starts[r + 1])])
+        if lo == up:
+            prob += expr == lo, f"r{r}"
+            continue
+        if math.isfinite(lo):
+            prob += expr >= lo, f"r{r}_lo"
+        if math.isfinite(up):
+            prob += expr <= up, f"r{r}_up"
+    prob.setObjective(pulp.LpAffineExpression(
+        [(c, v) for c, v in zip(cols, model.cost.tolist(), strict=True) if v]) + model.offset)
+    outcome = solve(prob, name, time_limit, gap, relax=relax)
+    if outcome.status not in ("optimal", "time_limit"):
+        return outcome, None
+    values = [c.value() for c in cols]
+    if any(v is None for v in values):
+        return outcome, None
+    x = np.asarray(values, dtype=np.float64)
+    objective = float(model.cost @ x + model.offset)
+    outcome = replace(outcome, objective=objective)
+    if outcome.solver == "cbc" and outcome.status == "optimal" and (
+            relax or not gap or not model.integer.any()):
+        # CBC proved optimality with no gap allowed (PuLP does not pass its bound on)
+        outcome = replace(outcome, bound=objective, gap=0.0)
+    return outcome, x
