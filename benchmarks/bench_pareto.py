@@ -1,0 +1,102 @@
+"""Benchmark Pareto fronts: 10 points on the paper bank, against one plain optimize.
+
+For the paper's storage-example bank on the phone and laptop profiles, under the zipf-topic
+workload at its own rate (Poisson 10/s; utilisation ceiling 0.8), compute the cost-p99 and
+energy-p99 fronts (`pareto_front(..., points=10)`, 64 latency scenarios as `optimize` uses by
+default) and time each whole. The baseline is one `optimize` call with the same goal, options
+and workload, measured in the same run (best of --repeats): the ratio says how many plain
+solves a front costs. Target (issue 12): under 30 s per front. Each front is printed: its
+points with the two metrics and the placement, the number of solves and seconds.
+
+Nothing here asserts on time: the figures, ratios and PASS/FAIL lines are printed (or given
+as JSON) with the load average before and after, because the machine may be shared.
+
+    python benchmarks/bench_pareto.py [--points N] [--repeats R] [--rate-scale K] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+
+import _common  # noqa: F401  (one-thread numeric pools; import before numpy)
+
+import memsim
+from memsim.cli.pareto import front_text
+from memsim.errors import InfeasibleError, OverloadWarning
+from memsim.optimize.goal import Goal
+from memsim.optimize.pareto import pareto_front
+
+TARGET_S = 30.0
+PROFILES = ("phone", "laptop")
+PAIRS = (("cost", "p99"), ("energy", "p99"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--points", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rate-scale", type=float, default=1.0,
+                        help="Multiply the workload's rate (1: its own rate).")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    warnings.simplefilter("ignore", OverloadWarning)
+    load_before = _common.load_average()
+    bank = memsim.load_bank("paper-storage-example")
+    workload = memsim.load_workload("zipf-topic")
+    rate = workload.arrivals.mean_rate() * args.rate_scale
+    if args.rate_scale != 1.0:
+        workload = workload.at_rate(rate)
+    goal = Goal(rate=rate)
+    rows = []
+    for name in PROFILES:
+        profile = memsim.load_profile(name)
+        memsim.optimize(profile, bank, workload=workload, goal=goal)  # warm the imports
+        plain = []
+        for _ in range(max(args.repeats, 1)):
+            start = time.perf_counter()
+            memsim.optimize(profile, bank, workload=workload, goal=goal)
+            plain.append(time.perf_counter() - start)
+        base = min(plain)
+        for x, y in PAIRS:
+            start = time.perf_counter()
+            try:
+                front = pareto_front(profile, bank, (x, y), goal=goal, points=args.points,
+                                     workload=workload)
+            except InfeasibleError as exc:
+                rows.append({"profile": name, "x": x, "y": y, "error": exc.message})
+                if not args.json:
+                    print(f"{name} {x},{y}: infeasible: {exc.message}\n")
+                continue
+            seconds = time.perf_counter() - start
+            row = {"profile": name, "x": x, "y": y, "points": len(front.points),
+                   "solves": front.solves, "seconds": seconds, "optimize_s": base,
+                   "ratio": seconds / base, "per_solve_ratio": seconds / base / front.solves,
+                   "pass": seconds < TARGET_S, "front": front.to_json()}
+            rows.append(row)
+            if not args.json:
+                print(front_text(front, bank, profile))
+                print(f"{name} {x},{y}: {seconds:.2f} s for the front ({front.solves} solves, "
+                      f"{len(front.points)} point(s)); one optimize {base:.3f} s; ratio "
+                      f"{seconds / base:.1f}x ({seconds / base / front.solves:.2f}x per "
+                      f"solve); {'PASS' if seconds < TARGET_S else 'FAIL'} (under "
+                      f"{TARGET_S:g} s)\n")
+    load_after = _common.load_average()
+    if args.json:
+        print(json.dumps({"rate": rate, "points": args.points, "target_s": TARGET_S,
+                          "load_before": load_before, "load_after": load_after,
+                          "fronts": rows}, indent=2, default=str))
+        return
+    print(f"load average before: {_common.format_load(load_before)}; after: "
+          f"{_common.format_load(load_after)}")
+    timed = [r for r in rows if "seconds" in r]
+    if timed:
+        worst = max(r["seconds"] for r in timed)
+        print(f"slowest front {worst:.2f} s: {'PASS' if worst < TARGET_S else 'FAIL'} "
+              f"(under {TARGET_S:g} s)")
+
+
+if __name__ == "__main__":
+    main()
