@@ -257,6 +257,12 @@ CHUNK = 1 << 20  # elements per step of the chunked passes (their temporaries st
 
 def hottest_first(values: np.ndarray) -> np.ndarray:
     """Positions of non-negative `values` by value descending, ties by position ascending
+    (exactly what a stable argsort of -values gives), as int64 (see `_hottest_first`)."""
+    return _hottest_first(values)[0]
+
+
+def _hottest_first(values: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Positions of non-negative `values` by value descending, ties by position ascending
     (exactly what a stable argsort of -values gives), as int64.
 
     A stable argsort of 12M float64 takes seconds; two sorts of uint64 keys take a fraction.
@@ -264,13 +270,14 @@ def hottest_first(values: np.ndarray) -> np.ndarray:
     split into a high and a low part that each fit beside a position: sort by (low part
     descending, position), then by (high part descending, place in the first order), a
     two-digit radix sort. Two arrays of n words in all: on a VM the page faults of every
-    fresh 100 MB array cost as much as a sort, so the passes run in place, in chunks.
+    fresh 100 MB array cost as much as a sort, so the passes run in place, in chunks, and
+    the spent first array is handed back (or None) for the caller to reuse.
     """
     v = np.asarray(values, dtype=np.float64)
     n = int(v.shape[0])
     pos_bits = max((n - 1).bit_length(), 1)
     if n < SMALL_SORT or 2 * pos_bits - 1 > 64:
-        return np.argsort(-v, kind="stable").astype(np.int64, copy=False)
+        return np.argsort(-v, kind="stable").astype(np.int64, copy=False), None
     lo_bits = pos_bits - 1  # and 63 - lo_bits high bits
     u64 = np.uint64
     lo_mask, hi_mask, pos_mask = (u64((1 << lo_bits) - 1), u64((1 << (63 - lo_bits)) - 1),
@@ -302,7 +309,7 @@ def hottest_first(values: np.ndarray) -> np.ndarray:
         part = order[c:c + CHUNK]
         part &= np.int64((1 << pos_bits) - 1)
         part[:] = index[part]
-    return order
+    return order, first
 
 
 def make_buckets(
@@ -328,8 +335,9 @@ def make_buckets(
     if isinstance(count, bool) or not isinstance(count, int | np.integer) or count < 1:
         raise InputError(f"the number of buckets must be a whole number >= 1, got {count!r}",
                          field="buckets")
+    spare = None
     if eligible is None:
-        order = hottest_first(p)
+        order, spare = _hottest_first(p)
     else:
         mask = np.asarray(eligible)
         if mask.dtype != np.bool_ or mask.shape != p.shape:
@@ -338,7 +346,11 @@ def make_buckets(
         ids = np.flatnonzero(mask)
         order = ids[hottest_first(p[ids])]  # ids ascending: ties stay by id
     order = order.astype(np.int64, copy=False)
-    cumulative = p[order]
+    if spare is not None:  # a buffer already faulted in
+        cumulative = np.take(p, order, out=spare.view(np.float64))
+        del spare
+    else:
+        cumulative = p[order]
     n = order.shape[0]
     bounds = _bounds(n, int(count))
     if int(count) < n:  # merge neighbouring buckets of one popularity value

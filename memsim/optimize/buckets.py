@@ -554,7 +554,8 @@ def to_block_map(bp: BucketProblem, counts: np.ndarray) -> tuple[dict[int, str],
         blocks = bp.bank.level(depth).blocks
         small = np.int8 if tiers <= 127 else np.int16  # 12M blocks: 12 MB, not 24
         serve = np.full(blocks, default, dtype=small)
-        primary = np.full(blocks, default, dtype=small)
+        replicas = any((block.sum() - np.trace(block)) > 0 for _item, block in mine)
+        primary = np.full(blocks, default, dtype=small) if replicas else serve
         fastest = np.argsort(bp.tau[depth], kind="stable").tolist()
         for item, block in mine:
             b = item.buckets
@@ -565,9 +566,11 @@ def to_block_map(bp: BucketProblem, counts: np.ndarray) -> tuple[dict[int, str],
                     if k:
                         ids = b.order[start:start + k]
                         serve[ids] = s_
-                        primary[ids] = p_
+                        if replicas:
+                            primary[ids] = p_
                         start += k
-        moved = np.flatnonzero((serve != default) | (primary != serve))
+        moved = np.flatnonzero((serve != default) | (primary != serve) if replicas
+                               else serve != default)
         if moved.shape[0]:
             block_map.set_level(depth, moved, serve[moved], primary[moved])
     return placement, block_map, exact_masses(bp, counts)
