@@ -73,7 +73,7 @@ def test_private_subtrees_stay_off_the_cloud(paper_bank):
 
 
 @pytest.mark.parametrize(("args", "code", "words"), [
-    (["--budget", "10"], 2, "--budget needs --granularity bucket"),
+    (["--budget", "10", "--private-tiers", "ram"], 2, "--private-tiers needs --granularity bucket"),
     (["--granularity", "bucket", "--private", "1:3"], 2, "--private-tiers"),
     (["--granularity", "bucket", "--private", "9:1", "--private-tiers", "ram"], 2,
      "not in bank"),

@@ -110,7 +110,7 @@ def test_greedy_words_when_the_optimum_is_free(cli, tmp_path):
     wl.write_text("name: same\narrivals: {kind: poisson, rate: 1}\nlocality: {p: 1.0, depth: 4}\n")
     result = cli("optimize", "--resident", "2,3,4", "--workload", str(wl))
     assert result.exit_code == 0, result.output
-    assert "expected fetch time: 0 s" in result.stdout
+    assert "expected fetch time at 1 queries/s: mean 0 s, p99 0 s" in result.stdout
     assert "inf" not in result.stdout
     assert "greedy baseline:" in result.stdout
 

@@ -22,14 +22,18 @@ from memsim.cli.common import (
     warn,
 )
 from memsim.cli.tables import table
-from memsim.errors import InputError
+from memsim.errors import InfeasibleError, InputError
 from memsim.estimate import estimate
 from memsim.layout import Layout
 from memsim.limits import MAX_BUCKETS, MAX_QUERIES, MAX_SCENARIOS
 from memsim.optimize import DEFAULT_SCENARIOS, OptimizeResult, Policy, optimize, optimize_blocks
+from memsim.optimize.goal import DEFAULT_MAX_UTILIZATION, Goal, Objective, parse_slos
+from memsim.optimize.level import workload_rate
+from memsim.optimize.verify import DEFAULT_ROUNDS, VerifiedResult
 from memsim.profile import Profile, load_profile
+from memsim.queueing import arrival_scv
 from memsim.simulate import saturation_rate, simulate
-from memsim.units import format_size, format_time
+from memsim.units import format_energy, format_size, format_time, parse_energy, parse_frequency
 from memsim.workload import Workload, load_workload, workload_from_dict, workload_from_trace
 
 DEFAULT_PROFILE = "paper-hypothetical"
@@ -81,8 +85,43 @@ DEFAULT_BANK = "paper-storage-example"
               help="Bytes of extra copies of hot blocks on faster tiers (bucket granularity).")
 @click.option("--volatile", metavar="TIERS",
               help="Tiers that may hold only replicas, not the durable copy, e.g. 'ram'.")
+@click.option("--rate", metavar="RATE",
+              help="Queries per second the layout must carry, e.g. '40/s' (scales the "
+              "--workload's arrivals). [default: the workload's rate; none: idle]")
+@click.option("--idle", is_flag=True,
+              help="Place for an idle machine: ignore the workload's rate (it still gives "
+              "locality and popularity).")
+@click.option("--max-utilization", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              default=DEFAULT_MAX_UTILIZATION, show_default=True,
+              help="Under load, no tier may be busier than this (channels or link).")
+@click.option("--objective", "objective_text", metavar="STAT", default="mean",
+              show_default=True,
+              help="Fetch-time statistic to minimise: mean, p50, p90, p95, p99, p999 or "
+              "cvar:LEVEL (mean of the worst 1-LEVEL).")
+@click.option("--slo", "slo_texts", multiple=True, metavar="TARGET",
+              help="A target that must hold, e.g. 'p99 <= 50 ms' or 'mean <= 8 ms' "
+              "(repeatable).")
+@click.option("--minimize", type=click.Choice(["time", "cost", "energy"]), default="time",
+              show_default=True,
+              help="Minimise fetch time (by --objective), dollars per month, or joules per "
+              "query; the --slo targets still hold.")
+@click.option("--energy-budget", metavar="ENERGY",
+              help="Most energy per query, e.g. '500 mJ' (dynamic plus the idle power's "
+              "share at the rate).")
+@click.option("--pareto", "pareto", metavar="X,Y",
+              help="Compute the trade-off front of two of time, p99, cost, energy instead of "
+              "one layout (epsilon-constraint).")
+@click.option("--points", type=click.IntRange(2, 50), default=10, show_default=True,
+              help="Points on the --pareto front.")
+@click.option("--out-dir", type=OutputFile(), metavar="DIR",
+              help="Write each --pareto layout here (point-01.yaml, ...).")
+@click.option("--plot", type=OutputFile(), metavar="FILE",
+              help="Draw the --pareto front to a PNG, simulated points beside the model's.")
 @click.option("--verify", is_flag=True,
-              help="Also run the estimator and the simulator on the chosen layout.")
+              help="Also simulate the chosen layout; under a load or targets, re-solve where "
+              "the simulation misses them (up to --verify-rounds).")
+@click.option("--verify-rounds", type=click.IntRange(1, 10), default=DEFAULT_ROUNDS,
+              show_default=True, help="Optimize-and-simulate rounds --verify may run.")
 @click.option("--verify-queries", type=click.IntRange(100, MAX_QUERIES), default=20_000,
               show_default=True, help="Queries the --verify simulation runs.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -97,8 +136,11 @@ def optimize_cmd(profile_ref: str, bank_ref: str, fetch: str, resident: str | No
                  trace_counts: str | None, budget: float | None, private: tuple[str, ...],
                  private_tiers: str | None,
                  blocked: tuple[str, ...], replica_budget: str | None, volatile: str | None,
-                 verify: bool, verify_queries: int, seed: int, out: str | None,
-                 as_json: bool) -> None:
+                 rate: str | None, idle: bool, max_utilization: float, objective_text: str,
+                 slo_texts: tuple[str, ...], minimize: str, energy_budget: str | None,
+                 pareto: str | None, points: int, out_dir: str | None, plot: str | None,
+                 verify: bool, verify_rounds: int, verify_queries: int, seed: int,
+                 out: str | None, as_json: bool) -> None:
     """Choose where every level (or every block) lives to minimise the expected fetch time.
 
     Solves an integer program (HiGHS, or CBC) under the tiers' capacities, with the anchor
@@ -120,7 +162,7 @@ def optimize_cmd(profile_ref: str, bank_ref: str, fetch: str, resident: str | No
                        trace_counts=trace_counts, budget=budget, private=private,
                        private_tiers=private_tiers, blocked=blocked,
                        replica_budget=replica_budget, volatile=volatile, seed=seed, out=out)
-    bucket_only = {"--trace": trace_counts is not None, "--budget": budget is not None,
+    bucket_only = {"--trace": trace_counts is not None,
                    "--private": bool(private),
                    "--blocked": bool(blocked), "--private-tiers": private_tiers is not None,
                    "--replica-budget": replica_budget is not None,
@@ -152,12 +194,51 @@ def optimize_cmd(profile_ref: str, bank_ref: str, fetch: str, resident: str | No
                 warn(f"--resident-budget {format_size(budget_bytes)} is smaller than the "
                      f"smallest resident block ({format_size(smallest)}): no level can be "
                      "resident")
-    result = optimize(
-        p, b, fetch=fetch, resident_levels=levels, resident_budget=budget_bytes,
-        solver=solver, time_limit=time_limit, gap=gap, scenarios=scenarios, seed=seed,
-        name=name, workload=wl,
-    )
-    checked = _verify(p, b, result.layout, wl, verify_queries, seed) if verify else None
+    sim_wl = _at_rate(wl, rate)
+    goal = _goal(p, b, sim_wl, fetch=fetch, rate=rate, idle=idle,
+                 max_utilization=max_utilization, objective_text=objective_text,
+                 slo_texts=slo_texts, minimize=minimize, budget=budget,
+                 energy_budget=energy_budget)
+    options: dict[str, Any] = dict(
+        fetch=fetch, resident_levels=levels, resident_budget=budget_bytes, solver=solver,
+        time_limit=time_limit, gap=gap, scenarios=scenarios, name=name)
+    if pareto:
+        if out:
+            raise InputError("--pareto writes several layouts: use --out-dir, not --out",
+                             field="out")
+        from memsim.cli.pareto import run_pareto
+
+        run_pareto(p, b, sim_wl, goal, pareto, points=points, out_dir=out_dir, plot=plot,
+                   verify=verify, verify_queries=verify_queries, seed=seed, as_json=as_json,
+                   options=options)
+        return
+    for flag, given in (("--out-dir", out_dir), ("--plot", plot)):
+        if given:
+            raise InputError(f"{flag} needs --pareto", field=flag.lstrip("-"))
+    verified = None
+    checked = None
+    if verify and (goal.loaded or goal.slos):
+        from memsim.optimize.verify import optimize_verified
+
+        verified = optimize_verified(p, b, _simulated_workload(sim_wl, goal), goal,
+                                     rounds=verify_rounds, queries=verify_queries, seed=seed,
+                                     **options)
+        assert verified.result is not None
+        result = verified.result
+    else:
+        result = optimize(p, b, seed=seed, workload=sim_wl, goal=goal, **options)
+        checked = _verify(p, b, result.layout, sim_wl, verify_queries, seed) if verify else None
+    if verified is not None and not verified.met:
+        if as_json:
+            data = result.to_json()
+            data.update({"profile": p.name, "bank": b.name, "out": None,
+                         "verify": verified.to_json()})
+            emit_json(data)
+        else:
+            click.echo(optimize_text(result, b, p, fetch))
+            click.echo(rounds_text(verified))
+        raise InfeasibleError(verified.message + (" (no layout written)" if out else ""),
+                              field="slo" if goal.slos else "rate")
     if out:  # only once everything succeeded: a failed --verify leaves no file behind
         # Record where the profile and bank came from so `estimate --layout OUT` finds them.
         result.layout.profile = ref_from(profile_ref, out)
@@ -170,6 +251,8 @@ def optimize_cmd(profile_ref: str, bank_ref: str, fetch: str, resident: str | No
         data.update({"profile": p.name, "bank": b.name, "out": out})
         if checked is not None:
             data["verify"] = checked
+        if verified is not None:
+            data["verify"] = verified.to_json()
         emit_json(data)
         return
     click.echo(optimize_text(result, b, p, fetch))
@@ -177,6 +260,82 @@ def optimize_cmd(profile_ref: str, bank_ref: str, fetch: str, resident: str | No
         click.echo(f"layout written to {out}")
     if checked is not None:
         click.echo(_verify_text(checked))
+    if verified is not None:
+        click.echo(rounds_text(verified))
+
+
+def _at_rate(wl: Workload | None, rate: str | None) -> Workload | None:
+    """The workload scaled to --rate (Poisson with uniform routing when there is none)."""
+    if rate is None:
+        return wl
+    try:
+        value = parse_frequency(rate)
+    except ValueError as exc:
+        raise InputError(f"--rate: {exc}", field="rate") from None
+    if not value > 0:
+        raise InputError("--rate must be a positive number of queries per second",
+                         field="rate")
+    if wl is None:
+        return workload_from_dict({"name": f"poisson@{value:g}/s",
+                                   "arrivals": {"kind": "poisson", "rate": value}})
+    return wl.at_rate(value)
+
+
+def _goal(p: Profile, b: Bank, wl: Workload | None, *, fetch: str, rate: str | None,
+          idle: bool, max_utilization: float, objective_text: str,
+          slo_texts: tuple[str, ...], minimize: str, budget: float | None,
+          energy_budget: str | None) -> Goal:
+    """The Goal the options ask for; the rate comes from --rate or the workload."""
+    if idle and rate is not None:
+        raise InputError("give --rate or --idle, not both", field="idle")
+    energy = None
+    if energy_budget is not None:
+        try:
+            energy = parse_energy(energy_budget)
+        except ValueError as exc:
+            raise InputError(f"--energy-budget: {exc}", field="energy-budget") from None
+    load = None
+    if not idle and wl is not None:
+        load = workload_rate(p, b, wl, fetch=fetch)
+    return Goal(minimize=minimize, objective=Objective.parse(objective_text),  # type: ignore[arg-type]
+                slos=parse_slos(slo_texts), budget_usd_month=budget, energy_budget_j=energy,
+                rate=load, max_utilization=max_utilization,
+                arrival_scv=arrival_scv(wl) if wl is not None and not idle else 1.0)
+
+
+def _simulated_workload(wl: Workload | None, goal: Goal) -> Workload:
+    """What --verify simulates: the workload, or Poisson arrivals at the goal's rate."""
+    if wl is not None:
+        return wl
+    rate = goal.rate or 1.0
+    return workload_from_dict({"name": f"poisson@{rate:g}/s",
+                               "arrivals": {"kind": "poisson", "rate": rate}})
+
+
+def rounds_text(verified: VerifiedResult) -> str:
+    """The simulator-in-the-loop rounds: layout, model against simulation, what changed."""
+    rows = []
+    for r in verified.rounds:
+        where = " ".join(f"{d}:{t}" for d, t in sorted(r.placement.items()))
+        model = r.model or {}
+        sim = r.simulated["fetch_time_s"]
+        ci = r.simulated["fetch_time_ci_s"].get("p99")
+        busiest = max(r.simulated["offered_load"].items(), key=lambda kv: kv[1],
+                      default=("-", 0.0))
+        rows.append([r.index, where,
+                     format_time(model.get("mean_s", float("nan"))) if model else "-",
+                     format_time(model.get("quantile_s", {}).get("p99", float("nan")))
+                     if model else "-",
+                     format_time(sim["mean"]), format_time(sim["p99"]) + (
+                         f" [{format_time(ci[0])} .. {format_time(ci[1])}]" if ci else ""),
+                     f"{busiest[0]} {busiest[1]:.2f}",
+                     "met" if r.met else "missed: " + "; ".join(r.misses)])
+    lines = ["verify rounds (model against simulation):",
+             table(["round", "placement", "model mean", "model p99", "sim mean", "sim p99",
+                    "busiest tier", "verdict"], rows)]
+    lines += [f"  round {r.index}: {r.action}" for r in verified.rounds if r.action]
+    lines.append(verified.message)
+    return "\n".join(lines)
 
 
 def optimize_text(result: OptimizeResult, b: Bank, p: Profile, fetch: str) -> str:
@@ -202,7 +361,28 @@ def optimize_text(result: OptimizeResult, b: Bank, p: Profile, fetch: str) -> st
     what = "expected fetch time"
     if result.scenarios > 1:
         what += f" over {result.scenarios} latency scenarios"
-    lines.append(f"{what}: {format_time(result.objective_s)}")
+    goal, fig = result.goal, result.figures
+    if goal is not None and fig is not None:
+        lines.append(f"goal: {goal.describe()}")
+        where = f" at {goal.rate:g} queries/s" if goal.loaded else ""
+        lines.append(f"expected fetch time{where}: mean {format_time(fig.mean_s)}, p99 "
+                     f"{format_time(fig.quantile_s['p99'])}"
+                     + (f" over {result.scenarios} latency scenarios"
+                        if result.scenarios > 1 else ""))
+        if goal.loaded:
+            lines.append("utilisation: " + ", ".join(
+                f"{t} {rho:.2f}" + (f" (+{format_time(fig.wait_s[t])} queueing)"
+                                    if fig.wait_s.get(t) else "")
+                for t, rho in fig.utilization.items()))
+        money = [f"${fig.cost_usd_month:,.2f} per month"] if any(
+            t.cost for t in p.tiers) else []
+        if any(t.energy for t in p.tiers):
+            money.append(f"{format_energy(fig.energy_j_per_query)} per query")
+        if money:
+            lines.append("cost: " + ", energy: ".join(money) if len(money) == 2 else
+                         ("cost: " if money[0].startswith("$") else "energy: ") + money[0])
+    else:
+        lines.append(f"{what}: {format_time(result.objective_s)}")
     if result.switch_probability:
         rates = ", ".join(f"level {d} {100 * v:.3g}%" for d, v in
                           result.switch_probability.items())
@@ -213,17 +393,20 @@ def optimize_text(result: OptimizeResult, b: Bank, p: Profile, fetch: str) -> st
         lines.append(f"greedy baseline: {format_time(result.baseline_s or 0.0)} (the layout "
                      "above: the solver found nothing better in the time limit)")
     else:
-        lines.append(_baseline_text(result.baseline_s, result.objective_s))
+        lines.append(_baseline_text(result.baseline_s, result.objective_s,
+                                    result.goal is not None))
     f = result.fetch_time_s
-    lines.append(f"estimator: mean {format_time(f['mean'])}, p50 {format_time(f['p50'])}, "
-                 f"p99 {format_time(f['p99'])}")
+    idle = " (idle machine)" if goal is not None and goal.loaded else ""
+    lines.append(f"estimator{idle}: mean {format_time(f['mean'])}, p50 "
+                 f"{format_time(f['p50'])}, p99 {format_time(f['p99'])}")
     return "\n".join(lines)
 
 
-def _baseline_text(baseline_s: float | None, objective_s: float) -> str:
+def _baseline_text(baseline_s: float | None, objective_s: float, goal: bool = False) -> str:
     """The greedy baseline against the optimum, in words that hold when either is 0."""
     if baseline_s is None:
-        return "greedy baseline: found no feasible placement"
+        return ("greedy baseline: none that meets the goal" if goal else
+                "greedy baseline: found no feasible placement")
     if baseline_s <= objective_s * (1 + 1e-9):
         return f"greedy baseline: {format_time(baseline_s)} (as fast as the optimum)"
     if objective_s <= 0:

@@ -233,7 +233,8 @@ def _add_goal(prob: pulp.LpProblem, tables: CostTables, load: LoadTables | None,
     for j, _w in live:
         for q in range(n):
             per_tier = [pulp.lpSum(float(tables.times[t][s][q] * MS) * y[j, t, s]
-                                   for s in subsets if s) + (waits.get((j, t)) or 0.0)
+                                   for s in subsets if s)
+                        + (float(load.spread[t][q]) * waits[j, t] if (j, t) in waits else 0.0)
                         for t in tiers]
             if tables.fetch == "parallel":
                 z = _variable(prob, f"z_{j}_{q}", low=0)

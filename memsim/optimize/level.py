@@ -208,14 +208,14 @@ def optimize(
     tables = build_tables(profile, bank, fetch, scenarios, seed, switch)
     if goal is not None and goal.idle:
         goal = None
-    load = build_load(tables, goal) if goal is not None else None
+    load = build_load(tables, goal, seed) if goal is not None else None
     model = build_model(tables, resident_levels, resident_budget, load=load)
     outcome = solve(model.problem, solver, time_limit, gap)
     if outcome.status == "infeasible" and load is not None and solve(build_model(
             tables, resident_levels, resident_budget).problem, solver, time_limit,
             gap).status != "infeasible":
         raise InfeasibleError(_goal_shortfall(tables, load, resident_levels, resident_budget,
-                                              solver, time_limit, gap),
+                                              solver, time_limit, gap, seed),
                               field=_goal_field(load.goal))
     if outcome.status == "infeasible":
         slack_model = build_model(tables, resident_levels, resident_budget,
@@ -344,7 +344,7 @@ def _goal_field(goal: Goal) -> str:
 
 def _goal_shortfall(tables: CostTables, load: LoadTables, resident_levels: Sequence[int],
                     resident_budget: int | None, solver: SolverName, time_limit: float | None,
-                    gap: float) -> str:
+                    gap: float, seed: int = 0) -> str:
     """Why no layout meets the goal: the rate no layout carries (naming the tier that
     saturates and the load at which it does), or the best any layout reaches on the target
     that cannot be met."""
@@ -377,7 +377,7 @@ def _goal_shortfall(tables: CostTables, load: LoadTables, resident_levels: Seque
             "quantile" if load.exact_quantiles else "cvar")
         best = _best(tables, relaxed.with_changes(objective=Objective(
             kind=kind, level=slo.level or 0.0)), resident_levels, resident_budget, solver,
-            time_limit, gap)
+            time_limit, gap, seed)
         if best is not None and best > slo.limit_s * (1 + TOLERANCE):
             how = "" if kind != "cvar" else " (bounded by its CVaR)"
             reasons.append(f"no layout meets {slo}{how}: the best any layout reaches is "
@@ -385,13 +385,13 @@ def _goal_shortfall(tables: CostTables, load: LoadTables, resident_levels: Seque
     at = f" at {rate:g} queries/s" if rate else ""
     if goal.budget_usd_month is not None:
         cheapest = _best(tables, relaxed.with_changes(minimize="cost", slos=goal.slos),
-                         resident_levels, resident_budget, solver, time_limit, gap)
+                         resident_levels, resident_budget, solver, time_limit, gap, seed)
         if cheapest is not None and cheapest > goal.budget_usd_month:
             reasons.append(f"the cheapest layout meeting the targets costs "
                            f"${cheapest:.4g}/month, over the ${goal.budget_usd_month:g} budget")
     if goal.energy_budget_j is not None:
         frugal = _best(tables, relaxed.with_changes(minimize="energy", slos=goal.slos),
-                       resident_levels, resident_budget, solver, time_limit, gap)
+                       resident_levels, resident_budget, solver, time_limit, gap, seed)
         if frugal is not None and frugal > goal.energy_budget_j:
             reasons.append(f"the most frugal layout meeting the targets uses "
                            f"{frugal * 1e3:.4g} mJ per query, over the "
@@ -403,11 +403,24 @@ def _goal_shortfall(tables: CostTables, load: LoadTables, resident_levels: Seque
 
 def _best(tables: CostTables, goal: Goal, resident_levels: Sequence[int],
           resident_budget: int | None, solver: SolverName, time_limit: float | None,
-          gap: float) -> float | None:
+          gap: float, seed: int = 0) -> float | None:
     """The optimum of `goal`'s objective (seconds, dollars or joules), None if none found."""
-    load = build_load(tables, goal)
+    load = build_load(tables, goal, seed)
     model = build_model(tables, resident_levels, resident_budget, load=load)
     if solve(model.problem, solver, time_limit, gap).status not in ("optimal", "time_limit"):
         return None
     placement, resident = model.placement()
     return _score(tables, load, placement, resident)
+
+
+def workload_rate(profile: Profile, bank: Bank, workload: Workload, fetch: FetchMode = "parallel"
+                  ) -> float:
+    """Queries per second `workload` asks: its open-loop mean rate, or for a closed loop its
+    clients over (mean think time + the idle-optimal layout's mean fetch time), the
+    throughput the loop settles near when the storage is not the bottleneck."""
+    if workload.open_loop:
+        return float(workload.arrivals.mean_rate())
+    arrivals = workload.arrivals
+    think = float(arrivals.think_time.mean())  # type: ignore[union-attr]
+    fetch_s = optimize(profile, bank, fetch=fetch, samples=1000, scenarios=16).objective_s
+    return float(arrivals.clients) / max(think + fetch_s, 1e-9)  # type: ignore[union-attr]

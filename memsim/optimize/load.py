@@ -53,6 +53,9 @@ class LoadTables:
     request_usd: dict[str, float]  # tier -> $ per request
     idle_power_w: float
     exact_quantiles: bool = True
+    # per tier, the scenarios' multipliers of the mean delay (unit mean): a request that
+    # waits, waits an exponential time in M/M/c, so percentiles see a tail and not the mean
+    spread: dict[str, np.ndarray] = field(default_factory=dict)
     concurrency: dict[str, int] = field(default_factory=dict)
     bandwidth: dict[str, float] = field(default_factory=dict)
 
@@ -78,7 +81,16 @@ class LoadTables:
         return self.factors(tier, c, c)
 
 
-def build_load(tables: CostTables, goal: Goal) -> LoadTables:
+def delay_spread(n: int, rng: np.random.Generator) -> np.ndarray:
+    """`n` seeded exponential multipliers scaled to mean exactly 1 (1 when n is 1)."""
+    if n <= 1:
+        return np.ones(max(n, 1))
+    draws = -np.log1p(-(np.arange(n) + 0.5) / n)  # exponential quantiles: no sampling noise
+    rng.shuffle(draws)
+    return draws / draws.mean()
+
+
+def build_load(tables: CostTables, goal: Goal, seed: int = 0) -> LoadTables:
     """The load terms of every (tier, subset) of `tables` under `goal`'s rate."""
     profile, bank = tables.profile, tables.bank
     sizes = {lv.depth: lv.block_bytes for lv in bank.active_levels}
@@ -94,16 +106,10 @@ def build_load(tables: CostTables, goal: Goal) -> LoadTables:
         table: dict[Subset, SubsetLoad] = {}
         for subset in tables.subsets():
             ds = [demand[d] for d in subset]
-            if not subset:
-                a = b = 0.0
-            elif tables.fetch == "parallel":
-                a, b = queueing.wait_scales(tier, [(1.0, x) for x in ds], goal.arrival_scv)
-            else:  # one level after another: each block waits its own turn
-                a = b = 0.0
-                for x in ds:
-                    ai, bi = queueing.wait_scales(tier, [(1.0, x)], goal.arrival_scv,
-                                                  fetch="sequential")
-                    a, b = a + ai, b + bi
+            # the query's whole time on the tier: parallel, a batch it waits for the last of;
+            # sequential, each block its own turn
+            a, b = (queueing.query_scales(tier, [(1.0, x) for x in ds], goal.arrival_scv,
+                                          tables.fetch) if subset else (0.0, 0.0))
             table[subset] = SubsetLoad(
                 channel_s=sum(x.channel_s for x in ds), bytes=sum(x.bytes for x in ds),
                 requests=sum(x.requests for x in ds), wait_a=a, wait_b=b,
@@ -118,7 +124,9 @@ def build_load(tables: CostTables, goal: Goal) -> LoadTables:
             storage[lv.depth, tier.name] = price * lv.bytes / GB
         request_usd[tier.name] = (tier.cost.usd_per_1000_requests / 1000 if tier.cost else 0.0)
     joint = sum(1 for w, _k in tables.patterns if w > 0) * tables.scenarios
-    return LoadTables(
+    rng = np.random.default_rng(seed + 0x5EED)
+    spread = {t.name: delay_spread(tables.scenarios, rng) for t in profile.tiers}
+    return LoadTables(spread=spread,
         goal=goal, rate=rate, per=per, chords_c=chords_c, chords_l=chords_l,
         storage_usd=storage, request_usd=request_usd, idle_power_w=idle_power_w(profile),
         exact_quantiles=joint <= EXACT_QUANTILE_SCENARIOS,
@@ -137,7 +145,8 @@ class ModelFigures:
     energy_j_per_query: float  # dynamic + the idle power's share at the rate (idle: dynamic)
     dynamic_energy_j: float
     utilization: dict[str, float]  # max(channel, link) per tier with load
-    wait_s: dict[str, float]  # the model's mean queueing delay per tier (its fetch subset)
+    wait_s: dict[str, float]  # the model's mean queueing delay of a query on each tier
+    tier_time_s: dict[str, float]  # a query's mean time on each tier it reads (with delay)
     feasible: bool  # every tier within its ceiling
     scenario_times: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))
     scenario_weights: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))
@@ -157,7 +166,8 @@ class ModelFigures:
                 "cost_usd_month": self.cost_usd_month,
                 "energy_j_per_query": self.energy_j_per_query,
                 "dynamic_energy_j_per_query": self.dynamic_energy_j,
-                "utilization": self.utilization, "wait_s": self.wait_s}
+                "utilization": self.utilization, "wait_s": self.wait_s,
+                "tier_time_s": self.tier_time_s}
 
 
 def discrete_quantile(values: np.ndarray, weights: np.ndarray, level: float) -> float:
@@ -203,6 +213,7 @@ def evaluate(tables: CostTables, load: LoadTables, placement: dict[int, str],
         factors[t] = load.factors(t, min(rc, load.ceiling(t)), min(rl, load.ceiling(t)))
     times, weights = [], []
     wait_s: dict[str, float] = {}
+    tier_time: dict[str, float] = {}
     dynamic = 0.0
     requests_cost = 0.0
     n = tables.scenarios
@@ -215,7 +226,10 @@ def evaluate(tables: CostTables, load: LoadTables, placement: dict[int, str],
             wait = (sl.wait_a * gc + sl.wait_b * gl) if load.rate else 0.0
             if s and load.rate:
                 wait_s[t] = wait_s.get(t, 0.0) + w * wait
-            per_tier.append(tables.times[t][s] + wait)
+            if s:
+                tier_time[t] = tier_time.get(t, 0.0) + w * (float(tables.times[t][s].mean())
+                                                            + wait)
+            per_tier.append(tables.times[t][s] + wait * load.spread[t])
             dynamic += w * sl.energy_j
             requests_cost += w * sl.requests * load.request_usd[t]
         stacked = np.vstack(per_tier)
@@ -236,7 +250,8 @@ def evaluate(tables: CostTables, load: LoadTables, placement: dict[int, str],
     return ModelFigures(
         mean_s=float((values * probs).sum() / total), quantile_s=quantiles, cvar_s=cvars,
         cost_usd_month=cost, energy_j_per_query=energy, dynamic_energy_j=dynamic,
-        utilization=utilization, wait_s=wait_s, feasible=feasible, scenario_times=values,
+        utilization=utilization, wait_s=wait_s, tier_time_s=tier_time, feasible=feasible,
+        scenario_times=values,
         scenario_weights=probs)
 
 

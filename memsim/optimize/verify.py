@@ -93,23 +93,27 @@ def misses(goal: Goal, sim: SimulationResult) -> list[str]:
 
 
 def _tighten(goal: Goal, result: OptimizeResult, sim: SimulationResult) -> tuple[Goal, str]:
-    """Lower the ceiling of the tier whose simulated wait most exceeds the model's, or cut
-    the layout out when the model underestimated no tier's wait."""
-    model_wait = result.figures.wait_s if result.figures is not None else {}
-    excess = {}
-    for t, stats in sim.per_tier.items():
-        seen = float(stats["wait_s"])
-        if seen > model_wait.get(t, 0.0) * 1.1 + 1e-9:
-            excess[t] = seen - model_wait.get(t, 0.0)
+    """Lower the ceiling of the tier whose simulated time most exceeds the model's (a query's
+    mean time on the tier: the slowest of its levels there), or cut the layout out when the
+    model underestimated no tier by more than 10%."""
+    model_time = result.figures.tier_time_s if result.figures is not None else {}
+    resident = set(result.layout.resident)
+    excess: dict[str, float] = {}
+    for t, modelled in model_time.items():
+        times = [float(v["time_s"]) for d, v in sim.per_level.items()
+                 if v.get("tier") == t and d not in resident]
+        if times and max(times) > modelled * 1.1:
+            excess[t] = max(times) - modelled
     if excess:
         tier = max(excess, key=lambda t: excess[t])
-        seen = max(sim.offered_load.get(tier, 0.0), sim.utilization.get(tier, 0.0))
+        seen = max(sim.offered_load.get(tier, 0.0), sim.utilization.get(tier, 0.0),
+                   result.figures.utilization.get(tier, 0.0) if result.figures else 0.0)
         ceiling = max(min(goal.ceiling(tier), seen) * TIGHTEN, MIN_CEILING)
         if ceiling < goal.ceiling(tier):
             ceilings = {**goal.tier_ceilings, tier: ceiling}
             return goal.with_changes(tier_ceilings=ceilings), (
-                f"tier '{tier}' waited {format_time(sim.per_tier[tier]['wait_s'])} per request "
-                f"in simulation against the model's {format_time(model_wait.get(tier, 0.0))}: "
+                f"a query spent {format_time(model_time[tier] + excess[tier])} on tier "
+                f"'{tier}' in simulation against the model's {format_time(model_time[tier])}: "
                 f"its ceiling drops to {ceiling:.2f}")
     cut = tuple(sorted(result.layout.placement.items()))
     return goal.with_changes(cuts=(*goal.cuts, cut)), "the layout is excluded (a cut)"
