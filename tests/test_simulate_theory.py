@@ -1,6 +1,7 @@
 """The simulator against queueing theory: M/M/1, M/D/1, M/M/c (Erlang C) and M/G/1
 processor sharing, at loads 0.5 and 0.8, one seed for all (chosen before looking at results).
-Run lengths are set so the 99% batch-means interval is about +-1..2% at load 0.8.
+Run lengths are set so the 99% batch-means interval is about +-2..3% at load 0.8 (longer
+runs, to +-1%, are in benchmarks/bench_simulator.py; the suite must stay short).
 
 Each model is one level on one tier, reached by Poisson arrivals: the service time is the
 tier's latency (exponential or constant) with a negligible transfer, or, for processor
@@ -47,15 +48,15 @@ def erlang_c(c: int, a: float) -> float:
 
 
 def _check(result, expected: float) -> None:
-    """Within 2% of theory, and theory inside the run's own 99% batch-means interval."""
+    """Within 3.5% of theory, and theory inside the run's own 99% batch-means interval."""
     mean = result.fetch_time_s["mean"]
     low, high = result.fetch_stats.interval("mean", level=0.99)
-    assert abs(mean - expected) <= 0.02 * expected, (mean, expected)
+    assert abs(mean - expected) <= 0.035 * expected, (mean, expected)
     assert low <= expected <= high, (low, high, expected)
     assert not result.unstable  # a stable queue's batch means wander but do not climb
 
 
-@pytest.mark.parametrize(("rho", "queries", "seed"), [(0.5, 200_000, 1), (0.8, 1_500_000, 1)])
+@pytest.mark.parametrize(("rho", "queries", "seed"), [(0.5, 200_000, 1), (0.8, 500_000, 1)])
 def test_mm1(rho, queries, seed):
     mu = 1 / SERVICE
     result = _run(_profile({"distribution": "exponential", "mean": SERVICE}), rho * mu,
@@ -63,7 +64,7 @@ def test_mm1(rho, queries, seed):
     _check(result, 1 / (mu - rho * mu))
 
 
-@pytest.mark.parametrize(("rho", "queries", "seed"), [(0.5, 100_000, 1), (0.8, 500_000, 1)])
+@pytest.mark.parametrize(("rho", "queries", "seed"), [(0.5, 100_000, 1), (0.8, 200_000, 1)])
 def test_md1(rho, queries, seed):
     mu = 1 / SERVICE
     result = _run(_profile(SERVICE), rho * mu, queries, seed)
@@ -71,7 +72,7 @@ def test_md1(rho, queries, seed):
 
 
 @pytest.mark.parametrize(("rho", "c", "queries", "seed"),
-                         [(0.5, 3, 150_000, 1), (0.8, 4, 1_000_000, 1)])
+                         [(0.5, 3, 150_000, 1), (0.8, 4, 350_000, 1)])
 def test_mmc_erlang_c(rho, c, queries, seed):
     mu = 1 / SERVICE
     lam = rho * c * mu
@@ -80,7 +81,7 @@ def test_mmc_erlang_c(rho, c, queries, seed):
     _check(result, erlang_c(c, lam / mu) / (c * mu - lam) + 1 / mu)
 
 
-@pytest.mark.parametrize(("rho", "queries", "seed"), [(0.5, 150_000, 1), (0.8, 800_000, 1)])
+@pytest.mark.parametrize(("rho", "queries", "seed"), [(0.5, 150_000, 1), (0.8, 270_000, 1)])
 def test_mg1_processor_sharing(rho, queries, seed):
     """A link shared equally by all transfers in flight: mean sojourn E[S] / (1 - rho)."""
     bandwidth = BLOCK / SERVICE  # a lone transfer takes SERVICE seconds
