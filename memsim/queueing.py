@@ -44,6 +44,7 @@ __all__ = ["BlockDemand", "arrival_scv", "block_demand", "channel_wait_factor", 
            "mean_wait", "query_rate", "query_scales", "query_wait", "tier_load", "utilization",
            "wait_curves", "wait_scales"]
 
+
 @dataclass(frozen=True)
 class BlockDemand:
     """What fetching one block asks of a tier (idle-tier figures)."""
@@ -374,7 +375,8 @@ def arrival_scv(workload: Workload | None) -> float:
     then right at the rate it is given, so give it the peak step's rate for the worst case).
     Closed loop: 1, a Poisson stand-in for a finite source: a client waiting in the queue
     sends nothing, which makes arrivals smoother than Poisson exactly when queues form, so
-    the open-loop formula at the loop's throughput bounds the wait from above.
+    the open-loop formula at the loop's throughput errs high (as M/M/c does against the
+    finite-source M/M/c//N).
     """
     if workload is None:
         return 1.0

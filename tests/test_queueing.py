@@ -69,6 +69,16 @@ def test_wait_factors_and_link_slowdown():
     mid = queueing.link_slowdown(0.6, 2.5)
     assert queueing.link_slowdown(0.6, 3.0) < mid < queueing.link_slowdown(0.6, 2.0)
     assert queueing.link_slowdown(0.6, math.inf) == 0.0
+    # The continuous Erlang B at a fractional start: 1/B(x, a) = e^a a^-x Gamma(x + 1, a).
+    from scipy.special import gamma, gammaincc
+
+    for a in (0.05, 0.7, 3.0, 20.0):
+        x = 0.47
+        exact = 1 / (math.exp(a) * a**-x * gamma(x + 1) * gammaincc(x + 1, a))
+        b2 = exact
+        for k in (1, 2):  # on to x + 2 by the recursion
+            b2 = a * b2 / (x + k + a * b2)
+        assert queueing.erlang_b(x + 2, a) == pytest.approx(b2, rel=1e-3)
 
 
 def _tier(latency, concurrency: int = 1, bandwidth: float = 1e18, **extra) -> memsim.Tier:
