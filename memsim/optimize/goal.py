@@ -117,6 +117,9 @@ class Goal:
     rate: float | None = None
     max_utilization: float = DEFAULT_MAX_UTILIZATION
     tier_ceilings: dict[str, float] = field(default_factory=dict)
+    # per tier, a factor on the modelled queueing delay (>= 1; the simulator-in-the-loop
+    # rounds raise it where the simulation waited longer than the model said)
+    delay_scales: dict[str, float] = field(default_factory=dict)
     arrival_scv: float = 1.0
     cuts: tuple[tuple[tuple[int, str], ...], ...] = ()
 
@@ -139,6 +142,10 @@ class Goal:
             if value is not None and not (value >= 0 and math.isfinite(value)):
                 raise InputError(f"--{name} must be a finite number >= 0, got {value}",
                                  field=name)
+        for tier, scale in self.delay_scales.items():
+            if not (1.0 <= scale < math.inf):
+                raise InputError(f"delay scale of tier {tier} must be >= 1, got {scale}",
+                                 field="delay_scales")
         if not (self.arrival_scv >= 0 and math.isfinite(self.arrival_scv)):
             raise InputError("arrival variability must be finite and >= 0", field="arrivals")
 
@@ -152,7 +159,7 @@ class Goal:
         """The plain question: least mean fetch time on an idle machine, nothing else."""
         return (self.minimize == "time" and self.objective.kind == "mean" and not self.slos
                 and self.budget_usd_month is None and self.energy_budget_j is None
-                and not self.loaded and not self.cuts)
+                and not self.loaded and not self.cuts and not self.delay_scales)
 
     def ceiling(self, tier: str) -> float:
         return self.tier_ceilings.get(tier, self.max_utilization)

@@ -110,6 +110,8 @@ def build_load(tables: CostTables, goal: Goal, seed: int = 0) -> LoadTables:
             # sequential, each block its own turn
             a, b = (queueing.query_scales(tier, [(1.0, x) for x in ds], goal.arrival_scv,
                                           tables.fetch) if subset else (0.0, 0.0))
+            scale = goal.delay_scales.get(tier.name, 1.0)
+            a, b = a * scale, b * scale
             table[subset] = SubsetLoad(
                 channel_s=sum(x.channel_s for x in ds), bytes=sum(x.bytes for x in ds),
                 requests=sum(x.requests for x in ds), wait_a=a, wait_b=b,
@@ -147,6 +149,9 @@ class ModelFigures:
     utilization: dict[str, float]  # max(channel, link) per tier with load
     wait_s: dict[str, float]  # the model's mean queueing delay of a query on each tier
     tier_time_s: dict[str, float]  # a query's mean time on each tier it reads (with delay)
+    tier_p99_s: dict[str, float]  # and its 99th percentile over the scenarios
+    tier_idle_s: dict[str, float]  # the same two without the queueing delay
+    tier_idle_p99_s: dict[str, float]
     feasible: bool  # every tier within its ceiling
     scenario_times: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))
     scenario_weights: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))
@@ -167,7 +172,7 @@ class ModelFigures:
                 "energy_j_per_query": self.energy_j_per_query,
                 "dynamic_energy_j_per_query": self.dynamic_energy_j,
                 "utilization": self.utilization, "wait_s": self.wait_s,
-                "tier_time_s": self.tier_time_s}
+                "tier_time_s": self.tier_time_s, "tier_p99_s": self.tier_p99_s}
 
 
 def discrete_quantile(values: np.ndarray, weights: np.ndarray, level: float) -> float:
@@ -214,6 +219,7 @@ def evaluate(tables: CostTables, load: LoadTables, placement: dict[int, str],
     times, weights = [], []
     wait_s: dict[str, float] = {}
     tier_time: dict[str, float] = {}
+    tier_runs: dict[str, list[tuple[float, np.ndarray, np.ndarray]]] = {}
     dynamic = 0.0
     requests_cost = 0.0
     n = tables.scenarios
@@ -226,10 +232,12 @@ def evaluate(tables: CostTables, load: LoadTables, placement: dict[int, str],
             wait = (sl.wait_a * gc + sl.wait_b * gl) if load.rate else 0.0
             if s and load.rate:
                 wait_s[t] = wait_s.get(t, 0.0) + w * wait
+            loaded_times = tables.times[t][s] + wait * load.spread[t]
             if s:
                 tier_time[t] = tier_time.get(t, 0.0) + w * (float(tables.times[t][s].mean())
                                                             + wait)
-            per_tier.append(tables.times[t][s] + wait * load.spread[t])
+                tier_runs.setdefault(t, []).append((w, tables.times[t][s], loaded_times))
+            per_tier.append(loaded_times)
             dynamic += w * sl.energy_j
             requests_cost += w * sl.requests * load.request_usd[t]
         stacked = np.vstack(per_tier)
@@ -247,10 +255,19 @@ def evaluate(tables: CostTables, load: LoadTables, placement: dict[int, str],
     cvars = {f"cvar:{lvl:g}": discrete_cvar(values, probs, lvl) for lvl in sorted(levels)}
     energy = energy_per_query(load, dynamic)
     total = float(probs.sum())
+    tier_p99, tier_idle, tier_idle_p99 = {}, {}, {}
+    for t, runs in tier_runs.items():
+        w = np.concatenate([np.full(len(idle), wt / len(idle)) for wt, idle, _l in runs])
+        idle = np.concatenate([i for _w, i, _l in runs])
+        loaded = np.concatenate([lt for _w, _i, lt in runs])
+        tier_p99[t] = discrete_quantile(loaded, w, 0.99)
+        tier_idle[t] = float((idle * w).sum() / w.sum())
+        tier_idle_p99[t] = discrete_quantile(idle, w, 0.99)
     return ModelFigures(
         mean_s=float((values * probs).sum() / total), quantile_s=quantiles, cvar_s=cvars,
         cost_usd_month=cost, energy_j_per_query=energy, dynamic_energy_j=dynamic,
-        utilization=utilization, wait_s=wait_s, tier_time_s=tier_time, feasible=feasible,
+        utilization=utilization, wait_s=wait_s, tier_time_s=tier_time, tier_p99_s=tier_p99,
+        tier_idle_s=tier_idle, tier_idle_p99_s=tier_idle_p99, feasible=feasible,
         scenario_times=values,
         scenario_weights=probs)
 

@@ -4,8 +4,9 @@ where the simulation misses the target, tighten the model where it was wrong and
 Each round records the layout, the model's figures, the simulator's (with intervals) and what
 was changed. A target is missed when the simulated statistic exceeds it beyond the run's
 interval (or the run had no steady state). The model is then tightened at the tier whose
-simulated wait most exceeds the model's: its utilisation ceiling drops below what the
-simulator saw; when no tier's wait was underestimated, a cut excludes the layout.
+simulated time most exceeds the model's: an overloaded tier's utilisation ceiling drops
+below what the simulator saw, another's modelled delay is scaled up by what the simulation
+showed; when the model underestimated no tier, a cut excludes the layout.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from memsim.workload import Workload
 DEFAULT_ROUNDS = 3
 TIGHTEN = 0.85  # a tightened ceiling: this fraction of the utilisation the simulator saw
 MIN_CEILING = 0.05
+MAX_SCALE = 100.0
 
 
 @dataclass
@@ -93,28 +95,48 @@ def misses(goal: Goal, sim: SimulationResult) -> list[str]:
 
 
 def _tighten(goal: Goal, result: OptimizeResult, sim: SimulationResult) -> tuple[Goal, str]:
-    """Lower the ceiling of the tier whose simulated time most exceeds the model's (a query's
-    mean time on the tier: the slowest of its levels there), or cut the layout out when the
-    model underestimated no tier by more than 10%."""
-    model_time = result.figures.tier_time_s if result.figures is not None else {}
-    resident = set(result.layout.resident)
-    excess: dict[str, float] = {}
-    for t, modelled in model_time.items():
-        times = [float(v["time_s"]) for d, v in sim.per_level.items()
-                 if v.get("tier") == t and d not in resident]
-        if times and max(times) > modelled * 1.1:
-            excess[t] = max(times) - modelled
-    if excess:
-        tier = max(excess, key=lambda t: excess[t])
-        seen = max(sim.offered_load.get(tier, 0.0), sim.utilization.get(tier, 0.0),
-                   result.figures.utilization.get(tier, 0.0) if result.figures else 0.0)
-        ceiling = max(min(goal.ceiling(tier), seen) * TIGHTEN, MIN_CEILING)
+    """Tighten the model where the simulation says it was wrong.
+
+    An overloaded tier gets a ceiling below what the simulator saw. Otherwise the tier where
+    a query's simulated time (mean, or p99 when a percentile target was missed: the slowest
+    of its levels there) most exceeds the model's gets its modelled delay scaled up by the
+    ratio of the simulated excess over idle to the modelled one. When the model
+    underestimated no tier by more than 5%, a cut excludes the layout."""
+    fig = result.figures
+    overloaded = {t: rho for t, rho in sim.offered_load.items() if rho >= 1.0}
+    if overloaded:
+        tier = max(overloaded, key=lambda t: overloaded[t])
+        model_rho = fig.utilization.get(tier, 0.0) if fig is not None else 0.0
+        ceiling = max(min(goal.ceiling(tier), model_rho) * TIGHTEN, MIN_CEILING)
         if ceiling < goal.ceiling(tier):
-            ceilings = {**goal.tier_ceilings, tier: ceiling}
-            return goal.with_changes(tier_ceilings=ceilings), (
-                f"a query spent {format_time(model_time[tier] + excess[tier])} on tier "
-                f"'{tier}' in simulation against the model's {format_time(model_time[tier])}: "
-                f"its ceiling drops to {ceiling:.2f}")
+            return goal.with_changes(tier_ceilings={**goal.tier_ceilings, tier: ceiling}), (
+                f"tier '{tier}' was overloaded in simulation (offered utilisation "
+                f"{overloaded[tier]:.2f}, model {model_rho:.2f}): its ceiling drops to "
+                f"{ceiling:.2f}")
+    if fig is not None:
+        tail = any(s.level is not None for s in goal.slos)
+        key = "p99_s" if tail else "time_s"
+        modelled = fig.tier_p99_s if tail else fig.tier_time_s
+        idle = fig.tier_idle_p99_s if tail else fig.tier_idle_s
+        resident = set(result.layout.resident)
+        excess: dict[str, tuple[float, float]] = {}
+        for t, model_t in modelled.items():
+            times = [float(v[key]) for d, v in sim.per_level.items()
+                     if v.get("tier") == t and d not in resident]
+            if times and max(times) > model_t * 1.05:
+                extra_model = max(model_t - idle.get(t, 0.0), 1e-9)
+                extra_sim = max(times) - idle.get(t, 0.0)
+                excess[t] = (max(times) - model_t, extra_sim / extra_model)
+        if excess:
+            tier = max(excess, key=lambda t: excess[t][0])
+            ratio = min(max(excess[tier][1], 1.0) * 1.1, MAX_SCALE)
+            scale = min(goal.delay_scales.get(tier, 1.0) * ratio, MAX_SCALE)
+            what = "p99" if tail else "mean"
+            return goal.with_changes(delay_scales={**goal.delay_scales, tier: scale}), (
+                f"a query's {what} time on tier '{tier}' was "
+                f"{format_time(modelled[tier] + excess[tier][0])} in simulation against the "
+                f"model's {format_time(modelled[tier])}: its modelled delay is scaled by "
+                f"{scale:.2f}")
     cut = tuple(sorted(result.layout.placement.items()))
     return goal.with_changes(cuts=(*goal.cuts, cut)), "the layout is excluded (a cut)"
 
