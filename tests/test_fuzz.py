@@ -394,6 +394,23 @@ def make_case(rng: random.Random, *, full: bool = False) -> Case:
             args += ["--workload", f"{d}/workload.yaml"]
         if rng.random() < 0.2:
             args += ["--budget", _opt(rng, lambda: rng.choice(["100", "1e6"]), notes, "--budget")]
+        if rng.random() < 0.2:  # the goal: a load, targets, what to minimise
+            args += ["--rate", _opt(rng, lambda: rng.choice(["5/s", "40/s", "0.5"]), notes,
+                                    "--rate")]
+        if rng.random() < 0.15:
+            args += ["--slo", _opt(rng, lambda: rng.choice(["p99 <= 50 ms", "mean <= 1 s"]),
+                                   notes, "--slo")]
+        if rng.random() < 0.15:
+            args += ["--objective", _opt(rng, lambda: rng.choice(["p99", "cvar:0.9"]), notes,
+                                         "--objective")]
+        if rng.random() < 0.15:
+            args += ["--minimize", rng.choice(["time", "cost", "energy", "speed"])]
+        if rng.random() < 0.1:
+            args += ["--energy-budget", _opt(rng, lambda: rng.choice(["50 mJ", "1 J"]), notes,
+                                             "--energy-budget")]
+        if rng.random() < 0.1:
+            args += ["--max-utilization", _opt(rng, lambda: rng.choice(["0.5", "0.9"]), notes,
+                                               "--max-utilization")]
         if rng.random() < 0.2:
             args += [rng.choice(["--private", "--blocked"]),
                      _opt(rng, lambda: rng.choice(["1:3", "2:7"]), notes, "--private")]
