@@ -28,10 +28,9 @@ from memsim.layout import Layout
 from memsim.limits import MAX_BUCKETS, MAX_QUERIES, MAX_SCENARIOS
 from memsim.optimize import DEFAULT_SCENARIOS, OptimizeResult, Policy, optimize, optimize_blocks
 from memsim.optimize.goal import DEFAULT_MAX_UTILIZATION, Goal, Objective, parse_slos
-from memsim.optimize.level import workload_rate
+from memsim.optimize.level import planning_load
 from memsim.optimize.verify import DEFAULT_ROUNDS, VerifiedResult
 from memsim.profile import Profile, load_profile
-from memsim.queueing import arrival_scv
 from memsim.simulate import saturation_rate, simulate
 from memsim.units import format_energy, format_size, format_time, parse_energy, parse_frequency
 from memsim.workload import Workload, load_workload, workload_from_dict, workload_from_trace
@@ -294,13 +293,15 @@ def _goal(p: Profile, b: Bank, wl: Workload | None, *, fetch: str, rate: str | N
             energy = parse_energy(energy_budget)
         except ValueError as exc:
             raise InputError(f"--energy-budget: {exc}", field="energy-budget") from None
-    load = None
+    plan = None
     if not idle and wl is not None:
-        load = workload_rate(p, b, wl, fetch=fetch)
+        plan = planning_load(p, b, wl, fetch=fetch,  # type: ignore[arg-type]
+                             max_utilization=max_utilization)
     return Goal(minimize=minimize, objective=Objective.parse(objective_text),  # type: ignore[arg-type]
                 slos=parse_slos(slo_texts), budget_usd_month=budget, energy_budget_j=energy,
-                rate=load, max_utilization=max_utilization,
-                arrival_scv=arrival_scv(wl) if wl is not None and not idle else 1.0)
+                rate=plan.rate if plan else None, max_utilization=max_utilization,
+                arrival_scv=plan.arrival_scv if plan else 1.0,
+                rate_note=plan.note if plan else "")
 
 
 def _simulated_workload(wl: Workload | None, goal: Goal) -> Workload:
@@ -364,7 +365,7 @@ def optimize_text(result: OptimizeResult, b: Bank, p: Profile, fetch: str) -> st
     goal, fig = result.goal, result.figures
     if goal is not None and fig is not None:
         lines.append(f"goal: {goal.describe()}")
-        where = f" at {goal.rate:g} queries/s" if goal.loaded else ""
+        where = f" at {goal.rate:.4g} queries/s" if goal.loaded else ""
         lines.append(f"expected fetch time{where}: mean {format_time(fig.mean_s)}, p99 "
                      f"{format_time(fig.quantile_s['p99'])}"
                      + (f" over {result.scenarios} latency scenarios"

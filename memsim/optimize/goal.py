@@ -121,6 +121,7 @@ class Goal:
     # rounds raise it where the simulation waited longer than the model said)
     delay_scales: dict[str, float] = field(default_factory=dict)
     arrival_scv: float = 1.0
+    rate_note: str = ""  # why this rate (the bursts of a workload, a closed loop's limit)
     cuts: tuple[tuple[tuple[int, str], ...], ...] = ()
 
     def __post_init__(self) -> None:
@@ -178,7 +179,9 @@ class Goal:
         if self.energy_budget_j is not None:
             parts.append(f"energy <= {self.energy_budget_j * 1e3:.4g} mJ/query")
         if self.loaded:
-            parts.append(f"at {self.rate:g} queries/s, utilisation <= {self.max_utilization:g}")
+            why = f" ({self.rate_note})" if self.rate_note else ""
+            parts.append(f"at {self.rate:.4g} queries/s{why}, utilisation <= "
+                         f"{self.max_utilization:g}")
         return ", ".join(parts)
 
 

@@ -208,6 +208,8 @@ def optimize(
     tables = build_tables(profile, bank, fetch, scenarios, seed, switch)
     if goal is not None and goal.idle:
         goal = None
+    if goal is not None and goal.loaded:
+        tables = tables.repeated(scenarios)
     load = build_load(tables, goal, seed) if goal is not None else None
     model = build_model(tables, resident_levels, resident_budget, load=load)
     outcome = solve(model.problem, solver, time_limit, gap)
@@ -360,7 +362,9 @@ def _goal_shortfall(tables: CostTables, load: LoadTables, resident_levels: Seque
             if worst is not None and f.utilization[worst] > load.ceiling(worst) * (
                     1 + TOLERANCE):
                 ratio = f.utilization[worst] / load.ceiling(worst)
-                return (f"no layout carries {rate:g} queries/s with every tier at or below "
+                why = f" ({goal.rate_note})" if goal.rate_note else ""
+                return (f"no layout carries {rate:.4g} queries/s{why} with every tier at or "
+                        f"below "
                         f"utilisation {load.ceiling(worst):g}: even the least-loaded layout "
                         f"asks tier '{worst}' for {f.utilization[worst]:.2f}, so '{worst}' "
                         f"saturates (reaches the ceiling) at {rate / ratio:.3g} queries/s and "
@@ -413,14 +417,79 @@ def _best(tables: CostTables, goal: Goal, resident_levels: Sequence[int],
     return _score(tables, load, placement, resident)
 
 
+BURST_QUERIES = 10.0  # a burst (or schedule step) holding this many queries is judged alone
+
+
+@dataclass(frozen=True)
+class PlanningLoad:
+    """The rate a layout must carry for a workload, the variability of its arrivals, and
+    why that rate (for reports)."""
+
+    rate: float
+    arrival_scv: float
+    note: str = ""
+
+
+def planning_load(profile: Profile, bank: Bank, workload: Workload,
+                  fetch: FetchMode = "parallel", max_utilization: float = 0.8
+                  ) -> PlanningLoad:
+    """What the load model plans for under `workload`.
+
+    Poisson: its rate. On/off and schedules: when a burst (a step) holds many queries
+    (BURST_QUERIES), queues settle within it, so the layout must carry the burst's own rate
+    (Poisson within it); shorter bursts count through their long-run mean and the on/off
+    process's interarrival variability. A closed loop never overloads a tier, it slows
+    down: its rate is its clients over (mean think time + the idle-optimal fetch time), at
+    most what the least-loaded layout carries at `max_utilization`.
+    """
+    from memsim.queueing import arrival_scv
+    from memsim.workload import OnOffArrivals, ScheduleArrivals
+
+    arrivals = workload.arrivals
+    if isinstance(arrivals, OnOffArrivals):
+        mean = float(arrivals.mean_rate())
+        if arrivals.rate_on * arrivals.mean_on >= BURST_QUERIES:
+            return PlanningLoad(float(arrivals.rate_on), 1.0,
+                                f"the bursts of {workload.name}; long-run mean {mean:.3g}/s")
+        return PlanningLoad(mean, arrival_scv(workload))
+    if isinstance(arrivals, ScheduleArrivals):
+        long = [st.rate for st in arrivals.steps if st.rate * st.duration >= BURST_QUERIES]
+        mean = float(arrivals.mean_rate())
+        if long and max(long) > mean:
+            return PlanningLoad(float(max(long)), 1.0, f"the busiest step of {workload.name} "
+                                f"; long-run mean {mean:.3g}/s")
+        return PlanningLoad(mean, 1.0)
+    if workload.open_loop:
+        return PlanningLoad(float(arrivals.mean_rate()), arrival_scv(workload))
+    think = float(arrivals.think_time.mean())  # type: ignore[union-attr]
+    clients = float(arrivals.clients)  # type: ignore[union-attr]
+    fetch_s = optimize(profile, bank, fetch=fetch, samples=1000, scenarios=16).objective_s
+    nominal = clients / max(think + fetch_s, 1e-9)
+    most = carrying_capacity(profile, bank, fetch, max_utilization)
+    if most < nominal:
+        return PlanningLoad(most, 1.0, f"what the least-loaded layout carries: the closed loop "
+                            f"{workload.name} would ask {nominal:.3g}/s of an idle machine and "
+                            "slows down to what the storage serves")
+    return PlanningLoad(nominal, 1.0, f"{workload.name}'s clients over think plus fetch time")
+
+
 def workload_rate(profile: Profile, bank: Bank, workload: Workload, fetch: FetchMode = "parallel"
                   ) -> float:
-    """Queries per second `workload` asks: its open-loop mean rate, or for a closed loop its
-    clients over (mean think time + the idle-optimal layout's mean fetch time), the
-    throughput the loop settles near when the storage is not the bottleneck."""
-    if workload.open_loop:
-        return float(workload.arrivals.mean_rate())
-    arrivals = workload.arrivals
-    think = float(arrivals.think_time.mean())  # type: ignore[union-attr]
-    fetch_s = optimize(profile, bank, fetch=fetch, samples=1000, scenarios=16).objective_s
-    return float(arrivals.clients) / max(think + fetch_s, 1e-9)  # type: ignore[union-attr]
+    """Queries per second the load model plans for under `workload` (`planning_load`)."""
+    return planning_load(profile, bank, workload, fetch).rate
+
+
+def carrying_capacity(profile: Profile, bank: Bank, fetch: FetchMode = "parallel",
+                      max_utilization: float = 0.8) -> float:
+    """The highest rate (queries/s) some layout carries with every tier at or below
+    `max_utilization` (inf when no level is fetched from a tier with finite capacity)."""
+    tables = build_tables(profile, bank, fetch, 1, 0)
+    load = build_load(tables, Goal(rate=1.0, max_utilization=max_utilization))
+    peak = build_model(tables, load=load, peak_load=True)
+    if solve(peak.problem).status != "optimal" or peak.peak is None:
+        raise InfeasibleError("no layout fits the tiers", file=profile.file, field="tiers")
+    placement, resident = peak.placement()
+    worst = max((rho / max_utilization for rho in evaluate(tables, load, placement,
+                                                             resident).utilization.values()),
+                default=0.0)
+    return 1.0 / worst if worst > 0 else float("inf")

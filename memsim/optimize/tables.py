@@ -14,7 +14,7 @@ the same mixture the estimator reports with a workload.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import combinations
 
 import numpy as np
@@ -52,6 +52,16 @@ class CostTables:
     # switch patterns that follow; the last pattern keeps every resident block current.
     switch: dict[int, float] = field(default_factory=dict)
     patterns: list[Pattern] = field(default_factory=lambda: [(1.0, frozenset())])
+
+    def repeated(self, n: int) -> CostTables:
+        """These tables with `n` identical scenarios (constant latencies give one): the
+        load model draws a different queueing delay in each, so percentiles under load need
+        several even when the idle times do not vary."""
+        if self.scenarios != 1 or n <= 1:
+            return self
+        times = {t: {s: np.repeat(v, n) for s, v in table.items()}
+                 for t, table in self.times.items()}
+        return replace(self, times=times, scenarios=n)
 
     def subsets(self) -> list[Subset]:
         return list(self.times[self.profile.tiers[0].name])
