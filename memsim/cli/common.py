@@ -118,9 +118,9 @@ def levels_option(value: str | None, name: str) -> list[int]:
     out = []
     for part in value.split(","):
         text = part.strip().upper().removeprefix("L")
-        if not text.isdigit() or int(text) < 1:
-            raise InputError(f"cannot read level {part.strip()!r} in {value!r}; expected e.g. "
-                             "'2' or '2,3'", field=name)
+        if not text.isdigit() or len(text) > 6 or int(text) < 1:  # 6 digits: beyond any bank
+            raise InputError(f"cannot read level {part.strip()[:20]!r} in {value[:40]!r}; "
+                             "expected e.g. '2' or '2,3'", field=name)
         out.append(int(text))
     return out
 
