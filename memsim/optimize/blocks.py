@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from memsim import queueing
 from memsim.bank import Bank
 from memsim.errors import InputError, MemsimError, SolverError
 from memsim.estimate import DEFAULT_SAMPLES, Estimate, estimate
@@ -53,6 +54,12 @@ class BlockOptimizeResult:
     chosen: str = "bucket"  # bucket, greedy or level: the fastest by the estimator
     model_objective_s: float | None = None  # the bucket ILP's own optimum
     candidates_s: dict[str, float] | None = None  # estimator mean of each candidate
+    # Load (with Policy.max_utilization and a rate): the load model's utilisation per tier
+    # (max of channel and link) and wait (omega, in objective_s) of the chosen layout
+    utilization: dict[str, float] | None = None
+    wait_s: float | None = None
+    energy_j_per_query: float | None = None  # dynamic joules per query (0: no figures)
+    minimize: str = "time"
 
     @property
     def fetch_time_s(self) -> dict[str, float] | None:
@@ -76,7 +83,9 @@ class BlockOptimizeResult:
             "model_objective_s": self.model_objective_s, "candidates_s": self.candidates_s,
             "placement": {str(d): t for d, t in sorted(self.layout.placement.items())},
             "tier_blocks": {str(d): v for d, v in self.tier_blocks.items()},
-            "fetch_time_s": self.fetch_time_s,
+            "fetch_time_s": self.fetch_time_s, "minimize": self.minimize,
+            "utilization": self.utilization, "wait_s": self.wait_s,
+            "energy_j_per_query": self.energy_j_per_query,
         }
 
 
@@ -101,7 +110,12 @@ def optimize_blocks(
     Popularity comes from the workload's routing. Blocks are grouped into `buckets` per level
     (per privacy class); the ILP counts how many of each bucket go to each tier, under
     capacity, an optional dollar budget, privacy (private subtrees only on listed tiers) and
-    blocked subtrees (never placed nor fetched).
+    blocked subtrees (never placed nor fetched). With `policy.max_utilization` and a rate
+    (`policy.rate`, else an open-loop workload's mean rate) the model is load-aware: tier
+    utilisation ceilings and the queueing wait in the time bound (buckets.LoadModel);
+    `policy.minimize` picks time, cost or energy, with `mean_slo_s` and `energy_budget_j`
+    as bounds. Candidates (greedy, whole-level) that break a ceiling or bound are dropped,
+    and for cost or energy only the ILP's layout is a candidate.
     """
     check_at_most(buckets, MAX_BUCKETS, "buckets per level", field="buckets")
     check_at_most(buckets * len(bank.active_levels) * len(profile.tiers), MAX_BUCKET_CELLS,
@@ -111,6 +125,8 @@ def optimize_blocks(
     policy = replace(policy) if policy is not None else Policy()  # never change the caller's
     if policy.rate == 0.0 and workload.open_loop:
         policy.rate = workload.arrivals.mean_rate()
+    if policy.arrival_scv is None:
+        policy.arrival_scv = queueing.arrival_scv(workload)
     precheck(profile, bank, whole_levels=False,
              excluded_bytes=subtree_bytes(bank, policy.blocked))
     popularity = {lv.depth: block_popularity(bank, workload.routing, lv.depth)
@@ -134,14 +150,16 @@ def optimize_blocks(
                                        f"({buckets} buckets per level)"), solution.counts)}
     greedy = greedy_counts(problem)
     baseline_s = None
+    if greedy is not None and problem.violations(exact_masses(problem, greedy)):
+        greedy = None  # over a tier's ceiling, or past the time or energy bound
     if greedy is not None:
         baseline_s = problem.bound(exact_masses(problem, greedy))
-        if verify_estimate:  # a layout only to estimate it
+        if verify_estimate and policy.minimize == "time":  # a layout only to estimate it
             maps["greedy"] = to_block_map(problem, greedy)
             candidates["greedy"] = (as_layout("greedy", "greedy block placement"), greedy)
     level_s, level_layout = _level_under_bucket_model(problem, profile, bank, fetch, policy,
                                                       solver)
-    if level_layout is not None:
+    if level_layout is not None and policy.minimize == "time":
         candidates["level"] = (level_layout, None)
     # The bound cannot see two levels of one query sharing a tier. With the estimator at
     # hand, keep whichever candidate really fetches fastest (the ILP's in a tie).
@@ -162,7 +180,15 @@ def optimize_blocks(
         cost = problem.monthly_cost(counts)
     tier_blocks = layout.tier_counts(bank, profile)
     layout.chunking = choose_chunking(profile, tier_blocks)
+    utilization = wait_s = None
+    if problem.load is not None:
+        rc, rl = problem.load.rho(masses)
+        utilization = {t.name: float(max(c, link)) for t, c, link in zip(
+            profile.tiers, rc, rl, strict=True)}
+        wait_s = problem.wait_s(masses)
     return BlockOptimizeResult(
+        utilization=utilization, wait_s=wait_s, energy_j_per_query=problem.energy_j(masses),
+        minimize=policy.minimize,
         layout=layout, status=solution.outcome.status, solver=solution.outcome.solver,
         objective_s=problem.bound(masses), level_objective_s=level_s, baseline_s=baseline_s,
         monthly_cost_usd=cost if cost is not None else problem.monthly_cost(solution.counts),
@@ -193,6 +219,10 @@ def _check_bucket_solution(problem: BucketProblem, counts: np.ndarray) -> None:
     # (a dollar, or the budget when below a dollar)
     if budget is not None and problem.monthly_cost(counts) > budget + 1e-6 * min(budget, 1.0):
         raise SolverError("the solver's answer exceeds the budget (numerical tolerance)")
+    broken = problem.violations(problem.masses(counts))
+    if broken:
+        raise SolverError(f"the solver's answer breaks the {' and the '.join(broken)} "
+                          "(numerical tolerance)")
 
 
 def _level_under_bucket_model(problem: BucketProblem, profile: Profile, bank: Bank,
@@ -200,7 +230,7 @@ def _level_under_bucket_model(problem: BucketProblem, profile: Profile, bank: Ba
                               ) -> tuple[float | None, Layout | None]:
     """The best whole-level placement, valued with the bucket model (for comparison)."""
     if (policy.private or policy.blocked or policy.volatile
-            or policy.budget_usd_month is not None):
+            or policy.budget_usd_month is not None or policy.minimize != "time"):
         return None, None  # the level ILP does not know these constraints
     try:
         level = optimize(profile, bank, fetch=fetch, solver=solver, samples=1)
@@ -208,5 +238,7 @@ def _level_under_bucket_model(problem: BucketProblem, profile: Profile, bank: Ba
         return None, None
     names = profile.tier_names
     masses = {d: np.eye(len(names))[names.index(t)] for d, t in level.layout.placement.items()}
+    if problem.violations(masses):
+        return None, None  # over a tier's ceiling, or past the time or energy bound
     layout = level.layout.model_copy(update={"description": "best whole-level placement"})
     return problem.bound(masses), layout

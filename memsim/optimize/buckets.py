@@ -17,26 +17,43 @@ its tier, alone), which depends on where the routed block lives.
   is piecewise linear in z with kinks there) and keeps the best. Two levels of one query
   sharing a tier are not modelled here (the level-granularity ILP models that exactly), so
   `--verify` reports the estimator's and the simulator's verdict on the chosen layout.
+
+Load (Policy.max_utilization with a rate; LoadModel): each tier's channel and link
+utilisation is linear in the counts and kept under the ceiling; each tier's queueing wait is
+the max of chords of its convex delay curves (memsim.queueing), and the time bound adds the
+largest (once per level for sequential fetch). Policy.minimize "cost" or "energy" minimises
+monthly dollars or dynamic joules per query instead, with `mean_slo_s` bounding the time
+(per candidate z: the cheapest over z) and `energy_budget_j` the joules, as rows.
+
+Solving: the model is built as arrays (numpy) and given to highspy directly; the LP
+relaxations of the candidate z share one HiGHS instance (only the objective moves); the
+integer solve of `auto` is CBC's first (see `solve_integer`). A load-aware solve stops at
+LOAD_GAP relative gap.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
+from memsim import queueing
 from memsim.bank import Bank
 from memsim.blockmap import BlockMap, Subtree, in_any
 from memsim.cost_model import block_finish_times, draw_latencies, request_parts
+from memsim.energy import block_energy_j
 from memsim.errors import InfeasibleError, InputError
 from memsim.layout import FetchMode
 from memsim.optimize.solver import (
     ArrayModel,
+    RelaxationSweep,
     SolveOutcome,
     SolverName,
     cbc_available,
+    highs_available,
     solve_arrays,
 )
 from memsim.popularity import Buckets, make_buckets
@@ -72,6 +89,119 @@ class Policy:
     blocked: list[Subtree] = field(default_factory=list)
     replica_budget: int | None = None  # bytes of extra copies on faster tiers; None: none
     volatile: list[str] = field(default_factory=list)  # tiers that may hold replicas only
+    # Load (None: no load terms; the caller sets e.g. 0.8 when a rate is known and
+    # load-aware placement is asked): every tier's channel and link utilisation at `rate`
+    # stays at most this, and the time objective adds the queueing wait (see LoadModel).
+    max_utilization: float | None = None
+    # squared CV of query interarrival times; None: the workload's (queueing.arrival_scv)
+    arrival_scv: float | None = None
+    minimize: Literal["time", "cost", "energy"] = "time"
+    mean_slo_s: float | None = None  # bound on the model's mean fetch time (with its wait)
+    energy_budget_j: float | None = None  # dynamic joules per query
+
+    def check(self) -> None:
+        """Input errors in the load, objective and bound fields."""
+        u = self.max_utilization
+        if u is not None and not (0.0 < u < 1.0):
+            raise InputError(f"the utilisation ceiling must be in (0, 1), got {u!r}",
+                             field="max_utilization")
+        if self.minimize not in ("time", "cost", "energy"):
+            raise InputError(f"minimize must be time, cost or energy, got {self.minimize!r}",
+                             field="minimize")
+        for name in ("mean_slo_s", "energy_budget_j"):
+            value = getattr(self, name)
+            if value is not None and not (0.0 <= value < math.inf):
+                raise InputError(f"{name} must be a finite number >= 0, got {value!r}",
+                                 field=name)
+        if self.arrival_scv is not None and not (0.0 <= self.arrival_scv < math.inf):
+            raise InputError(f"arrival_scv must be finite and >= 0, got {self.arrival_scv!r}",
+                             field="arrival_scv")
+
+
+CHORDS = 8  # pieces of each delay curve's piecewise-linear over-approximation
+
+
+@dataclass
+class LoadModel:
+    """Tier utilisation and queueing wait of a placement at `rate` queries/s.
+
+    A block of level d read from tier t with probability m[d, t] per query loads the tier's
+    channels by rate * m * channel_s / concurrency and its link by rate * m * bytes /
+    total bandwidth (both linear in the placement). The wait of a block on t is
+    a_t g(rho_c) + b_t h(rho_l) (queueing.wait_scales, Allen-Cunneen channel wait and the
+    link slowdown), with g and h replaced by the max of their chords on [0, ceiling] (never
+    below the curves). (a_t, b_t) is the max over levels of each level's block alone on t,
+    a conservative scale for a mix. The wait added to the time bound is the max over tiers,
+    omega: E[max_d (X_d + W_d)] <= E[max_d X_d] + max_t W_t for parallel fetch; sequential
+    fetch adds it once per level (E[sum_d (X_d + W_d)] <= E[sum_d X_d] + D max_t W_t).
+    """
+
+    rate: float
+    ceiling: float
+    channel: dict[int, np.ndarray]  # depth -> per tier: channel-s per read / concurrency
+    link: dict[int, np.ndarray]  # depth -> per tier: bytes per read / total bandwidth
+    a: np.ndarray  # per tier (seconds)
+    b: np.ndarray
+    chords_c: list[list[tuple[float, float]]]  # per tier: (intercept, slope)
+    chords_l: list[list[tuple[float, float]]]
+    repeat: int  # 1 (parallel) or the number of levels (sequential)
+
+    def rho(self, masses: dict[int, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """(channel, link) utilisation per tier."""
+        rc = sum((masses[d] * self.channel[d] for d in masses), np.zeros(self.a.shape[0]))
+        rl = sum((masses[d] * self.link[d] for d in masses), np.zeros(self.a.shape[0]))
+        return self.rate * rc, self.rate * rl
+
+    def tier_wait_s(self, masses: dict[int, np.ndarray]) -> np.ndarray:
+        """The model's wait per tier: a G_c + b G_l, G the max of the chords at rho."""
+        rc, rl = self.rho(masses)
+        out = np.zeros(self.a.shape[0])
+        for t in range(out.shape[0]):
+            if self.a[t] > 0:
+                out[t] += self.a[t] * max(c + k * rc[t] for c, k in self.chords_c[t])
+            if self.b[t] > 0:
+                out[t] += self.b[t] * max(c + k * rl[t] for c, k in self.chords_l[t])
+        return out
+
+    def wait_s(self, masses: dict[int, np.ndarray]) -> float:
+        """omega: the largest tier wait (0 with no tier)."""
+        waits = self.tier_wait_s(masses)
+        return float(max(waits.max(initial=0.0), 0.0))
+
+    def within(self, masses: dict[int, np.ndarray], slack: float = 1e-6) -> bool:
+        rc, rl = self.rho(masses)
+        return bool(np.all(rc <= self.ceiling + slack) and np.all(rl <= self.ceiling + slack))
+
+
+def load_model(profile: Profile, bank: Bank, fetch: FetchMode, policy: Policy
+               ) -> LoadModel | None:
+    """The load terms of `policy` (None without a ceiling or a rate)."""
+    if policy.max_utilization is None or not policy.rate > 0:
+        return None
+    ceiling = float(policy.max_utilization)
+    scv = policy.arrival_scv if policy.arrival_scv is not None else 1.0
+    channel: dict[int, np.ndarray] = {}
+    link: dict[int, np.ndarray] = {}
+    tiers = profile.tiers
+    a = np.zeros(len(tiers))
+    b = np.zeros(len(tiers))
+    for lv in bank.active_levels:
+        demands = [queueing.block_demand(t, lv.block_bytes) for t in tiers]
+        channel[lv.depth] = np.array([d.channel_s / t.concurrency
+                                      for d, t in zip(demands, tiers, strict=True)])
+        link[lv.depth] = np.array([d.bytes / t.total_bandwidth
+                                   for d, t in zip(demands, tiers, strict=True)])
+        for i, (t, d) in enumerate(zip(tiers, demands, strict=True)):
+            ai, bi = queueing.wait_scales(t, [(1.0, d)], scv, fetch)
+            a[i], b[i] = max(a[i], ai), max(b[i], bi)
+    chords_c, chords_l = [], []
+    for t in tiers:
+        g, h = queueing.wait_curves(t)
+        chords_c.append(queueing.chords(g, ceiling, CHORDS))
+        chords_l.append(queueing.chords(h, ceiling, CHORDS))
+    return LoadModel(rate=float(policy.rate), ceiling=ceiling, channel=channel, link=link,
+                     a=a, b=b, chords_c=chords_c, chords_l=chords_l,
+                     repeat=1 if fetch == "parallel" else len(bank.active_levels))
 
 
 @dataclass
@@ -85,6 +215,8 @@ class BucketProblem:
     items: list[Item]
     tau: dict[int, np.ndarray]  # depth -> stand-alone mean time per tier (seconds)
     parts: dict[int, np.ndarray]  # depth -> requests per block per tier
+    load: LoadModel | None = None
+    energy: dict[int, np.ndarray] = field(default_factory=dict)  # depth -> J per read, per tier
     cache: dict[str, Any] = field(default_factory=dict, repr=False)  # per-problem arrays
 
     def candidates(self) -> list[float]:
@@ -95,7 +227,12 @@ class BucketProblem:
         return sorted(values)
 
     def bound(self, masses: dict[int, np.ndarray]) -> float:
-        """Expected fetch time (sequential) or its bound (parallel) for per-level tier masses."""
+        """Expected fetch time (sequential) or its bound (parallel) for per-level tier masses,
+        plus the queueing wait of the load model, if any."""
+        return self.idle_bound(masses) + self.wait_s(masses)
+
+    def idle_bound(self, masses: dict[int, np.ndarray]) -> float:
+        """`bound` on an idle machine."""
         if self.fetch == "sequential":
             return float(sum(masses[d] @ self.tau[d] for d in masses))
         best = np.inf
@@ -103,6 +240,38 @@ class BucketProblem:
             value = z + sum(float(masses[d] @ np.maximum(self.tau[d] - z, 0.0)) for d in masses)
             best = min(best, value)
         return float(best)
+
+    def wait_s(self, masses: dict[int, np.ndarray]) -> float:
+        """What the load model adds to the time bound (its omega, once per level for
+        sequential fetch); 0 without load."""
+        if self.load is None:
+            return 0.0
+        return self.load.repeat * self.load.wait_s(masses)
+
+    def energy_j(self, masses: dict[int, np.ndarray]) -> float:
+        """Dynamic joules per query of reading the levels' blocks from their tiers."""
+        return float(sum(masses[d] @ self.energy[d] for d in masses if d in self.energy))
+
+    def objective(self, counts: np.ndarray) -> float:
+        """The minimised quantity of counts, bucket-average (s, $/month or J)."""
+        if self.policy.minimize == "cost":
+            return self.monthly_cost(counts)
+        masses = self.masses(counts)
+        return self.energy_j(masses) if self.policy.minimize == "energy" else self.bound(masses)
+
+    def violations(self, masses: dict[int, np.ndarray], counts: np.ndarray | None = None
+                   ) -> list[str]:
+        """The load, time and energy bounds these masses break (empty: none)."""
+        out = []
+        if self.load is not None and not self.load.within(masses):
+            out.append("utilisation ceiling")
+        slo = self.policy.mean_slo_s
+        if slo is not None and self.bound(masses) > slo * (1 + 1e-6) + 1e-12:
+            out.append("mean fetch-time bound")
+        joules = self.policy.energy_budget_j
+        if joules is not None and self.energy_j(masses) > joules * (1 + 1e-6) + 1e-15:
+            out.append("energy budget")
+        return out
 
     def masses(self, counts: np.ndarray) -> dict[int, np.ndarray]:
         """Per-level masses of the tiers blocks are read from (counts: items x serve x
@@ -160,6 +329,7 @@ def build_problem(profile: Profile, bank: Bank, fetch: FetchMode,
                   ) -> BucketProblem:
     """Buckets per level (and privacy class), and the tier times they are weighed with."""
     names = profile.tier_names
+    policy.check()
     if policy.private_tiers is not None:
         for name in policy.private_tiers:
             if name not in names:
@@ -191,8 +361,11 @@ def build_problem(profile: Profile, bank: Bank, fetch: FetchMode,
                 items.append(Item(depth=lv.depth, buckets=buckets, index=k,
                                   size=int(buckets.size[k]), mass=float(buckets.mass[k]),
                                   block_bytes=lv.block_bytes, allowed=allowed))
+    energy = {lv.depth: np.array([block_energy_j(t, lv.block_bytes) for t in profile.tiers])
+              for lv in bank.active_levels}
     return BucketProblem(profile=profile, bank=bank, fetch=fetch, policy=policy, items=items,
-                         tau=tau, parts=parts)
+                         tau=tau, parts=parts, load=load_model(profile, bank, fetch, policy),
+                         energy=energy)
 
 
 @dataclass
@@ -286,10 +459,13 @@ def column_cost_usd(bp: BucketProblem, y: np.ndarray) -> np.ndarray:
                    * share)
 
 
-def build_model(bp: BucketProblem, z: float | None, capacity_slack: bool = False
-                ) -> BucketModel:
-    """The ILP for one candidate z (parallel) or the exact sequential objective (z None);
-    with `capacity_slack`, the least extra capacity and budget that make it feasible."""
+def build_model(bp: BucketProblem, z: float | None, capacity_slack: bool = False,
+                peak_load: bool = False) -> BucketModel:
+    """The ILP for one candidate z (parallel) or the exact sequential objective (z None).
+
+    With `capacity_slack`: the least extra capacity and budget that make it feasible (no
+    load, time or energy rows). With `peak_load`: the least peak utilisation per query/s
+    over the tiers, under capacity and budget (the highest rate any placement carries)."""
     profile, bank = bp.profile, bp.bank
     y = count_columns(bp)
     item, s_, p_ = y[:, 0], y[:, 1], y[:, 2]
@@ -345,9 +521,29 @@ def build_model(bp: BucketProblem, z: float | None, capacity_slack: bool = False
             within = paid[cost[paid] <= budget]
             if within.shape[0]:
                 rows.add("budget", within, cost[within] / scale, upper=budget / scale)
-    if capacity_slack:
+    share = np.array([it.mass / it.size if it.size else 0.0 for it in bp.items])[item]
+    depth = np.array([it.depth for it in bp.items], dtype=np.int64)[item]
+    minimize = "peak" if peak_load else "slack" if capacity_slack else bp.policy.minimize
+    omega = _load_rows(bp, rows, column, s_, share, depth, minimize) if (
+        bp.load is not None and not capacity_slack) else None
+    if not capacity_slack and not peak_load:
+        slo = bp.policy.mean_slo_s
+        if slo is not None:  # the time bound at this z, wait included
+            index, value = np.arange(n), time_cost(bp, y, z)
+            if omega is not None:
+                index, value = np.r_[index, omega], np.r_[value, MS * bp.load.repeat]
+            rows.add("mean_slo", index, value, upper=(slo - (z or 0.0)) * MS)
+        joules = bp.policy.energy_budget_j
+        per_read = share * _per_tier(bp.energy, depth, s_)
+        if joules is not None and per_read.any():
+            rows.add("energy_budget", np.arange(n), per_read, upper=joules)
+    offset = 0.0
+    if minimize in ("slack", "peak"):
         objective = np.zeros(n)
-        offset = 0.0
+    elif minimize == "cost":
+        objective = column_cost_usd(bp, y)
+    elif minimize == "energy":
+        objective = share * _per_tier(bp.energy, depth, s_)
     else:
         objective = time_cost(bp, y, z)
         offset = z * MS if z is not None else 0.0
@@ -359,6 +555,57 @@ def build_model(bp: BucketProblem, z: float | None, capacity_slack: bool = False
         starts=starts, index=index, value=value, row_lower=np.array(rows.lower),
         row_upper=np.array(rows.upper))
     return BucketModel(y=y, arrays=arrays, slack=slack, unit=unit, rows=rows.names)
+
+
+def _per_tier(table: dict[int, np.ndarray], depth: np.ndarray, tier: np.ndarray
+              ) -> np.ndarray:
+    """table[depth][tier] per column (0 for a depth the table lacks)."""
+    out = np.zeros(depth.shape[0])
+    for d, row in table.items():
+        on = depth == d
+        out[on] = row[tier[on]]
+    return out
+
+
+def _load_rows(bp: BucketProblem, rows: _Rows, column: Callable[[str, float], int],
+               serve: np.ndarray, share: np.ndarray, depth: np.ndarray, minimize: str
+               ) -> int | None:
+    """Utilisation rows, the chords of each tier's wait, and omega >= every tier's wait;
+    the omega column (None when no tier can wait). For `peak`, rows util / rate <= m and
+    m the objective instead."""
+    load = bp.load
+    assert load is not None
+    channel = _per_tier(load.channel, depth, serve)
+    link = _per_tier(load.link, depth, serve)
+    peak = column("peak_utilization_per_rate", 1.0) if minimize == "peak" else None
+    waits: list[tuple[int, float, int]] = []  # (tier, scale, G column)
+    names = bp.profile.tier_names
+    for t in range(len(names)):
+        on = np.flatnonzero(serve == t)
+        for kind, per_read, curve, scale in (
+                ("channel", channel, load.chords_c[t], load.a[t]),
+                ("link", link, load.chords_l[t], load.b[t])):
+            coef = share[on] * per_read[on]  # utilisation per query/s
+            if not on.shape[0] or not coef.any():
+                continue
+            if peak is not None:
+                rows.add(f"peak_{kind}_{t}", np.r_[on, peak], np.r_[coef, -1.0], upper=0.0)
+                continue
+            rows.add(f"{kind}_utilization_{t}", on, load.rate * coef, upper=load.ceiling)
+            if scale > 0:
+                g = column(f"wait_{kind}_{t}", 0.0)
+                for intercept, slope in curve:  # G >= intercept + slope rho
+                    rows.add(f"chord_{kind}_{t}", np.r_[on, g],
+                             np.r_[-slope * load.rate * coef, 1.0], lower=intercept)
+                waits.append((t, float(scale), g))
+    if peak is not None or not waits:
+        return None
+    omega = column("omega", MS * load.repeat if minimize == "time" else 0.0)
+    for t in sorted({t for t, _a, _g in waits}):
+        mine = [(a, g) for u, a, g in waits if u == t]
+        rows.add(f"wait_{t}", np.r_[omega, [g for _a, g in mine]],
+                 np.r_[1.0, [-a for a, _g in mine]], lower=0.0)
+    return omega
 
 
 def time_cost(bp: BucketProblem, y: np.ndarray, z: float | None) -> np.ndarray:
@@ -384,16 +631,30 @@ def counts_of(bp: BucketProblem, model: BucketModel, x: np.ndarray) -> np.ndarra
 @dataclass
 class BucketSolution:
     counts: np.ndarray  # items x serve tier x primary tier
-    objective_s: float  # the model's objective (bucket-average popularity)
+    objective_s: float  # the model's time bound, wait included (bucket-average popularity)
     outcome: SolveOutcome
     solves: int
     seconds: float = 0.0  # all solves together
+    value: float = math.nan  # the minimised quantity: objective_s, $/month or J per query
+
+
+# Relative gap at which a load-aware solve stops. The max over tiers of the chorded waits
+# leaves the LP relaxation ~5e-4 below the integer optimum on the paper bank, and proving
+# the last digits took both solvers over 20 s (0.3 s to reach 3e-4); the chords themselves
+# over-approximate the wait by far more than this.
+LOAD_GAP = 1e-3
 
 
 def solve_buckets(bp: BucketProblem, solver: SolverName = "auto",
                   time_limit: float | None = None, gap: float = 0.0) -> BucketSolution:
-    """Best counts over the candidate z values (one solve for sequential fetch)."""
-    zs: Sequence[float | None] = [None] if bp.fetch == "sequential" else bp.candidates()
+    """Best counts over the candidate z values (one solve for sequential fetch, and for cost
+    or energy without a time bound, where z plays no part)."""
+    minimize = bp.policy.minimize
+    per_z = bp.fetch == "parallel" and (minimize == "time" or bp.policy.mean_slo_s is not None)
+    zs: Sequence[float | None] = bp.candidates() if per_z else [None]
+    scale = MS if minimize == "time" else 1.0  # model units per objective unit
+    if bp.load is not None:
+        gap = max(gap, LOAD_GAP)
     best: BucketSolution | None = None
     solves = 0
     seconds = 0.0
@@ -401,34 +662,54 @@ def solve_buckets(bp: BucketProblem, solver: SolverName = "auto",
     if len(zs) > 1:
         # The LP relaxation of each candidate is a lower bound on its integer optimum and
         # takes milliseconds: solve the integer models best bound first and stop when no
-        # remaining bound can beat the best answer found (usually after one).
+        # remaining bound can beat the best answer found (usually after one). With a time
+        # bound some z may be infeasible while others are not.
+        feasible = []
+        sweep = None
+        if bp.policy.mean_slo_s is None and solver in ("auto", "highs") and highs_available():
+            # only the objective moves with z: one LP, re-solved from its last basis
+            base = build_model(bp, zs[0])
+            sweep = RelaxationSweep(base.arrays, time_limit)
+            cost = base.arrays.cost.copy()
         for z in zs:
-            relaxed, _x = solve_arrays(build_model(bp, z).arrays, solver, time_limit, 0.0,
-                                       relax=True)
+            if sweep is not None:
+                cost[:base.y.shape[0]] = time_cost(bp, base.y, z)
+                relaxed = sweep.solve(cost, (z or 0.0) * MS)
+            else:
+                relaxed, _x = solve_arrays(build_model(bp, z).arrays, solver, time_limit, 0.0,
+                                           relax=True)
             seconds += relaxed.seconds
             if relaxed.status == "infeasible":
-                raise InfeasibleError(_shortfall(bp, solver, time_limit))
-            lower[z] = relaxed.objective / MS if relaxed.objective is not None else -np.inf
-        zs = sorted(zs, key=lambda z: lower[z])
+                continue
+            feasible.append(z)
+            lower[z] = relaxed.objective / scale if relaxed.objective is not None else -np.inf
+        if not feasible:
+            raise InfeasibleError(_shortfall(bp, solver, time_limit))
+        zs = sorted(feasible, key=lambda z: lower[z])
+    infeasible = 0
     for z in zs:
-        if best is not None and lower.get(z, -np.inf) >= best.objective_s * (1 - 1e-9):
+        if best is not None and lower.get(z, -np.inf) >= best.value * (1 - max(gap, 1e-9)) + (
+                -1e-12 if best.value == 0 else 0.0):
             break
         model = build_model(bp, z)
         outcome, x = solve_integer(model.arrays, solver, time_limit, gap)
         solves += 1
         seconds += outcome.seconds
         if outcome.status == "infeasible":
-            raise InfeasibleError(_shortfall(bp, solver, time_limit))
+            infeasible += 1
+            continue
         if outcome.status not in ("optimal", "time_limit") or x is None:
             continue
         counts = counts_of(bp, model, x)
         if any(block.sum() != item.size for item, block in zip(bp.items, counts, strict=True)):
             continue  # no usable point
-        value = bp.bound(bp.masses(counts))
-        if best is None or value < best.objective_s - 1e-15:
-            best = BucketSolution(counts=counts, objective_s=value, outcome=outcome,
-                                  solves=solves)
+        value = bp.objective(counts)
+        if best is None or value < best.value - 1e-15:
+            best = BucketSolution(counts=counts, objective_s=bp.bound(bp.masses(counts)),
+                                  outcome=outcome, solves=solves, value=value)
     if best is None:
+        if infeasible:
+            raise InfeasibleError(_shortfall(bp, solver, time_limit))
         raise InfeasibleError("the solver found no placement within its limits")
     best.solves = solves
     best.seconds = seconds
@@ -478,9 +759,38 @@ def _shortfall(bp: BucketProblem, solver: SolverName, time_limit: float | None) 
             cap = bp.profile.tier(name).capacity_bytes
             parts.append(f"tier '{name}' is short by {format_size(amount * model.unit)} (holds "
                          f"{format_size(cap)})")
-    if not parts:
-        return "no placement satisfies the constraints"
-    return "no placement fits: " + "; ".join(parts) + " in the placement needing least extra"
+    if parts:
+        return ("no placement fits: " + "; ".join(parts) + " in the placement needing least "
+                "extra")
+    load = bp.load
+    if load is not None:
+        peak = build_model(bp, None, peak_load=True)
+        outcome, x = solve_arrays(peak.arrays, solver, time_limit, 0.0, relax=True)
+        if outcome.status == "optimal" and x is not None and outcome.objective:
+            carried = load.ceiling / outcome.objective  # queries/s at the ceiling, at best
+            if carried < load.rate * (1 - 1e-9):
+                counts = np.zeros((len(bp.items),) + (len(bp.profile.tiers),) * 2)
+                y = peak.y
+                counts[y[:, 0], y[:, 1], y[:, 2]] = x[:y.shape[0]]
+                masses = bp.masses(counts)
+                rc, rl = load.rho(masses)
+                worst = int(np.argmax(np.maximum(rc, rl)))
+                what = "channels" if rc[worst] >= rl[worst] else "link"
+                name = bp.profile.tiers[worst].name
+                return (f"tier '{name}' cannot carry the load: at {load.rate:.4g} queries/s "
+                        f"no placement keeps every tier at most {load.ceiling:.0%} busy; the "
+                        f"least loaded placement still has '{name}' ({what}) at "
+                        f"{max(rc[worst], rl[worst]):.0%}, and would carry at most "
+                        f"{carried:.4g} queries/s")
+    bounds = []
+    if bp.policy.mean_slo_s is not None:
+        bounds.append(f"a mean fetch time of at most {bp.policy.mean_slo_s * MS:.4g} ms"
+                      + (" (queueing wait included)" if load is not None else ""))
+    if bp.policy.energy_budget_j is not None:
+        bounds.append(f"at most {bp.policy.energy_budget_j:.4g} J per query")
+    if bounds:
+        return "no placement meets " + " and ".join(bounds) + " within the constraints"
+    return "no placement satisfies the constraints"
 
 
 def greedy_counts(bp: BucketProblem) -> np.ndarray | None:

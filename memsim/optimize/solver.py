@@ -177,8 +177,44 @@ def solve_arrays(model: ArrayModel, name: SolverName = "auto", time_limit: float
     return _solve_pulp(model, name, time_limit, gap, relax)
 
 
-def _solve_highs(model: ArrayModel, time_limit: float | None, gap: float, relax: bool
-                 ) -> tuple[SolveOutcome, np.ndarray | None]:
+class RelaxationSweep:
+    """LP relaxations of one model under a series of objectives, on one HiGHS instance:
+    each solve after the first starts from the previous basis (a few pivots, not a fresh
+    LP). Call `objective(cost, offset)` for each; None when HiGHS is unavailable."""
+
+    def __init__(self, model: ArrayModel, time_limit: float | None = None) -> None:
+        self.h = _highs_model(model, time_limit, 0.0, relax=True)
+        self.n = int(model.cost.shape[0])
+
+    def solve(self, cost: np.ndarray, offset: float) -> SolveOutcome:
+        import highspy
+
+        h = self.h
+        h.changeColsCost(self.n, np.arange(self.n, dtype=np.int32),
+                         np.asarray(cost, dtype=np.float64))
+        h.changeObjectiveOffset(float(offset))
+        start = time.perf_counter()
+        with _quiet_stdout():
+            h.run()
+        seconds = time.perf_counter() - start
+        status = h.getModelStatus()
+        ms = highspy.HighsModelStatus
+        if status == ms.kOptimal:
+            value = float(h.getInfo().objective_function_value)
+            return SolveOutcome(solver="highs", status="optimal", objective=value,
+                                bound=value, gap=0.0, seconds=seconds)
+        kind = "infeasible" if status == ms.kInfeasible else "failed"
+        return SolveOutcome(solver="highs", status=kind, objective=None, bound=None, gap=None,
+                            seconds=seconds)
+
+
+def highs_available() -> bool:
+    return _highs(None, 0.0) is not None
+
+
+def _highs_model(model: ArrayModel, time_limit: float | None, gap: float, relax: bool
+                 ) -> object:
+    """A highspy.Highs holding `model` (integrality unless `relax`)."""
     import highspy
 
     h = highspy.Highs()
@@ -204,10 +240,20 @@ def _solve_highs(model: ArrayModel, time_limit: float | None, gap: float, relax:
     if mip:
         lp.integrality_ = [highspy.HighsVarType.kInteger if i else
                            highspy.HighsVarType.kContinuous for i in model.integer.tolist()]
+    with _quiet_stdout():
+        h.passModel(lp)
+    return h
+
+
+def _solve_highs(model: ArrayModel, time_limit: float | None, gap: float, relax: bool
+                 ) -> tuple[SolveOutcome, np.ndarray | None]:
+    import highspy
+
+    mip = not relax and bool(model.integer.any())
     start = time.perf_counter()
     try:
+        h = _highs_model(model, time_limit, gap, relax)
         with _quiet_stdout():
-            h.passModel(lp)
             h.run()
     except Exception as exc:  # noqa: BLE001 - a HiGHS failure on a degenerate model
         raise SolverError(f"highs could not solve the model ({type(exc).__name__}: {exc}); "
