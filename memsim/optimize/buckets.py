@@ -733,8 +733,8 @@ def solve_integer(model: ArrayModel, solver: SolverName, time_limit: float | Non
     if solver == "auto" and cbc_available():
         cap = CBC_FIRST_SECONDS if time_limit is None else min(time_limit, CBC_FIRST_SECONDS)
         outcome, x = solve_arrays(model, "cbc", cap, gap)
-        if outcome.status in ("optimal", "infeasible"):
-            return outcome, x
+        if outcome.status == "infeasible" or (outcome.status == "optimal" and x is not None):
+            return outcome, x  # (CBC leaves values unset under a constant objective)
         rest = None if time_limit is None else max(time_limit - outcome.seconds, 0.1)
         fallback, y = solve_arrays(model, "auto", rest, gap)
         fallback.seconds += outcome.seconds
