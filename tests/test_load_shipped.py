@@ -20,13 +20,15 @@ What runs here (the full grid is 4 profiles x 4 workloads x 3 rates = 48 cases):
   utilisation below 1.
 - every case where the idle-optimal layout saturates a tier (tier_load >= 1 at the case's
   planned rate; 9 cases, listed in SATURATING): the idle layout simulated (2,000 queries), to
-  confirm the analytic verdict: the run has no steady state, or a tail of many idle times. Where such a case also has a
-  load-aware layout, both are simulated (3,000 queries) and the load-aware mean and p99
-  intervals must lie wholly below the idle run's. On the shipped data no such case exists:
-  wherever the idle layout saturates, it is already the least-loaded layout that fits (brute
-  force), so the load-aware optimizer rightly answers infeasible and the clause holds by its
-  "unless"; `test_idle_saturation_leaves_no_better_layout` pins this, so that a profile
-  change that makes the clause bite shows up, and the grid test then simulates the case.
+  confirm the analytic verdict: the run has no steady state, or a tail of many idle times.
+  Where such a case also has a load-aware layout, both are simulated (3,000 queries) and
+  the load-aware mean and p99 intervals must lie wholly below the idle run's. On the shipped
+  data no such case exists: wherever the idle layout saturates, it is already the
+  least-loaded layout that fits (brute force), so the load-aware optimizer rightly answers
+  infeasible and the clause holds by its "unless";
+  `test_idle_saturation_leaves_no_better_layout` pins this, so that a profile change that
+  makes the clause bite shows up, and the grid test then simulates the case. A constructed
+  case where it bites is in tests/test_goal.py.
 
 The benchmark `benchmarks/bench_load_aware.py` simulates the whole grid with 20,000 queries
 (the idle and the load-aware layout; one run where they coincide), and tables the model's

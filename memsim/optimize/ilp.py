@@ -294,9 +294,9 @@ def _add_goal(prob: pulp.LpProblem, tables: CostTables, load: LoadTables | None,
     for c, cut in enumerate(goal.cuts):
         prob += pulp.lpSum(x[d, t] for d, t in cut) <= len(cut) - 1, f"cut_{c}"
     if goal.minimize == "cost":
-        prob += cost
+        prob += cost * _unit_scale(cost)
     elif goal.minimize == "energy":
-        prob += energy + idle_mj
+        prob += (energy + idle_mj) * _unit_scale(energy)
     elif goal.objective.kind == "mean":
         prob += mean
     elif goal.objective.kind == "quantile":
@@ -355,3 +355,11 @@ def _infeasible(prob: pulp.LpProblem) -> pulp.LpVariable:
     if var is None:
         var = prob.add_variable("never", lowBound=0, upBound=0)
     return var
+
+
+def _unit_scale(expr: pulp.LpAffineExpression) -> float:
+    """A factor that brings an objective's largest coefficient to 1: the solver's absolute
+    tolerances (about 1e-6) then stay relative, so a layout a micro-dollar dearer than the
+    optimum is not taken for it."""
+    largest = max((abs(c) for c in expr.values()), default=0.0)
+    return 1.0 / largest if largest > 0 else 1.0
