@@ -169,7 +169,16 @@ def optimize_cmd(profile_ref: str, bank_ref: str, fetch: str, resident: str | No
     if granularity == "bucket":
         if resident or resident_budget:
             raise InputError("--resident applies to level granularity only", field="resident")
-        _optimize_buckets(p, b, wl, fetch=fetch, buckets=buckets, budget=budget,
+        for flag, given in (("--pareto", pareto), ("--out-dir", out_dir), ("--plot", plot)):
+            if given:
+                raise InputError(f"{flag} applies to level granularity only",
+                                 field=flag.lstrip("-"))
+        wl = _at_rate(wl, rate)
+        goal = _goal(p, b, wl, fetch=fetch, rate=rate, idle=idle,
+                     max_utilization=max_utilization, objective_text=objective_text,
+                     slo_texts=slo_texts, minimize=minimize, budget=budget,
+                     energy_budget=energy_budget)
+        _optimize_buckets(p, b, wl, fetch=fetch, buckets=buckets, budget=budget, goal=goal,
                           private=private, private_tiers=private_tiers, blocked=blocked,
                           replica_budget=size_option(replica_budget, "replica-budget"),
                           volatile=tier_list(volatile, p, "volatile"), solver=solver,
@@ -481,8 +490,35 @@ def _verify_text(checked: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _bucket_load(p: Profile, goal: Goal) -> dict[str, Any]:
+    """The Policy fields of the goal: the bucket model bounds the mean only, and counts
+    dynamic energy (the idle power's share at the rate is a constant taken off the budget)."""
+    if goal.objective.kind != "mean":
+        raise InputError("--objective applies to level granularity only: the bucket model "
+                         "bounds the mean fetch time", field="objective")
+    tails = [s for s in goal.slos if s.level is not None]
+    if tails:
+        raise InputError(f"--slo '{tails[0]}': the bucket model bounds the mean fetch time "
+                         "only; use a mean SLO or level granularity", field="slo")
+    energy = goal.energy_budget_j
+    if energy is not None and goal.rate:
+        from memsim.energy import idle_power_w
+
+        energy = energy - idle_power_w(p) / goal.rate
+        if energy < 0:
+            raise InfeasibleError(f"--energy-budget {format_energy(goal.energy_budget_j or 0)} "
+                                  "is below the idle power's share alone at "
+                                  f"{goal.rate:g} queries/s", field="energy-budget")
+    out: dict[str, Any] = {"minimize": goal.minimize, "energy_budget_j": energy,
+                           "mean_slo_s": next((s.limit_s for s in goal.slos), None)}
+    if goal.loaded:
+        out.update(rate=goal.rate, max_utilization=goal.max_utilization,
+                   arrival_scv=goal.arrival_scv)
+    return out
+
+
 def _optimize_buckets(p: Profile, b: Bank, wl: Workload | None, *, fetch: str, buckets: int,
-                      budget: float | None, private: tuple[str, ...],
+                      budget: float | None, goal: Goal, private: tuple[str, ...],
                       private_tiers: str | None, blocked: tuple[str, ...],
                       replica_budget: int | None, volatile: list[str], solver: str,
                       time_limit: float | None, gap: float, seed: int, name: str,
@@ -496,7 +532,7 @@ def _optimize_buckets(p: Profile, b: Bank, wl: Workload | None, *, fetch: str, b
     policy = Policy(budget_usd_month=budget, private=subtrees(private, "private"),
                     private_tiers=tier_list(private_tiers, p, "private-tiers") or None,
                     blocked=subtrees(blocked, "blocked"), replica_budget=replica_budget,
-                    volatile=volatile)
+                    volatile=volatile, **_bucket_load(p, goal))
     for tree in policy.private + policy.blocked:
         if tree.depth > len(b.levels) or tree.block >= b.branching ** tree.depth:
             raise InputError(f"subtree {tree.depth}:{tree.block} is not in bank '{b.name}'",
@@ -531,6 +567,13 @@ def _optimize_buckets(p: Profile, b: Bank, wl: Workload | None, *, fetch: str, b
                f"{result.solve_time_s * 1e3:.0f} ms")
     what = "expected fetch time" if fetch == "sequential" else "fetch-time bound (model)"
     click.echo(f"{what}: {format_time(result.objective_s)}")
+    if goal.loaded and result.utilization:
+        click.echo(f"at {goal.rate:.4g} queries/s: utilisation " + ", ".join(
+            f"{t} {rho:.2f}" for t, rho in result.utilization.items() if rho > 0)
+            + (f"; queueing wait (model bound) {format_time(result.wait_s)}"
+               if result.wait_s else ""))
+    if result.energy_j_per_query is not None and any(t.energy for t in p.tiers):
+        click.echo(f"energy: {format_energy(result.energy_j_per_query)} per query (dynamic)")
     if result.level_objective_s is not None:
         click.echo(f"level placement, same model: {format_time(result.level_objective_s)}")
     if result.baseline_s is not None:

@@ -222,10 +222,11 @@ def _highs_model(model: ArrayModel, time_limit: float | None, gap: float, relax:
     """A highspy.Highs holding `model` (integrality unless `relax`)."""
     import highspy
 
-    h = highspy.Highs()
-    for option, value in (("output_flag", False), ("threads", 1), ("mip_rel_gap", gap),
-                          ("mip_heuristic_run_feasibility_jump", False)):
-        h.setOptionValue(option, value)
+    with _quiet_stdout():  # the first Highs() of a process prints its banner from C
+        h = highspy.Highs()
+        for option, value in (("output_flag", False), ("threads", 1), ("mip_rel_gap", gap),
+                              ("mip_heuristic_run_feasibility_jump", False)):
+            h.setOptionValue(option, value)
     if time_limit is not None:
         h.setOptionValue("time_limit", float(time_limit))
     lp = highspy.HighsLp()
