@@ -16,9 +16,11 @@ batch-means intervals for both layouts, and PASS/FAIL for each clause:
   least busiest-tier load any placement that fits reaches (brute force).
 Then a table of the load-aware layout's model mean and p99 (the level model's figures) against
 the simulated ones (error %), the "delay approximation error" at the layout level, and a
-summary. Closed loop (closed-8): rate by `level.workload_rate` (clients over think time plus
-the idle fetch time); 0.5x and 2x scale the clients (4, 16). A closed loop's offered
-utilisation cannot pass 1 (clients wait), so it saturates at 1.00 rather than beyond.
+summary. The rate of a case is what the load model plans for (`level.planning_load`): an
+open loop's mean, or its bursts' own rate when a burst holds many queries; a closed loop's
+clients over think plus idle fetch time, at most what the least-loaded layout carries within
+the ceiling. 0.5x and 2x scale an open loop's arrivals and a closed loop's clients (4, 16).
+A closed loop's offered utilisation cannot pass 1 (clients wait), so it saturates at 1.00.
 
 Nothing here asserts on time; exit status 1 if a clause fails anywhere.
 
@@ -43,10 +45,9 @@ import warnings  # noqa: E402
 from typing import Any  # noqa: E402
 
 import memsim  # noqa: E402
-from memsim import queueing  # noqa: E402
 from memsim.errors import InfeasibleError, OverloadWarning  # noqa: E402
 from memsim.optimize.goal import Goal  # noqa: E402
-from memsim.optimize.level import OptimizeResult, workload_rate  # noqa: E402
+from memsim.optimize.level import OptimizeResult, PlanningLoad, planning_load  # noqa: E402
 from memsim.resources import shipped_names  # noqa: E402
 from memsim.simulate import SimulationResult, tier_load  # noqa: E402
 
@@ -62,15 +63,15 @@ NAMES_TIER_AND_RATE = re.compile(r"tier '([^']+)'")
 
 
 def scaled(profile: memsim.Profile, bank: memsim.Bank, wl: memsim.Workload, factor: float
-           ) -> tuple[memsim.Workload, float]:
-    """The workload at `factor` times its rate, and that rate (queries/s)."""
+           ) -> tuple[memsim.Workload, PlanningLoad]:
+    """The workload at `factor` times its rate, and the load the model plans for."""
     if wl.open_loop:
-        rate = factor * float(wl.arrivals.mean_rate())
-        return wl.at_rate(rate), rate
-    clients = round(wl.arrivals.clients * factor)  # type: ignore[union-attr]
-    copy = wl.model_copy(update={"arrivals": wl.arrivals.model_copy(
-        update={"clients": clients}), "name": f"{wl.name}x{clients}"})
-    return copy, workload_rate(profile, bank, copy)
+        copy = wl.at_rate(factor * float(wl.arrivals.mean_rate()))
+    else:
+        clients = round(wl.arrivals.clients * factor)  # type: ignore[union-attr]
+        copy = wl.model_copy(update={"arrivals": wl.arrivals.model_copy(
+            update={"clients": clients}), "name": f"{wl.name}x{clients}"})
+    return copy, planning_load(profile, bank, copy)
 
 
 def least_load(profile: memsim.Profile, bank: memsim.Bank, rate: float) -> float:
@@ -119,7 +120,8 @@ def below(better: dict[str, Any], worse: dict[str, Any], stat: str) -> bool:
 def case(profile: memsim.Profile, bank: memsim.Bank, idle: OptimizeResult, workload: str,
          factor: float, queries: int) -> dict[str, Any]:
     """Optimize, simulate and judge one case."""
-    wl, rate = scaled(profile, bank, memsim.load_workload(workload), factor)
+    wl, plan = scaled(profile, bank, memsim.load_workload(workload), factor)
+    rate = plan.rate
     row: dict[str, Any] = {"profile": profile.name, "workload": workload, "factor": factor,
                            "rate_per_s": rate, "idle_placement": idle.layout.placement}
     idle_load = tier_load(profile, bank, idle.layout, rate)
@@ -128,7 +130,7 @@ def case(profile: memsim.Profile, bank: memsim.Bank, idle: OptimizeResult, workl
     try:
         result: OptimizeResult | None = memsim.optimize(
             profile, bank, workload=wl, scenarios=SCENARIOS, samples=SAMPLES,
-            goal=Goal(rate=rate, arrival_scv=queueing.arrival_scv(wl)))
+            goal=Goal(rate=rate, arrival_scv=plan.arrival_scv, rate_note=plan.note))
         row["infeasible"] = None
     except InfeasibleError as exc:
         result = None
