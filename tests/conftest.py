@@ -1,9 +1,14 @@
 """Shared fixtures: the paper's profile and bank, a CLI runner, and a guard that fails the
 session if a test left memsim files in the system's temporary directory (tests use
-tmp_path; a failed notebook run once left 241 MB there)."""
+tmp_path; a failed notebook run once left 241 MB there).
+
+Hypothesis runs derandomized (the same examples every run, no example database), so the
+suite's verdict does not depend on the run; `HYPOTHESIS_PROFILE=explore` draws fresh
+examples to look for new failures."""
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from collections.abc import Iterator
@@ -11,12 +16,17 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import settings
 from realio_helpers import clean_s3, s3  # noqa: F401 (fixtures for every test file)
 
 import memsim
 from memsim.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
+
+settings.register_profile("suite", derandomize=True, database=None)
+settings.register_profile("explore")
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "suite"))
 
 
 def memsim_temp_files(tmp: Path) -> set[str]:
