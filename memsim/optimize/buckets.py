@@ -531,7 +531,7 @@ def build_model(bp: BucketProblem, z: float | None, capacity_slack: bool = False
         if slo is not None:  # the time bound at this z, wait included
             index, value = np.arange(n), time_cost(bp, y, z)
             if omega is not None:
-                index, value = np.r_[index, omega], np.r_[value, MS * bp.load.repeat]
+                index, value = np.r_[index, omega], np.r_[value, float(bp.load.repeat)]
             rows.add("mean_slo", index, value, upper=(slo - (z or 0.0)) * MS)
         joules = bp.policy.energy_budget_j
         per_read = share * _per_tier(bp.energy, depth, s_)
@@ -571,14 +571,14 @@ def _load_rows(bp: BucketProblem, rows: _Rows, column: Callable[[str, float], in
                serve: np.ndarray, share: np.ndarray, depth: np.ndarray, minimize: str
                ) -> int | None:
     """Utilisation rows, the chords of each tier's wait, and omega >= every tier's wait;
-    the omega column (None when no tier can wait). For `peak`, rows util / rate <= m and
+    the omega column, in ms (None when no tier can wait). For `peak`, rows util / rate <= m and
     m the objective instead."""
     load = bp.load
     assert load is not None
     channel = _per_tier(load.channel, depth, serve)
     link = _per_tier(load.link, depth, serve)
     peak = column("peak_utilization_per_rate", 1.0) if minimize == "peak" else None
-    waits: list[tuple[int, float, int]] = []  # (tier, scale, G column)
+    waits: list[tuple[int, int]] = []  # (tier, wait column in ms)
     names = bp.profile.tier_names
     for t in range(len(names)):
         on = np.flatnonzero(serve == t)
@@ -593,18 +593,23 @@ def _load_rows(bp: BucketProblem, rows: _Rows, column: Callable[[str, float], in
                 continue
             rows.add(f"{kind}_utilization_{t}", on, load.rate * coef, upper=load.ceiling)
             if scale > 0:
-                g = column(f"wait_{kind}_{t}", 0.0)
-                for intercept, slope in curve:  # G >= intercept + slope rho
-                    rows.add(f"chord_{kind}_{t}", np.r_[on, g],
-                             np.r_[-slope * load.rate * coef, 1.0], lower=intercept)
-                waits.append((t, float(scale), g))
+                # W = scale * G in ms, W >= scale (intercept + slope rho) per chord. In ms,
+                # like the objective: in seconds a wait of a microsecond is within the
+                # solver's feasibility tolerance (~1e-7 after scaling), and HiGHS returned
+                # omega = 0 for a 1 us wait on a 0.94 ms bound.
+                w = column(f"wait_{kind}_{t}", 0.0)
+                a_ms = float(scale) * MS
+                for intercept, slope in curve:
+                    rows.add(f"chord_{kind}_{t}", np.r_[on, w],
+                             np.r_[-a_ms * slope * load.rate * coef, 1.0],
+                             lower=a_ms * intercept)
+                waits.append((t, w))
     if peak is not None or not waits:
         return None
-    omega = column("omega", MS * load.repeat if minimize == "time" else 0.0)
-    for t in sorted({t for t, _a, _g in waits}):
-        mine = [(a, g) for u, a, g in waits if u == t]
-        rows.add(f"wait_{t}", np.r_[omega, [g for _a, g in mine]],
-                 np.r_[1.0, [-a for a, _g in mine]], lower=0.0)
+    omega = column("omega", load.repeat if minimize == "time" else 0.0)  # ms
+    for t in sorted({t for t, _w in waits}):
+        mine = [w for u, w in waits if u == t]
+        rows.add(f"wait_{t}", np.r_[omega, mine], np.r_[1.0, -np.ones(len(mine))], lower=0.0)
     return omega
 
 
