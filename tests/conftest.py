@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,21 +36,38 @@ def memsim_temp_files(tmp: Path) -> set[str]:
         return set()
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _no_files_left_in_the_temp_dir() -> Iterator[None]:
-    """Fail loudly at the end of the session if the temporary directory gained memsim files
-    (anything a test writes belongs under its tmp_path)."""
+def _worker(config: pytest.Config) -> bool:
+    """Whether this process is a pytest-xdist worker (the suite runs on two)."""
+    return hasattr(config, "workerinput")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if not _worker(session.config):
+        session.config.stash[_TMP_BEFORE] = memsim_temp_files(Path(tempfile.gettempdir()))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if the temporary directory gained memsim files (anything a test writes
+    belongs under its tmp_path). Checked once, by the controlling process, after every
+    worker has finished (a worker would see the other's files in flight)."""
+    if _worker(session.config) or _TMP_BEFORE not in session.config.stash:
+        return
     tmp = Path(tempfile.gettempdir())
-    before = memsim_temp_files(tmp)
-    yield
-    gained = memsim_temp_files(tmp) - before
+    gained = memsim_temp_files(tmp) - session.config.stash[_TMP_BEFORE]
     if gained:  # another session's files come and go on a shared machine: look again
         time.sleep(1.0)
-        gained = sorted(gained & memsim_temp_files(tmp))
+        gained &= memsim_temp_files(tmp)
     if gained:
-        pytest.fail(f"the test session left {len(gained)} memsim file(s) in {tmp}: "
-                    f"{', '.join(gained[:10])}; tests must write under tmp_path",
-                    pytrace=False)
+        names = sorted(gained)
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        message = (f"the test session left {len(names)} memsim file(s) in {tmp}: "
+                   f"{', '.join(names[:10])}; tests must write under tmp_path")
+        if reporter is not None:
+            reporter.write_line(message, red=True, bold=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+_TMP_BEFORE = pytest.StashKey[set]()
 
 
 @pytest.fixture(scope="session")
