@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 import time
 import warnings
 
@@ -37,26 +39,11 @@ PAIRS = (("cost", "p99"), ("energy", "p99"))
 # On the paper bank the shipped profiles' fronts are short (local tiers are free and fastest),
 # so --synthetic adds the 4-tier, 4-level instance of tests/test_pareto.py, whose cost-p99 and
 # energy-p99 fronts have several points: the cost of a front that is not a single layout.
-SYNTHETIC_TIERS = [
-    {"name": "ram", "kind": "ram", "capacity": 20_000_000, "bandwidth": 20e9, "latency": 1e-7,
-     "concurrency": 4, "energy": {"per_byte": 1e-11}},
-    {"name": "flash", "kind": "flash", "capacity": 1_000_000_000, "bandwidth": 2e9,
-     "latency": {"p50": 1e-4, "p99": 1e-3}, "concurrency": 2,
-     "cost": {"storage_usd_per_gb_month": 0.5, "usd_per_1000_requests": 0.0},
-     "energy": {"per_byte": 5e-10, "per_request": 1e-5, "active_power": 1.0,
-                "idle_power": 0.05}},
-    {"name": "disk", "kind": "disk", "capacity": "unlimited", "bandwidth": 3e8,
-     "latency": {"p50": 4e-3, "p99": 2e-2}, "concurrency": 1,
-     "cost": {"storage_usd_per_gb_month": 0.1, "usd_per_1000_requests": 0.0},
-     "energy": {"per_byte": 1e-9, "per_request": 1e-3, "active_power": 3.0,
-                "idle_power": 0.5}},
-    {"name": "cloud", "kind": "cloud", "capacity": "unlimited", "bandwidth": 1e8,
-     "latency": {"p50": 2e-2, "p99": 1e-1}, "concurrency": 8,
-     "cost": {"storage_usd_per_gb_month": 0.004, "usd_per_1000_requests": 0.00002},
-     "energy": {"per_byte": 2e-9, "per_request": 1e-4}},
-]
-SYNTHETIC_ANCHOR = {"name": "tiny", "layers": 4, "d_model": 256, "d_ff": 1024, "heads": 4,
-                    "head_dim": 64}
+# the test's instance: cost, time and energy pull apart
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "tests"))
+from test_pareto import ANCHOR as SYNTHETIC_ANCHOR  # noqa: E402
+from test_pareto import TIERS as SYNTHETIC_TIERS  # noqa: E402
 
 
 def main() -> None:

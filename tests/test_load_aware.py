@@ -7,12 +7,10 @@ takes the best; the ILP must reach the same optimum and break no constraint."""
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_optimize import _fits, instances
+from test_optimize import _fits, fitting_layouts, instances
 
 import memsim
 from memsim.errors import InfeasibleError
@@ -26,21 +24,9 @@ SCENARIOS = 6
 
 
 def _brute_force(tables, load, profile, bank, candidates, budget):
-    depths = [lv.depth for lv in bank.active_levels]
-    best = None
-    for combo in itertools.product(profile.tier_names, repeat=len(depths)):
-        placement = dict(zip(depths, combo, strict=True))
-        for k in range(len(candidates) + 1):
-            for resident in itertools.combinations(candidates, k):
-                resident = set(resident)
-                if not _fits(profile, bank, placement, resident, budget):
-                    continue
-                if not _meets(tables, load, placement, resident):
-                    continue
-                value = _score(tables, load, placement, resident)
-                if best is None or value < best:
-                    best = value
-    return best
+    return min((_score(tables, load, placement, resident) for placement, resident in
+                fitting_layouts(profile, bank, candidates, budget)
+                if _meets(tables, load, placement, resident)), default=None)
 
 
 @st.composite

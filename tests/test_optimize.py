@@ -59,19 +59,20 @@ def _fits(profile, bank, placement, resident, budget=None) -> bool:
     return True
 
 
-def _brute_force(tables, profile, bank, candidates, budget):
+def fitting_layouts(profile, bank, candidates, budget):
+    """Every (placement, resident set) that fits the tiers (and the resident budget)."""
     depths = [lv.depth for lv in bank.active_levels]
-    best = None
     for combo in itertools.product(profile.tier_names, repeat=len(depths)):
         placement = dict(zip(depths, combo, strict=True))
         for k in range(len(candidates) + 1):
             for resident in itertools.combinations(candidates, k):
-                if not _fits(profile, bank, placement, set(resident), budget):
-                    continue
-                cost = tables.evaluate(placement, set(resident))
-                if best is None or cost < best:
-                    best = cost
-    return best
+                if _fits(profile, bank, placement, set(resident), budget):
+                    yield placement, set(resident)
+
+
+def _brute_force(tables, profile, bank, candidates, budget):
+    return min((tables.evaluate(placement, resident) for placement, resident in
+                fitting_layouts(profile, bank, candidates, budget)), default=None)
 
 
 @st.composite

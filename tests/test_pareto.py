@@ -31,6 +31,26 @@ from memsim.optimize.pareto import METRICS, FrontPoint, pareto_front, parse_metr
 
 ANCHOR = {"name": "tiny", "layers": 4, "d_model": 256, "d_ff": 1024, "heads": 4,
           "head_dim": 64}
+# RAM for the first level only, a small priced flash, a disk that is cheap but slow and
+# power-hungry, and a cheaper, slower cloud (benchmarks/bench_pareto.py --synthetic uses it)
+TIERS = [
+    {"name": "ram", "kind": "ram", "capacity": 20_000_000, "bandwidth": 20e9,
+     "latency": 1e-7, "concurrency": 4, "energy": {"per_byte": 1e-11}},
+    {"name": "flash", "kind": "flash", "capacity": 1_000_000_000, "bandwidth": 2e9,
+     "latency": {"p50": 1e-4, "p99": 1e-3}, "concurrency": 2,
+     "cost": {"storage_usd_per_gb_month": 0.5, "usd_per_1000_requests": 0.0},
+     "energy": {"per_byte": 5e-10, "per_request": 1e-5, "active_power": 1.0,
+                "idle_power": 0.05}},
+    {"name": "disk", "kind": "disk", "capacity": "unlimited", "bandwidth": 3e8,
+     "latency": {"p50": 4e-3, "p99": 2e-2}, "concurrency": 1,
+     "cost": {"storage_usd_per_gb_month": 0.1, "usd_per_1000_requests": 0.0},
+     "energy": {"per_byte": 1e-9, "per_request": 1e-3, "active_power": 3.0,
+                "idle_power": 0.5}},
+    {"name": "cloud", "kind": "cloud", "capacity": "unlimited", "bandwidth": 1e8,
+     "latency": {"p50": 2e-2, "p99": 1e-1}, "concurrency": 8,
+     "cost": {"storage_usd_per_gb_month": 0.004, "usd_per_1000_requests": 0.00002},
+     "energy": {"per_byte": 2e-9, "per_request": 1e-4}},
+]
 OPTIONS = {"scenarios": 4, "samples": 20}  # few latency scenarios: small, fast models
 FRONT_OPTIONS = {("energy", "p99"): OPTIONS, ("time", "cost"): OPTIONS}
 RATE = 5.0
@@ -41,24 +61,7 @@ GOAL = Goal(rate=RATE)
 def instance() -> tuple[memsim.Profile, memsim.Bank]:
     """RAM for the first level only, a small priced flash, a disk that is cheap but slow and
     power-hungry, and a cheaper, slower cloud: cost, time and energy pull apart."""
-    profile = memsim.profile_from_dict({"name": "tri", "tiers": [
-        {"name": "ram", "kind": "ram", "capacity": 20_000_000, "bandwidth": 20e9,
-         "latency": 1e-7, "concurrency": 4, "energy": {"per_byte": 1e-11}},
-        {"name": "flash", "kind": "flash", "capacity": 1_000_000_000, "bandwidth": 2e9,
-         "latency": {"p50": 1e-4, "p99": 1e-3}, "concurrency": 2,
-         "cost": {"storage_usd_per_gb_month": 0.5, "usd_per_1000_requests": 0.0},
-         "energy": {"per_byte": 5e-10, "per_request": 1e-5, "active_power": 1.0,
-                    "idle_power": 0.05}},
-        {"name": "disk", "kind": "disk", "capacity": "unlimited", "bandwidth": 3e8,
-         "latency": {"p50": 4e-3, "p99": 2e-2}, "concurrency": 1,
-         "cost": {"storage_usd_per_gb_month": 0.1, "usd_per_1000_requests": 0.0},
-         "energy": {"per_byte": 1e-9, "per_request": 1e-3, "active_power": 3.0,
-                    "idle_power": 0.5}},
-        {"name": "cloud", "kind": "cloud", "capacity": "unlimited", "bandwidth": 1e8,
-         "latency": {"p50": 2e-2, "p99": 1e-1}, "concurrency": 8,
-         "cost": {"storage_usd_per_gb_month": 0.004, "usd_per_1000_requests": 0.00002},
-         "energy": {"per_byte": 2e-9, "per_request": 1e-4}},
-    ]})
+    profile = memsim.profile_from_dict({"name": "tri", "tiers": TIERS})
     bank = memsim.bank_from_dict({"name": "b", "levels": [50, 100, 100, 20], "anchor": ANCHOR,
                                   "branching": 16})
     return profile, bank

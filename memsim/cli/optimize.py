@@ -146,6 +146,11 @@ def optimize_cmd(profile_ref: str, bank_ref: str, fetch: str, resident: str | No
     model held in RAM, and compares with a greedy baseline. With no options it places the
     paper's storage-example bank on the paper's hypothetical device. With --granularity
     bucket, the hottest blocks of each level (by the workload's routing) go to faster tiers.
+
+    Under load (--workload or --rate) no tier may pass --max-utilization and each tier's
+    queueing delay counts; --objective, --slo, --minimize cost|energy and the budgets say
+    what to optimise, --verify checks the answer in the simulator (re-solving where it
+    misses), and --pareto X,Y gives the trade-off front.
     """
     p, b = load_profile(profile_ref), load_bank(bank_ref)
     name = Path(out).stem if out else f"{b.name}-on-{p.name}"
