@@ -650,10 +650,18 @@ def workload_from_dict(data: dict[str, Any], file: str = "<dict>") -> Workload:
     return _finish(yamlio.Document(data=data, file=file))
 
 
+def poisson_workload(rate: float, name: str | None = None) -> Workload:
+    """Poisson arrivals at `rate` queries/s with uniform routing: the stand-in workload when
+    a command has a rate but no workload."""
+    return workload_from_dict({"name": name or f"poisson@{rate:g}/s",
+                               "arrivals": {"kind": "poisson", "rate": rate}})
+
+
 __all__ = [
     "ClosedArrivals", "Counts", "EmpiricalRouting", "Locality", "OnOffArrivals", "OpenArrivals",
     "PathSampler", "PoissonArrivals", "ScheduleArrivals", "Step", "UniformRouting", "Workload",
-    "ZipfRouting", "load_workload", "read_counts", "workload_from_dict", "workload_from_trace",
+    "ZipfRouting", "load_workload", "poisson_workload", "read_counts", "workload_from_dict",
+    "workload_from_trace",
 ]
 
 

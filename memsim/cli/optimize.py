@@ -29,11 +29,11 @@ from memsim.limits import MAX_BUCKETS, MAX_QUERIES, MAX_SCENARIOS
 from memsim.optimize import DEFAULT_SCENARIOS, OptimizeResult, Policy, optimize, optimize_blocks
 from memsim.optimize.goal import DEFAULT_MAX_UTILIZATION, Goal, Objective, parse_slos
 from memsim.optimize.level import planning_load
-from memsim.optimize.verify import DEFAULT_ROUNDS, VerifiedResult
+from memsim.optimize.verify import DEFAULT_ROUNDS, VerifiedResult, simulated_workload
 from memsim.profile import Profile, load_profile
 from memsim.simulate import saturation_rate, simulate
 from memsim.units import format_energy, format_size, format_time, parse_energy, parse_frequency
-from memsim.workload import Workload, load_workload, workload_from_dict, workload_from_trace
+from memsim.workload import Workload, load_workload, poisson_workload, workload_from_trace
 
 DEFAULT_PROFILE = "paper-hypothetical"
 DEFAULT_BANK = "paper-storage-example"
@@ -233,7 +233,8 @@ def optimize_cmd(profile_ref: str, bank_ref: str, fetch: str, resident: str | No
     if verify and (goal.loaded or goal.slos):
         from memsim.optimize.verify import optimize_verified
 
-        verified = optimize_verified(p, b, _simulated_workload(sim_wl, goal), goal,
+        verified = optimize_verified(p, b, simulated_workload(sim_wl, goal, light_rate=1.0),
+                                     goal,
                                      rounds=verify_rounds, queries=verify_queries, seed=seed,
                                      **options)
         assert verified.result is not None
@@ -288,10 +289,7 @@ def _at_rate(wl: Workload | None, rate: str | None) -> Workload | None:
     if not value > 0:
         raise InputError("--rate must be a positive number of queries per second",
                          field="rate")
-    if wl is None:
-        return workload_from_dict({"name": f"poisson@{value:g}/s",
-                                   "arrivals": {"kind": "poisson", "rate": value}})
-    return wl.at_rate(value)
+    return poisson_workload(value) if wl is None else wl.at_rate(value)
 
 
 def _goal(p: Profile, b: Bank, wl: Workload | None, *, fetch: str, rate: str | None,
@@ -316,15 +314,6 @@ def _goal(p: Profile, b: Bank, wl: Workload | None, *, fetch: str, rate: str | N
                 rate=plan.rate if plan else None, max_utilization=max_utilization,
                 arrival_scv=plan.arrival_scv if plan else 1.0,
                 rate_note=plan.note if plan else "")
-
-
-def _simulated_workload(wl: Workload | None, goal: Goal) -> Workload:
-    """What --verify simulates: the workload, or Poisson arrivals at the goal's rate."""
-    if wl is not None:
-        return wl
-    rate = goal.rate or 1.0
-    return workload_from_dict({"name": f"poisson@{rate:g}/s",
-                               "arrivals": {"kind": "poisson", "rate": rate}})
 
 
 def rounds_text(verified: VerifiedResult) -> str:
@@ -473,8 +462,7 @@ def _verify(p: Profile, b: Bank, layout: Layout, wl: Workload | None, queries: i
     """The estimator's and the simulator's verdict on a chosen layout."""
     if wl is None:
         rate, _tier = saturation_rate(p, b, layout)
-        wl = workload_from_dict({"name": "verify", "arrivals": {"kind": "poisson",
-                                                               "rate": 0.1 * rate}})
+        wl = poisson_workload(0.1 * rate, name="verify")
     est = estimate(p, b, layout, seed=seed, workload=wl)
     sim = simulate(p, b, layout, wl, queries=queries, seed=seed)
     return {"workload": wl.name, "estimate_fetch_time_s": est.fetch_time_s,
@@ -529,8 +517,7 @@ def _optimize_buckets(p: Profile, b: Bank, wl: Workload | None, *, fetch: str, b
                       time_limit: float | None, gap: float, seed: int, name: str,
                       out: str | None, verify: bool, verify_queries: int, as_json: bool,
                       refs: tuple[str, str], command: str) -> None:
-    routing_wl = wl or workload_from_dict({"name": "uniform", "arrivals": {
-        "kind": "poisson", "rate": 1.0}})
+    routing_wl = wl or poisson_workload(1.0, name="uniform")
     if private and private_tiers is None:
         raise InputError("--private needs --private-tiers (where private blocks may live)",
                          field="private-tiers")

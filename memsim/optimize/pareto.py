@@ -14,7 +14,6 @@ bound, which is what the model constrains.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,8 +28,9 @@ from memsim.optimize.goal import Goal, Objective, Slo
 from memsim.optimize.level import DEFAULT_SCENARIOS, goal_json, optimize, resident_switch
 from memsim.optimize.load import LoadTables, ModelFigures, build_load, evaluate
 from memsim.optimize.tables import CostTables, build_tables
+from memsim.optimize.verify import simulated_workload
 from memsim.profile import Profile
-from memsim.workload import Workload, workload_from_dict
+from memsim.workload import Workload
 
 METRICS = ("time", "p99", "cost", "energy")  # time = mean fetch time
 METRIC_KEYS = {"time": "mean_s", "p99": "p99_s", "cost": "cost_usd_month",
@@ -204,20 +204,12 @@ def pareto_front(profile: Profile, bank: Bank, metrics: tuple[str, str], *, goal
     resident_levels, solver, scenarios, ...). With `verify`, each point is simulated under
     `workload` at the goal's rate and its simulated mean and p99 (with intervals) stored.
     An infeasible base goal raises InfeasibleError; an infeasible eps is skipped."""
-    if isinstance(metrics, str):
-        metrics = parse_metrics(metrics)
-    x, y = metrics
-    for name in (x, y):
-        if name not in METRICS:
-            raise InputError(f"unknown metric {name!r}: use two of {', '.join(METRICS)}",
-                             field="pareto")
-    if x == y:
-        raise InputError(f"the two metrics must differ, got {x!r} twice", field="pareto")
+    x, y = parse_metrics(metrics if isinstance(metrics, str) else ",".join(metrics))
     if not 2 <= int(points) <= 200:
         raise InputError(f"points must be between 2 and 200, got {points}", field="points")
     for name in ("goal", "workload", "seed"):
         options.pop(name, None)
-    sim_workload = _verify_workload(workload, goal) if verify else None
+    sim_workload = simulated_workload(workload, goal) if verify else None
     start = time.perf_counter()
     tables, load = _model(profile, bank, workload, goal, seed, options)
     exact = load.exact_quantiles
@@ -349,18 +341,3 @@ def _model(profile: Profile, bank: Bank, workload: Workload | None, goal: Goal, 
     tables = build_tables(profile, bank, options.get("fetch", "parallel"), scenarios, seed,
                           resident_switch(bank, residents, workload))
     return tables, build_load(tables, goal, seed)
-
-
-def _verify_workload(workload: Workload | None, goal: Goal) -> Workload:
-    """What --verify simulates: the workload at the goal's rate (Poisson at the rate when
-    there is no workload)."""
-    rate = goal.rate
-    if workload is None:
-        if not rate:
-            raise InputError("verifying a front needs a workload or a rate", field="verify")
-        return workload_from_dict({"name": "pareto-verify",
-                                   "arrivals": {"kind": "poisson", "rate": rate}})
-    if rate and workload.open_loop and not math.isclose(workload.arrivals.mean_rate(), rate,
-                                                        rel_tol=1e-12):
-        return workload.at_rate(rate)
-    return workload

@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from memsim.bank import Bank
-from memsim.errors import InfeasibleError
+from memsim.errors import InfeasibleError, InputError
 from memsim.optimize.goal import Goal
 from memsim.optimize.level import OptimizeResult, optimize
 from memsim.profile import Profile
 from memsim.simulate import SimulationResult, saturation_rate, simulate
 from memsim.units import format_time
-from memsim.workload import Workload
+from memsim.workload import Workload, poisson_workload
 
 DEFAULT_ROUNDS = 3
 TIGHTEN = 0.85  # a tightened ceiling: this fraction of the utilisation the simulator saw
@@ -65,6 +65,19 @@ class VerifiedResult:
                 "rounds": [r.to_json() for r in self.rounds],
                 "saturation": ({"rate": self.saturation[0], "tier": self.saturation[1]}
                                if self.saturation else None)}
+
+
+def simulated_workload(workload: Workload | None, goal: Goal,
+                       light_rate: float | None = None) -> Workload:
+    """What a verification simulates: the workload as given (its arrivals are the load the
+    goal's rate was planned from), else Poisson arrivals at the goal's rate, else at
+    `light_rate`."""
+    if workload is not None:
+        return workload
+    rate = goal.rate or light_rate
+    if not rate:
+        raise InputError("verifying needs a workload or a rate", field="verify")
+    return poisson_workload(rate)
 
 
 def simulated_figures(sim: SimulationResult) -> dict[str, Any]:
