@@ -353,23 +353,18 @@ def _goal_shortfall(tables: CostTables, load: LoadTables, resident_levels: Seque
     goal = load.goal
     rate = load.rate
     if goal.loaded:
-        peak = build_model(tables, resident_levels, resident_budget, load=load, peak_load=True)
-        if solve(peak.problem, solver, time_limit, gap).status == "optimal" and peak.peak:
-            placement, resident = peak.placement()
-            f = evaluate(tables, load, placement, resident)
-            worst = max(f.utilization, key=lambda t: f.utilization[t] / load.ceiling(t),
-                        default=None)
-            if worst is not None and f.utilization[worst] > load.ceiling(worst) * (
-                    1 + TOLERANCE):
-                ratio = f.utilization[worst] / load.ceiling(worst)
-                why = f" ({goal.rate_note})" if goal.rate_note else ""
-                return (f"no layout carries {rate:.4g} queries/s{why} with every tier at or "
-                        f"below "
-                        f"utilisation {load.ceiling(worst):g}: even the least-loaded layout "
-                        f"asks tier '{worst}' for {f.utilization[worst]:.2f}, so '{worst}' "
-                        f"saturates (reaches the ceiling) at {rate / ratio:.3g} queries/s and "
-                        f"is fully busy at {rate / f.utilization[worst]:.3g} queries/s; lower "
-                        "the rate, raise --max-utilization, or give the bank faster tiers")
+        least = _least_loaded(tables, load, resident_levels, resident_budget, solver,
+                              time_limit, gap)
+        if least is not None and least[1] > 1 + TOLERANCE:
+            worst, ratio = least
+            busy = ratio * load.ceiling(worst)
+            why = f" ({goal.rate_note})" if goal.rate_note else ""
+            return (f"no layout carries {rate:.4g} queries/s{why} with every tier at or below "
+                    f"utilisation {load.ceiling(worst):g}: even the least-loaded layout asks "
+                    f"tier '{worst}' for {busy:.2f}, so '{worst}' saturates (reaches the "
+                    f"ceiling) at {rate / ratio:.3g} queries/s and is fully busy at "
+                    f"{rate / busy:.3g} queries/s; lower the rate, raise --max-utilization, "
+                    "or give the bank faster tiers")
     if goal.cuts:
         return ("every layout the model allows was excluded after missing the target in "
                 "simulation")
@@ -485,11 +480,24 @@ def carrying_capacity(profile: Profile, bank: Bank, fetch: FetchMode = "parallel
     `max_utilization` (inf when no level is fetched from a tier with finite capacity)."""
     tables = build_tables(profile, bank, fetch, 1, 0)
     load = build_load(tables, Goal(rate=1.0, max_utilization=max_utilization))
-    peak = build_model(tables, load=load, peak_load=True)
-    if solve(peak.problem).status != "optimal" or peak.peak is None:
+    least = _least_loaded(tables, load, (), None, "auto", None, 0.0)
+    if least is None:
         raise InfeasibleError("no layout fits the tiers", file=profile.file, field="tiers")
+    return 1.0 / least[1] if least[1] > 0 else float("inf")
+
+
+def _least_loaded(tables: CostTables, load: LoadTables, resident_levels: Sequence[int],
+                  resident_budget: int | None, solver: SolverName, time_limit: float | None,
+                  gap: float) -> tuple[str, float] | None:
+    """The layout whose busiest tier, as a fraction of its ceiling at the load's rate, is
+    least: that tier and that fraction (None when no layout fits; fraction 0 when no tier
+    is read)."""
+    peak = build_model(tables, resident_levels, resident_budget, load=load, peak_load=True)
+    if solve(peak.problem, solver, time_limit, gap).status != "optimal" or peak.peak is None:
+        return None
     placement, resident = peak.placement()
-    worst = max((rho / max_utilization for rho in evaluate(tables, load, placement,
-                                                             resident).utilization.values()),
-                default=0.0)
-    return 1.0 / worst if worst > 0 else float("inf")
+    used = evaluate(tables, load, placement, resident).utilization
+    if not used:
+        return "", 0.0
+    worst = max(used, key=lambda t: used[t] / load.ceiling(t))
+    return worst, used[worst] / load.ceiling(worst)
