@@ -148,10 +148,11 @@ def layout_energy(
             raise InputError(f"kept probability of level {depth} must be in [0, 1], got {p}",
                              field="kept_probability")
     names = profile.tier_names
-    if shares is None and (layout.block_map(profile) is not None or layout.blocked):
+    block_map = layout.block_map(profile) if shares is None else None
+    if shares is None and (block_map is not None or layout.blocked):
         from memsim.simulate.engine import read_shares  # engine imports SimPy lazily
 
-        fractions = read_shares(profile, bank, layout, layout.block_map(profile))
+        fractions = read_shares(profile, bank, layout, block_map)
         shares = {d: {names[t]: float(f) for t, f in enumerate(row) if f}
                   for d, row in fractions.items()}
     resident = set(layout.resident)

@@ -37,11 +37,11 @@ import numpy as np
 from memsim.cost_model import request_parts, tier_finish_times
 from memsim.errors import InputError
 from memsim.profile import Tier
-from memsim.workload import ClosedArrivals, OnOffArrivals, Workload
+from memsim.workload import OnOffArrivals, Workload
 
 __all__ = ["BlockDemand", "arrival_scv", "block_demand", "channel_wait_factor", "chords",
            "erlang_b", "erlang_c", "link_slowdown", "link_streams", "link_wait_factor",
-           "mean_wait", "query_rate", "query_scales", "query_wait", "tier_load", "utilization",
+           "mean_wait", "query_scales", "query_wait", "tier_load", "utilization",
            "wait_curves", "wait_scales"]
 
 
@@ -384,18 +384,3 @@ def arrival_scv(workload: Workload | None) -> float:
     if isinstance(arrivals, OnOffArrivals):
         return _mmpp2_scv(arrivals)
     return 1.0
-
-
-def query_rate(workload: Workload | None, rate: float | None = None) -> float | None:
-    """Queries per second: `rate` if given, else an open loop's long-run mean rate; None for
-    a closed loop (or no workload) without `rate` (the caller then uses clients / (think +
-    fetch time))."""
-    if rate is not None:
-        if isinstance(rate, bool) or not isinstance(rate, int | float) or not (
-                0.0 < rate < math.inf):
-            raise InputError(f"the query rate must be a positive number of queries per "
-                             f"second, got {rate!r}", field="rate")
-        return float(rate)
-    if workload is None or isinstance(workload.arrivals, ClosedArrivals):
-        return None
-    return float(workload.arrivals.mean_rate())

@@ -237,7 +237,7 @@ def test_chords_refuse_an_infinite_ceiling():
         queueing.chords(queueing.link_slowdown, 1.0)
 
 
-def test_arrival_scv_and_rate():
+def test_arrival_scv():
     poisson = workload_from_dict({"arrivals": {"kind": "poisson", "rate": 50}})
     assert queueing.arrival_scv(None) == 1.0 and queueing.arrival_scv(poisson) == 1.0
     flat = workload_from_dict({"arrivals": {"kind": "onoff", "rate_on": 20, "rate_off": 20,
@@ -255,9 +255,3 @@ def test_arrival_scv_and_rate():
     assert queueing.arrival_scv(mmpp) == pytest.approx(gaps.var() / gaps.mean() ** 2, rel=0.05)
     closed = workload_from_dict({"arrivals": {"kind": "closed", "clients": 4}})
     assert queueing.arrival_scv(closed) == 1.0
-    assert queueing.query_rate(poisson) == 50.0
-    assert queueing.query_rate(mmpp) == pytest.approx((40 * 0.5 + 5 * 2) / 2.5)
-    assert queueing.query_rate(closed) is None and queueing.query_rate(None) is None
-    assert queueing.query_rate(closed, 12.5) == 12.5
-    with pytest.raises(InputError, match="rate"):
-        queueing.query_rate(poisson, -1.0)

@@ -142,7 +142,6 @@ class ModelFigures:
 
     mean_s: float
     quantile_s: dict[str, float]  # p50..p999 over the joint scenarios (exact discrete)
-    cvar_s: dict[str, float]  # cvar:level for the objective's level and the SLOs' levels
     cost_usd_month: float
     energy_j_per_query: float  # dynamic + the idle power's share at the rate (idle: dynamic)
     dynamic_energy_j: float
@@ -249,10 +248,6 @@ def evaluate(tables: CostTables, load: LoadTables, placement: dict[int, str],
     cost = storage + requests_cost * load.rate * SECONDS_PER_MONTH
     quantiles = {k: discrete_quantile(values, probs, v)
                  for k, v in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))}
-    levels = {s.level for s in load.goal.slos if s.level is not None}
-    if load.goal.objective.kind != "mean":
-        levels.add(load.goal.objective.level)
-    cvars = {f"cvar:{lvl:g}": discrete_cvar(values, probs, lvl) for lvl in sorted(levels)}
     energy = energy_per_query(load, dynamic)
     total = float(probs.sum())
     tier_p99, tier_idle, tier_idle_p99 = {}, {}, {}
@@ -264,7 +259,7 @@ def evaluate(tables: CostTables, load: LoadTables, placement: dict[int, str],
         tier_idle[t] = float((idle * w).sum() / w.sum())
         tier_idle_p99[t] = discrete_quantile(idle, w, 0.99)
     return ModelFigures(
-        mean_s=float((values * probs).sum() / total), quantile_s=quantiles, cvar_s=cvars,
+        mean_s=float((values * probs).sum() / total), quantile_s=quantiles,
         cost_usd_month=cost, energy_j_per_query=energy, dynamic_energy_j=dynamic,
         utilization=utilization, wait_s=wait_s, tier_time_s=tier_time, tier_p99_s=tier_p99,
         tier_idle_s=tier_idle, tier_idle_p99_s=tier_idle_p99, feasible=feasible,
