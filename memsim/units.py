@@ -145,15 +145,26 @@ def parse_size(value: object) -> int:
     return int(exact)
 
 
+def _parse_scaled(value: object, kind: str, article: str, hint: str,
+                  units: dict[str, Decimal], other: dict[str, Decimal] | None = None,
+                  other_hint: str = "") -> float:
+    """A non-negative finite `kind` in `value`, scaled by its unit in `units` (a plain
+    number is in base units); a unit of the `other` quantity gets `other_hint` in the
+    message (a power given as an energy)."""
+    number, unit = _split(value, f"{article} {kind}", hint)
+    _nonnegative(number, value, f"{article} {kind}")
+    if unit == "":
+        return _finite(number, value, kind)
+    if unit not in units:
+        extra = other_hint if other is not None and unit in other else ""
+        raise UnitError(f"unknown {kind} unit '{unit}' in {_show(value)}; expected "
+                        f"{hint}{extra}")
+    return _finite(number * units[unit], value, kind)
+
+
 def parse_time(value: object) -> float:
     """Seconds in `value` ("80 us", "8 ms", 0.5). A plain number is seconds."""
-    number, unit = _split(value, "a time", _TIME_HINT)
-    _nonnegative(number, value, "a time")
-    if unit == "":
-        return _finite(number, value, "time")
-    if unit not in TIME_UNITS:
-        raise UnitError(f"unknown time unit '{unit}' in {_show(value)}; expected {_TIME_HINT}")
-    return _finite(number * TIME_UNITS[unit], value, "time")
+    return _parse_scaled(value, "time", "a", _TIME_HINT, TIME_UNITS)
 
 
 def parse_rate(value: object) -> float:
@@ -276,15 +287,8 @@ _POWER_HINT = 'a power like "1.5 W", "250 mW" or "40 mW"'
 
 def parse_energy(value: object) -> float:
     """Joules in `value` ("20 uJ", "0.1 mJ", "2 Wh"). A plain number is joules."""
-    number, unit = _split(value, "an energy", _ENERGY_HINT)
-    _nonnegative(number, value, "an energy")
-    if unit == "":
-        return _finite(number, value, "energy")
-    if unit not in ENERGY_UNITS:
-        hint = (" (that is a power: energy is power x time)" if unit in POWER_UNITS else "")
-        raise UnitError(f"unknown energy unit '{unit}' in {_show(value)}; expected "
-                        f"{_ENERGY_HINT}{hint}")
-    return _finite(number * ENERGY_UNITS[unit], value, "energy")
+    return _parse_scaled(value, "energy", "an", _ENERGY_HINT, ENERGY_UNITS, POWER_UNITS,
+                         " (that is a power: energy is power x time)")
 
 
 def parse_energy_per_byte(value: object) -> float:
@@ -311,15 +315,8 @@ def parse_energy_per_byte(value: object) -> float:
 
 def parse_power(value: object) -> float:
     """Watts in `value` ("1.5 W", "250 mW"). A plain number is watts."""
-    number, unit = _split(value, "a power", _POWER_HINT)
-    _nonnegative(number, value, "a power")
-    if unit == "":
-        return _finite(number, value, "power")
-    if unit not in POWER_UNITS:
-        hint = " (that is an energy, not a power)" if unit in ENERGY_UNITS else ""
-        raise UnitError(f"unknown power unit '{unit}' in {_show(value)}; expected "
-                        f"{_POWER_HINT}{hint}")
-    return _finite(number * POWER_UNITS[unit], value, "power")
+    return _parse_scaled(value, "power", "a", _POWER_HINT, POWER_UNITS, ENERGY_UNITS,
+                         " (that is an energy, not a power)")
 
 
 _ENERGIES = [(1e6, "MJ"), (1e3, "kJ"), (1.0, "J"), (1e-3, "mJ"), (1e-6, "uJ"), (1e-9, "nJ"),
