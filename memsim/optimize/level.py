@@ -122,8 +122,9 @@ def _tie_break(model: PlacementModel, tables: CostTables, optimum_ms: float,
     if set(new_placement) != set(placement):
         return placement, resident
     if load is not None:
-        if not _meets(tables, load, new_placement, new_resident) or _score(
-                tables, load, new_placement, new_resident) > _score(
+        new = evaluate(tables, load, new_placement, new_resident)
+        if not _meets(tables, load, new_placement, new_resident, new) or _score(
+                tables, load, new_placement, new_resident, new) > _score(
                 tables, load, placement, resident) * (1 + 1e-9):
             return placement, resident
         return new_placement, new_resident
@@ -230,8 +231,10 @@ def optimize(
         raise InfeasibleError(shortfall_message(profile, bank, slack), file=profile.file,
                               field="tiers")
     greedy = greedy_placement(tables, resident_levels, resident_budget)
-    if greedy is not None and load is not None and not _meets(tables, load, *greedy):
-        greedy = None  # the idle greedy layout breaks the goal: no baseline to fall back on
+    greedy_figures = (evaluate(tables, load, *greedy) if greedy is not None and load is not None
+                      else None)
+    if greedy_figures is not None and not _meets(tables, load, *greedy, greedy_figures):
+        greedy = greedy_figures = None  # it breaks the goal: no baseline to fall back on
     placement: dict[int, str] = {}
     resident: set[int] = set()
     if outcome.status in ("optimal", "time_limit") and outcome.objective is not None:
@@ -239,8 +242,8 @@ def optimize(
     complete = set(placement) == set(active)
     chosen = "ilp"
     if outcome.status == "time_limit" and greedy is not None and (
-            not complete or _score(tables, load, *greedy) < _score(tables, load, placement,
-                                                                     resident)):
+            not complete or _score(tables, load, *greedy, greedy_figures) < _score(
+                tables, load, placement, resident)):
         placement, resident = dict(greedy[0]), set(greedy[1])  # the best found in time
         chosen = "greedy"
     elif not complete:
@@ -270,9 +273,9 @@ def optimize(
     baseline_figures = None
     if greedy is not None:
         g_place, g_res = greedy
-        if load is not None:
-            baseline_figures = evaluate(tables, load, g_place, g_res)
-            baseline_s = baseline_figures.mean_s
+        if greedy_figures is not None:  # under a goal: the model's figures, evaluated above
+            baseline_figures = greedy_figures
+            baseline_s = greedy_figures.mean_s
         else:
             baseline_s = tables.evaluate(g_place, g_res)
         baseline = Layout(name="greedy", bank=bank.name, profile=profile.name, fetch=fetch,
@@ -292,11 +295,12 @@ def optimize(
 
 
 def _score(tables: CostTables, load: LoadTables | None, placement: dict[int, str],
-           resident: set[int]) -> float:
-    """What the model minimises, for one layout (to compare a fallback with the solver's)."""
+           resident: set[int], figures: ModelFigures | None = None) -> float:
+    """What the model minimises, for one layout (to compare a fallback with the solver's);
+    `figures`, when given, are that layout's `evaluate`."""
     if load is None:
         return tables.evaluate(placement, resident)
-    figures = evaluate(tables, load, placement, resident)
+    figures = figures if figures is not None else evaluate(tables, load, placement, resident)
     goal = load.goal
     if goal.minimize == "cost":
         return figures.cost_usd_month
