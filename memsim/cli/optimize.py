@@ -171,6 +171,11 @@ def optimize_cmd(profile_ref: str, bank_ref: str, fetch: str, resident: str | No
                    "--blocked": bool(blocked), "--private-tiers": private_tiers is not None,
                    "--replica-budget": replica_budget is not None,
                    "--volatile": volatile is not None}
+    sim_wl = _at_rate(wl, rate)  # what the layout must carry, and what --verify simulates
+    goal = _goal(p, b, sim_wl, fetch=fetch, rate=rate, idle=idle,
+                 max_utilization=max_utilization, objective_text=objective_text,
+                 slo_texts=slo_texts, minimize=minimize, budget=budget,
+                 energy_budget=energy_budget)
     if granularity == "bucket":
         if resident or resident_budget:
             raise InputError("--resident applies to level granularity only", field="resident")
@@ -178,12 +183,7 @@ def optimize_cmd(profile_ref: str, bank_ref: str, fetch: str, resident: str | No
             if given:
                 raise InputError(f"{flag} applies to level granularity only",
                                  field=flag.lstrip("-"))
-        wl = _at_rate(wl, rate)
-        goal = _goal(p, b, wl, fetch=fetch, rate=rate, idle=idle,
-                     max_utilization=max_utilization, objective_text=objective_text,
-                     slo_texts=slo_texts, minimize=minimize, budget=budget,
-                     energy_budget=energy_budget)
-        _optimize_buckets(p, b, wl, fetch=fetch, buckets=buckets, budget=budget, goal=goal,
+        _optimize_buckets(p, b, sim_wl, fetch=fetch, buckets=buckets, budget=budget, goal=goal,
                           private=private, private_tiers=private_tiers, blocked=blocked,
                           replica_budget=size_option(replica_budget, "replica-budget"),
                           volatile=tier_list(volatile, p, "volatile"), solver=solver,
@@ -207,11 +207,6 @@ def optimize_cmd(profile_ref: str, bank_ref: str, fetch: str, resident: str | No
                 warn(f"--resident-budget {format_size(budget_bytes)} is smaller than the "
                      f"smallest resident block ({format_size(smallest)}): no level can be "
                      "resident")
-    sim_wl = _at_rate(wl, rate)
-    goal = _goal(p, b, sim_wl, fetch=fetch, rate=rate, idle=idle,
-                 max_utilization=max_utilization, objective_text=objective_text,
-                 slo_texts=slo_texts, minimize=minimize, budget=budget,
-                 energy_budget=energy_budget)
     options: dict[str, Any] = dict(
         fetch=fetch, resident_levels=levels, resident_budget=budget_bytes, solver=solver,
         time_limit=time_limit, gap=gap, scenarios=scenarios, name=name)
