@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,18 @@ class Subtree:
         if depth < self.depth:
             return np.zeros(ids.shape, dtype=bool)
         return ids // branching ** (depth - self.depth) == self.block
+
+
+def parse_subtrees(values: Sequence[str], field: str) -> list[Subtree]:
+    """Subtrees written LEVEL:BLOCK ("1:3"); a bad one is an InputError naming `field`."""
+    out = []
+    for value in values:
+        level, sep, block = str(value).partition(":")
+        if not sep or not level.strip().isdigit() or not block.strip().isdigit():
+            raise InputError(f"cannot read subtree {value!r}; expected LEVEL:BLOCK, e.g. 1:3",
+                             field=field)
+        out.append(Subtree(depth=int(level), block=int(block)))
+    return out
 
 
 def outermost(subtrees: list[Subtree], branching: int) -> list[Subtree]:

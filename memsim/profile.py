@@ -264,6 +264,15 @@ class Profile(BaseModel):
                 return t
         raise KeyError(name)
 
+    def check_tiers(self, names: list[str], field: str) -> list[str]:
+        """`names` if every one is a tier of this profile, else an InputError naming `field`
+        (option lists such as --volatile and --private-tiers)."""
+        for tier in names:
+            if tier not in self.tier_names:
+                raise InputError(f"unknown tier '{tier}' (profile '{self.name}' has "
+                                 f"{', '.join(self.tier_names)})", field=field)
+        return list(names)
+
     @property
     def ram(self) -> Tier | None:
         """The first tier of kind ram: where the anchor model and resident blocks live."""

@@ -124,6 +124,19 @@ def _finite(seconds_or_rate: Decimal, value: object, kind: str) -> float:
     return result
 
 
+def size_field(value: object, field: str) -> int | None:
+    """Bytes in an optional size option (None stays None); a bad value is an InputError
+    naming `field`, so a command line and a spec file report it alike."""
+    from memsim.errors import InputError
+
+    if value is None:
+        return None
+    try:
+        return parse_size(value)
+    except UnitError as exc:
+        raise InputError(str(exc), field=field) from None
+
+
 def parse_size(value: object) -> int:
     """Bytes in `value` ("39 GB", "1.5 TiB", 4096). A plain number is bytes."""
     number, unit = _split(value, "a size", _SIZE_HINT)

@@ -657,11 +657,25 @@ def poisson_workload(rate: float, name: str | None = None) -> Workload:
                                "arrivals": {"kind": "poisson", "rate": rate}})
 
 
+def workload_at_rate(workload: Workload | None, rate: float | None) -> Workload | None:
+    """`workload` scaled to `rate` queries/s (its open-loop arrivals keep their shape), or
+    Poisson arrivals with uniform routing at `rate` when there is no workload; unchanged
+    without a rate. What `memsim optimize --rate` and a sweep's rate axis carry."""
+    if rate is None:
+        return workload
+    if workload is not None:
+        return workload.at_rate(rate)
+    if isinstance(rate, bool) or not (rate > 0 and math.isfinite(rate)):
+        raise InputError(f"rate must be a positive number of queries per second, got {rate}",
+                         field="rate")
+    return poisson_workload(rate)
+
+
 __all__ = [
     "ClosedArrivals", "Counts", "EmpiricalRouting", "Locality", "OnOffArrivals", "OpenArrivals",
     "PathSampler", "PoissonArrivals", "ScheduleArrivals", "Step", "UniformRouting", "Workload",
-    "ZipfRouting", "load_workload", "poisson_workload", "read_counts", "workload_from_dict",
-    "workload_from_trace",
+    "ZipfRouting", "load_workload", "poisson_workload", "read_counts", "workload_at_rate",
+    "workload_from_dict", "workload_from_trace",
 ]
 
 

@@ -102,14 +102,9 @@ def finite(data: Any) -> Any:
 
 def size_option(value: str | None, name: str) -> int | None:
     """A size option's value in bytes; a bad unit names the option."""
-    from memsim.units import UnitError, parse_size
+    from memsim.units import size_field
 
-    if value is None:
-        return None
-    try:
-        return parse_size(value)
-    except UnitError as exc:
-        raise InputError(str(exc), field=name) from None
+    return size_field(value, name)
 
 
 def levels_option(value: str | None, name: str) -> list[int]:
@@ -162,26 +157,16 @@ def load_trio(profile_ref: str | None, bank_ref: str | None, layout_ref: str
 
 
 def tier_list(value: str | None, p: Profile, name: str) -> list[str]:
-    names = [t.strip() for t in value.split(",") if t.strip()] if value else []
-    for tier in names:
-        if tier not in p.tier_names:
-            raise InputError(f"unknown tier '{tier}' (profile '{p.name}' has "
-                             f"{', '.join(p.tier_names)})", field=name)
-    return names
+    """A comma-separated tier option, each a tier of `p`."""
+    return p.check_tiers([t.strip() for t in value.split(",") if t.strip()] if value else [],
+                         name)
 
 
 def subtrees(values: tuple[str, ...], name: str) -> list[Subtree]:
-    from memsim.blockmap import Subtree
+    """LEVEL:BLOCK options as subtrees."""
+    from memsim.blockmap import parse_subtrees
 
-    out = []
-    for value in values:
-        level, sep, block = value.partition(":")
-        if not sep or not level.strip().isdigit() or not block.strip().isdigit():
-            raise InputError(f"cannot read subtree {value!r}; expected LEVEL:BLOCK, e.g. 1:3",
-                             field=name)
-        out.append(Subtree(depth=int(level), block=int(block)))
-    return out
-
+    return parse_subtrees(values, name)
 
 
 def layout_options(layout_help: str = "Layout file or shipped name.",

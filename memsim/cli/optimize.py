@@ -17,8 +17,6 @@ from memsim.cli.common import (
     levels_option,
     ref_from,
     size_option,
-    subtrees,
-    tier_list,
     warn,
 )
 from memsim.cli.tables import table
@@ -27,13 +25,18 @@ from memsim.estimate import estimate
 from memsim.layout import Layout
 from memsim.limits import MAX_BUCKETS, MAX_QUERIES, MAX_SCENARIOS
 from memsim.optimize import DEFAULT_SCENARIOS, OptimizeResult, Policy, optimize, optimize_blocks
-from memsim.optimize.goal import DEFAULT_MAX_UTILIZATION, Goal, Objective, parse_slos
-from memsim.optimize.level import planning_load
+from memsim.optimize.goal import DEFAULT_MAX_UTILIZATION, Goal, bucket_policy, make_goal
 from memsim.optimize.verify import DEFAULT_ROUNDS, VerifiedResult, simulated_workload
 from memsim.profile import Profile, load_profile
 from memsim.simulate import saturation_rate, simulate
-from memsim.units import format_energy, format_size, format_time, parse_energy, parse_frequency
-from memsim.workload import Workload, load_workload, poisson_workload, workload_from_trace
+from memsim.units import format_energy, format_size, format_time, parse_frequency
+from memsim.workload import (
+    Workload,
+    load_workload,
+    poisson_workload,
+    workload_at_rate,
+    workload_from_trace,
+)
 
 DEFAULT_PROFILE = "paper-hypothetical"
 DEFAULT_BANK = "paper-storage-example"
@@ -172,10 +175,12 @@ def optimize_cmd(profile_ref: str, bank_ref: str, fetch: str, resident: str | No
                    "--replica-budget": replica_budget is not None,
                    "--volatile": volatile is not None}
     sim_wl = _at_rate(wl, rate)  # what the layout must carry, and what --verify simulates
-    goal = _goal(p, b, sim_wl, fetch=fetch, rate=rate, idle=idle,
-                 max_utilization=max_utilization, objective_text=objective_text,
-                 slo_texts=slo_texts, minimize=minimize, budget=budget,
-                 energy_budget=energy_budget)
+    if idle and rate is not None:
+        raise InputError("give --rate or --idle, not both", field="idle")
+    goal = make_goal(p, b, sim_wl, fetch=fetch, idle=idle,  # type: ignore[arg-type]
+                     max_utilization=max_utilization, objective=objective_text,
+                     slos=slo_texts, minimize=minimize, budget=budget,
+                     energy_budget=energy_budget)
     if granularity == "bucket":
         if resident or resident_budget:
             raise InputError("--resident applies to level granularity only", field="resident")
@@ -183,10 +188,11 @@ def optimize_cmd(profile_ref: str, bank_ref: str, fetch: str, resident: str | No
             if given:
                 raise InputError(f"{flag} applies to level granularity only",
                                  field=flag.lstrip("-"))
+        policy = bucket_policy(p, b, goal, budget=budget, private=private,
+                               private_tiers=_names(private_tiers), blocked=blocked,
+                               replica_budget=replica_budget, volatile=_names(volatile))
         _optimize_buckets(p, b, sim_wl, fetch=fetch, buckets=buckets, budget=budget, goal=goal,
-                          private=private, private_tiers=private_tiers, blocked=blocked,
-                          replica_budget=size_option(replica_budget, "replica-budget"),
-                          volatile=tier_list(volatile, p, "volatile"), solver=solver,
+                          policy=policy, solver=solver,
                           time_limit=time_limit, gap=gap, seed=seed, name=name,
                           out=out, verify=verify, verify_queries=verify_queries,
                           as_json=as_json, refs=(profile_ref, bank_ref), command=command)
@@ -284,31 +290,7 @@ def _at_rate(wl: Workload | None, rate: str | None) -> Workload | None:
     if not value > 0:
         raise InputError("--rate must be a positive number of queries per second",
                          field="rate")
-    return poisson_workload(value) if wl is None else wl.at_rate(value)
-
-
-def _goal(p: Profile, b: Bank, wl: Workload | None, *, fetch: str, rate: str | None,
-          idle: bool, max_utilization: float, objective_text: str,
-          slo_texts: tuple[str, ...], minimize: str, budget: float | None,
-          energy_budget: str | None) -> Goal:
-    """The Goal the options ask for; the rate comes from --rate or the workload."""
-    if idle and rate is not None:
-        raise InputError("give --rate or --idle, not both", field="idle")
-    energy = None
-    if energy_budget is not None:
-        try:
-            energy = parse_energy(energy_budget)
-        except ValueError as exc:
-            raise InputError(f"--energy-budget: {exc}", field="energy-budget") from None
-    plan = None
-    if not idle and wl is not None:
-        plan = planning_load(p, b, wl, fetch=fetch,  # type: ignore[arg-type]
-                             max_utilization=max_utilization)
-    return Goal(minimize=minimize, objective=Objective.parse(objective_text),  # type: ignore[arg-type]
-                slos=parse_slos(slo_texts), budget_usd_month=budget, energy_budget_j=energy,
-                rate=plan.rate if plan else None, max_utilization=max_utilization,
-                arrival_scv=plan.arrival_scv if plan else 1.0,
-                rate_note=plan.note if plan else "")
+    return workload_at_rate(wl, value)
 
 
 def rounds_text(verified: VerifiedResult) -> str:
@@ -478,52 +460,18 @@ def _verify_text(checked: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _bucket_load(p: Profile, goal: Goal) -> dict[str, Any]:
-    """The Policy fields of the goal: the bucket model bounds the mean only, and counts
-    dynamic energy (the idle power's share at the rate is a constant taken off the budget)."""
-    if goal.objective.kind != "mean":
-        raise InputError("--objective applies to level granularity only: the bucket model "
-                         "bounds the mean fetch time", field="objective")
-    tails = [s for s in goal.slos if s.level is not None]
-    if tails:
-        raise InputError(f"--slo '{tails[0]}': the bucket model bounds the mean fetch time "
-                         "only; use a mean SLO or level granularity", field="slo")
-    energy = goal.energy_budget_j
-    if energy is not None and goal.rate:
-        from memsim.energy import idle_power_w
-
-        energy = energy - idle_power_w(p) / goal.rate
-        if energy < 0:
-            raise InfeasibleError(f"--energy-budget {format_energy(goal.energy_budget_j or 0)} "
-                                  "is below the idle power's share alone at "
-                                  f"{goal.rate:g} queries/s", field="energy-budget")
-    out: dict[str, Any] = {"minimize": goal.minimize, "energy_budget_j": energy,
-                           "mean_slo_s": next((s.limit_s for s in goal.slos), None)}
-    if goal.loaded:
-        out.update(rate=goal.rate, max_utilization=goal.max_utilization,
-                   arrival_scv=goal.arrival_scv)
-    return out
+def _names(text: str | None) -> list[str] | None:
+    """A comma-separated list option ('ram,flash'); None when not given."""
+    return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
 
 
 def _optimize_buckets(p: Profile, b: Bank, wl: Workload | None, *, fetch: str, buckets: int,
-                      budget: float | None, goal: Goal, private: tuple[str, ...],
-                      private_tiers: str | None, blocked: tuple[str, ...],
-                      replica_budget: int | None, volatile: list[str], solver: str,
+                      budget: float | None, goal: Goal, policy: Policy, solver: str,
                       time_limit: float | None, gap: float, seed: int, name: str,
                       out: str | None, verify: bool, verify_queries: int, as_json: bool,
                       refs: tuple[str, str], command: str) -> None:
+    """Place blocks by popularity under `policy`, write and report the answer."""
     routing_wl = wl or poisson_workload(1.0, name="uniform")
-    if private and private_tiers is None:
-        raise InputError("--private needs --private-tiers (where private blocks may live)",
-                         field="private-tiers")
-    policy = Policy(budget_usd_month=budget, private=subtrees(private, "private"),
-                    private_tiers=tier_list(private_tiers, p, "private-tiers") or None,
-                    blocked=subtrees(blocked, "blocked"), replica_budget=replica_budget,
-                    volatile=volatile, **_bucket_load(p, goal))
-    for tree in policy.private + policy.blocked:
-        if tree.depth > len(b.levels) or tree.block >= b.branching ** tree.depth:
-            raise InputError(f"subtree {tree.depth}:{tree.block} is not in bank '{b.name}'",
-                             field="private" if tree in policy.private else "blocked")
     result = optimize_blocks(p, b, routing_wl, fetch=fetch, buckets=buckets, policy=policy,
                              solver=solver, time_limit=time_limit, gap=gap, seed=seed,
                              name=name)

@@ -10,11 +10,18 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from memsim.errors import InputError
-from memsim.units import format_time, parse_time
+from memsim.errors import InfeasibleError, InputError
+from memsim.units import format_energy, format_time, parse_energy, parse_time
+
+if TYPE_CHECKING:
+    from memsim.bank import Bank
+    from memsim.optimize.buckets import Policy
+    from memsim.profile import Profile
+    from memsim.workload import Workload
 
 Minimize = Literal["time", "cost", "energy"]
 Stat = Literal["mean", "p50", "p90", "p95", "p99", "p999"]
@@ -193,3 +200,92 @@ def parse_slos(texts: tuple[str, ...] | list[str]) -> tuple[Slo, ...]:
         if stats.count(stat) > 1:
             raise InputError(f"two SLOs on {stat}: give one", field="slo")
     return slos
+
+
+def make_goal(profile: Profile, bank: Bank, workload: Workload | None, *,
+              fetch: Literal["parallel", "sequential"] = "parallel", idle: bool = False,
+              max_utilization: float = DEFAULT_MAX_UTILIZATION, objective: str = "mean",
+              slos: Sequence[str] = (), minimize: str = "time", budget: float | None = None,
+              energy_budget: str | float | None = None) -> Goal:
+    """The Goal of `memsim optimize`'s options (and a sweep's optimize stage).
+
+    The rate is what the load model plans for under `workload` (`level.planning_load`: its
+    rate, a burst's, or a closed loop's), unless `idle` or there is no workload; `workload`
+    is already at the rate asked for (`workload.workload_at_rate`). `energy_budget` is
+    joules per query, or text such as "500 mJ".
+    """
+    from memsim.optimize.level import planning_load  # level imports this module
+
+    energy = None
+    if isinstance(energy_budget, str):
+        try:
+            energy = parse_energy(energy_budget)
+        except ValueError as exc:
+            raise InputError(f"--energy-budget: {exc}", field="energy-budget") from None
+    elif energy_budget is not None:
+        energy = float(energy_budget)
+    plan = None
+    if not idle and workload is not None:
+        plan = planning_load(profile, bank, workload, fetch=fetch,
+                             max_utilization=max_utilization)
+    return Goal(minimize=minimize, objective=Objective.parse(objective),  # type: ignore[arg-type]
+                slos=parse_slos(slos), budget_usd_month=budget, energy_budget_j=energy,
+                rate=plan.rate if plan else None, max_utilization=max_utilization,
+                arrival_scv=plan.arrival_scv if plan else 1.0,
+                rate_note=plan.note if plan else "")
+
+
+def bucket_policy(profile: Profile, bank: Bank, goal: Goal, *, budget: float | None = None,
+                  private: Sequence[str] = (), private_tiers: Sequence[str] | None = None,
+                  blocked: Sequence[str] = (), replica_budget: str | int | None = None,
+                  volatile: Sequence[str] | None = None) -> Policy:
+    """The bucket model's Policy for `goal` and the placement rules (`memsim optimize
+    --granularity bucket`'s options): subtrees as LEVEL:BLOCK text, tiers by name, the
+    replica budget a size. The bucket model bounds the mean fetch time only, and counts
+    dynamic energy (the idle power's share at the rate is taken off the energy budget)."""
+    from memsim.blockmap import parse_subtrees
+    from memsim.optimize.buckets import Policy
+    from memsim.units import size_field
+
+    replicas = size_field(replica_budget, "replica-budget")
+    volatile_tiers = profile.check_tiers(list(volatile or []), "volatile")
+    if private and private_tiers is None:
+        raise InputError("--private needs --private-tiers (where private blocks may live)",
+                         field="private-tiers")
+    policy = Policy(budget_usd_month=budget, private=parse_subtrees(private, "private"),
+                    private_tiers=profile.check_tiers(list(private_tiers or []),
+                                                      "private-tiers") or None,
+                    blocked=parse_subtrees(blocked, "blocked"), replica_budget=replicas,
+                    volatile=volatile_tiers, **_bucket_load(profile, goal))
+    for tree in policy.private + policy.blocked:
+        if tree.depth > len(bank.levels) or tree.block >= bank.branching ** tree.depth:
+            raise InputError(f"subtree {tree.depth}:{tree.block} is not in bank '{bank.name}'",
+                             field="private" if tree in policy.private else "blocked")
+    return policy
+
+
+def _bucket_load(profile: Profile, goal: Goal) -> dict[str, object]:
+    """The Policy fields of the goal: minimise, the mean SLO, the energy budget (dynamic),
+    and the load when there is a rate."""
+    if goal.objective.kind != "mean":
+        raise InputError("--objective applies to level granularity only: the bucket model "
+                         "bounds the mean fetch time", field="objective")
+    tails = [s for s in goal.slos if s.level is not None]
+    if tails:
+        raise InputError(f"--slo '{tails[0]}': the bucket model bounds the mean fetch time "
+                         "only; use a mean SLO or level granularity", field="slo")
+    energy = goal.energy_budget_j
+    if energy is not None and goal.rate:
+        from memsim.energy import idle_power_w
+
+        energy = energy - idle_power_w(profile) / goal.rate
+        if energy < 0:
+            raise InfeasibleError(f"--energy-budget {format_energy(goal.energy_budget_j or 0)} "
+                                  "is below the idle power's share alone at "
+                                  f"{goal.rate:g} queries/s", field="energy-budget")
+    out: dict[str, object] = {"minimize": goal.minimize, "energy_budget_j": energy,
+                              "mean_slo_s": next((s.limit_s for s in goal.slos), None)}
+    if goal.loaded:
+        out.update(rate=goal.rate, max_utilization=goal.max_utilization,
+                   arrival_scv=goal.arrival_scv)
+    return out
