@@ -3,8 +3,8 @@
 The Python API mirrors the CLI: load a profile, a bank and a layout, then `estimate` a layout's
 fetch time, `optimize` a new one, or `simulate` it under a workload.
 
-`memsim.estimate`, `memsim.optimize` and `memsim.simulate` are the engines' modules, and each
-can be called as its main function: `memsim.optimize(profile, bank)` runs
+`memsim.estimate`, `memsim.optimize`, `memsim.simulate` and `memsim.sweep` are the engines'
+modules, and each can be called as its main function: `memsim.optimize(profile, bank)` runs
 `memsim.optimize.optimize`, while `memsim.optimize.optimize_blocks` and
 `memsim.optimize.Policy` are there as in any module.
 
@@ -43,7 +43,7 @@ _EXPORTS: dict[str, str] = {
     "workload_from_dict": "memsim.workload",
 }
 # the engines: a module that is also callable as its main function of the same name
-_ENGINES = ("estimate", "optimize", "simulate")
+_ENGINES = ("estimate", "optimize", "simulate", "sweep")
 
 __all__ = [  # the keys of _EXPORTS and the engines (a test keeps them equal)
     "ANCHORS", "Bank", "DataError", "Estimate", "InfeasibleError", "InputError", "Layout",
@@ -51,12 +51,12 @@ __all__ = [  # the keys of _EXPORTS and the engines (a test keeps them equal)
     "Tier", "Workload", "bank_from_dict", "estimate", "format_rate", "format_size",
     "format_time", "layout_from_dict", "load_bank", "load_layout", "load_profile",
     "load_workload", "optimize", "parse_rate", "parse_size", "parse_time", "profile_from_dict",
-    "read_trace", "saturation_rate", "simulate", "tier_load", "workload_from_dict",
+    "read_trace", "saturation_rate", "simulate", "sweep", "tier_load", "workload_from_dict",
     "write_trace",
 ]
 
 if TYPE_CHECKING:
-    from memsim import estimate, optimize, simulate
+    from memsim import estimate, optimize, simulate, sweep
     from memsim.bank import ANCHORS, Bank, bank_from_dict, load_bank
     from memsim.errors import (
         DataError,

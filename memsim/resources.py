@@ -12,12 +12,14 @@ _KINDS = {
     "layouts": "layout",
     "banks": "bank",
     "workloads": "workload",
+    "sweeps": "sweep spec",
 }
 
 
 def shipped_dir(kind: str) -> Path:
-    """Folder of shipped files of `kind` (device_profiles, layouts, banks, workloads)."""
-    if kind in ("banks", "workloads"):
+    """Folder of shipped files of `kind` (device_profiles, layouts, banks, workloads,
+    sweeps)."""
+    if kind in ("banks", "workloads", "sweeps"):
         return _PACKAGE / "presets" / kind
     installed = _PACKAGE / "_shipped" / kind  # inside a wheel
     if installed.is_dir():

@@ -50,6 +50,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
                "files."),
     "simulate": ("memsim.cli.simulate:simulate_cmd",
                  "Fetch-time distribution under load: queueing, shared bandwidth, caching."),
+    "sweep": ("memsim.cli.sweep:sweep",
+              "Run many configurations from one spec, in parallel and resumable; report on "
+              "them."),
     "validate": ("memsim.cli.validate:validate_cmd",
                  "Replay a workload with real reads, simulate the same queries, compare."),
     "verify": ("memsim.cli.realio:verify_cmd",
