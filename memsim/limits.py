@@ -37,6 +37,7 @@ MAX_SCENARIO_CELLS = 50_000_000      # scenarios x tiers x subsets, the level IL
 MAX_BLOCK_BYTES = 2**70              # one block (about 1.2 ZB): floats stay exact enough
 MAX_FLUID_CELLS = 4_000_000          # queries x request parts in one pass of the tier model
 MAX_FLUID_WORK = 1_000_000_000       # queries x parts x (2 parts + 2) of the tier model (~10 s)
+MAX_SWEEP_POINTS = 100_000           # points of one sweep (each runs the optimizer: hours)
 
 
 def check_at_most(value: int | float, limit: int | float, what: str, *,

@@ -283,7 +283,18 @@ def workload_validate(files: tuple[str, ...]) -> None:
 
 
 # ---------------------------------------------------------------- schema
-SCHEMAS = {"profile": Profile, "bank": Bank, "layout": Layout, "workload": Workload}
+class _SweepSchema:
+    """The sweep spec's schema, its module imported only when asked for."""
+
+    @staticmethod
+    def model_json_schema(mode: str = "validation") -> dict[str, Any]:
+        from memsim.sweep.spec import sweep_schema
+
+        return sweep_schema()
+
+
+SCHEMAS: dict[str, Any] = {"profile": Profile, "bank": Bank, "layout": Layout,
+                           "workload": Workload, "sweep": _SweepSchema}
 
 
 @click.command()
