@@ -57,3 +57,22 @@ def test_degenerate_models_never_raise_a_traceback(monkeypatch):
     monkeypatch.setattr(prob, "solve", broken)
     with pytest.raises(SolverError, match="IndexError"):
         solve(prob, "highs")
+
+
+def test_auto_falls_back_on_cbc_where_highs_gives_up():
+    """HiGHS reports "Solve error" on this load model (chord rows of near-zero waits beside
+    capacity rows in the thousands); "auto" must still answer, with CBC's optimum."""
+    from memsim.bank import load_bank
+    from memsim.optimize import optimize
+    from memsim.optimize.goal import make_goal
+    from memsim.profile import load_profile
+    from memsim.workload import load_workload, workload_at_rate
+
+    p, b = load_profile("phone"), load_bank("C2")
+    wl = workload_at_rate(load_workload("zipf-topic"), 20.0)
+    goal = make_goal(p, b, wl, objective="p99")
+    results = {name: optimize(p, b, workload=wl, goal=goal, scenarios=16, solver=name)
+               for name in ("auto", "cbc")}
+    assert results["auto"].status == "optimal"
+    assert results["auto"].layout.placement == results["cbc"].layout.placement
+    assert results["auto"].objective_s == pytest.approx(results["cbc"].objective_s, rel=1e-6)

@@ -222,6 +222,9 @@ def sweep_report(results: str, pareto: str | None, sensitivity: str | None,
     heat = (heatmap, pair) if heatmap else None
     if pair and not heatmap:
         raise InputError("--axes needs --heatmap", field="axes")
+    if plot and not (front or sensitivity or heat):
+        raise InputError("--plot draws --pareto, --sensitivity or --heatmap: give at least one",
+                         field="plot")
     if as_json:
         emit_json(report.report_json(table, pareto=front, sensitivity=sensitivity,
                                      heatmap=heat))

@@ -107,8 +107,18 @@ def solve(model: pulp.LpProblem, name: SolverName = "auto", time_limit: float | 
     """Solve `model` in place and classify the result.
 
     PuLP reports "Optimal" when HiGHS stops at its time limit with a feasible point, so the
-    solution status and HiGHS's own model status are checked too.
+    solution status and HiGHS's own model status are checked too. Under "auto", a HiGHS
+    solve error falls back on CBC: HiGHS 1.x gives up on some badly scaled load models (chord
+    rows of near-zero waits beside capacity rows in the thousands) that CBC solves.
     """
+    outcome = _solve(model, name, time_limit, gap, relax, cbc_options)
+    if name == "auto" and outcome.solver == "highs" and outcome.status == "failed":
+        return _solve(model, "cbc", time_limit, gap, relax, cbc_options)
+    return outcome
+
+
+def _solve(model: pulp.LpProblem, name: SolverName, time_limit: float | None, gap: float,
+           relax: bool, cbc_options: Sequence[str]) -> SolveOutcome:
     label, solver = pick_solver(name, time_limit, gap, mip=not relax, cbc_options=cbc_options)
     if model.objective is None:  # a feasibility problem: PuLP's HiGHS bridge needs a row
         model.setObjective(pulp.LpAffineExpression())
