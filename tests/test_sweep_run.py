@@ -14,12 +14,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import duckdb
-import pandas as pd
 import pyarrow as pa
 import pytest
 
-from memsim.errors import InputError
+from memsim.errors import InputError, MemsimError
 from memsim.sweep import results
 from memsim.sweep.columns import FIXED, VOLATILE, empty_row
 from memsim.sweep.executors import DaskExecutor, InlineExecutor, ProcessExecutor
@@ -43,6 +41,8 @@ def fake_run(points: list[Point], *, simulate: bool = True) -> list[dict[str, An
                 fh.write(f"{os.getpid()}\n")
         if inp.get("sleep"):
             time.sleep(inp["sleep"])
+        if inp.get("exit"):
+            os._exit(3)  # the worker process dies
         if inp.get("raise"):
             raise RuntimeError(f"boom at {p.index}")
         row = empty_row()
@@ -86,6 +86,7 @@ def comparable(table: pa.Table) -> list[dict[str, Any]]:
 def dask_local():
     """One two-worker LocalCluster for the module."""
     ex = DaskExecutor(None, 2)
+    assert ex.workers == 2 and ex.dashboard_link
     yield ex
     ex.close()
 
@@ -123,6 +124,9 @@ def test_refuses_an_out_that_is_not_a_dataset(tmp_path):
 
 
 def test_writer_is_atomic_resumable_and_read_by_pandas_and_duckdb(tmp_path):
+    import duckdb  # imported here: Dask workers import this module for its stand-ins
+    import pandas as pd
+
     out = tmp_path / "r.parquet"
     (out).mkdir()
     (out / ".part-000007-dead.tmp").write_bytes(b"half a part")  # a killed run's leftover
@@ -208,44 +212,90 @@ def test_confirm_screens_then_simulates_the_chosen_points(tmp_path):
     assert confirmed == {i: i >= 6 for i in range(8)}  # the cheapest two: the largest x
     sims = table.column("sim_mean_s").to_pylist()
     assert [s is not None for s in sims] == [i >= 6 for i in range(8)]
+    import pandas as pd
+
     assert len(pd.read_parquet(out)) == 8  # the screening rows stay in _screen/
     assert read_results(out / "_screen").num_rows == 8
     again = run_sweep(pts, out, axes=AXES, run=fake_run, confirm=top2)
     assert len(calls) == 1 and comparable(again) == comparable(table)
 
 
-def test_inline_and_process_pool_give_the_same_rows(tmp_path):
-    pts = make_points(30)
-    inline = run_sweep(pts, tmp_path / "a", axes=AXES, executor=InlineExecutor(),
-                       run=fake_run)
+REAL_SPEC = {
+    "name": "runner-test",
+    "base": {"profile": "phone", "bank": "C2", "workload": "zipf-topic", "rate": "2/s",
+             "layout": {"fetch": "parallel", "placement": {1: "ram", 2: "flash", 3: "ssd-ext"},
+                        "resident": []}},
+    "axes": {"profile.tiers.flash.bandwidth": ["1 GB/s", "2 GB/s", "4 GB/s"],
+             "workload.rate": [1, 20]},
+    "stages": {"optimize": False, "estimate": {"samples": 500, "seed": 0},
+               "simulate": {"queries": 1000, "seed": 0}},
+}
+
+
+def two_best(screen: pa.Table) -> set[str]:
+    """Confirm the two points of least estimated p99 (ties by key)."""
+    rows = sorted(screen.to_pylist(), key=lambda r: (r["est_p99_s"], r["point"]))
+    return {r["point"] for r in rows[:2]}
+
+
+def test_real_points_give_the_same_rows_inline_in_processes_and_on_dask(tmp_path, dask_local):
+    from memsim.sweep.spec import load_spec
+
+    spec = load_spec(REAL_SPEC)
+    points, axes = spec.points(), list(spec.axes)
+    assert len(points) == 6
+    inline = run_sweep(points, tmp_path / "inline", axes=axes, executor=InlineExecutor(),
+                       confirm=two_best)
+    assert inline.column("status").to_pylist() == ["ok"] * 6, inline.column("error")
+    assert inline.column("confirmed").to_pylist().count(True) == 2
+    sims = inline.column("sim_queries").to_pylist()
+    assert [q is not None for q in sims] == inline.column("confirmed").to_pylist()
+    assert inline.column(axes[0]).to_pylist()[:2] == ["1 GB/s", "1 GB/s"]
+    assert inline.schema.field(axes[1]).type == pa.float64()
     with ProcessExecutor(2) as ex:
-        pooled = run_sweep(pts, tmp_path / "b", axes=AXES, executor=ex, run=fake_run,
-                           target_batch_s=0.001)
-    assert comparable(pooled) == comparable(inline) and inline.num_rows == 30
-
-
-def test_dask_gives_the_same_rows(tmp_path, dask_local):
-    pts = make_points(12)
-    inline = run_sweep(pts, None, axes=AXES, run=fake_run)
-    dask = run_sweep(pts, tmp_path / "d", axes=AXES, executor=dask_local, run=fake_run)
+        pooled = run_sweep(points, tmp_path / "pool", axes=axes, executor=ex, confirm=two_best)
+    dask = run_sweep(points, tmp_path / "dask", axes=axes, executor=dask_local,
+                     confirm=two_best)
+    assert comparable(pooled) == comparable(inline)
     assert comparable(dask) == comparable(inline)
-    assert dask_local.dashboard_link and dask_local.workers == 2
+    assert comparable(read_results(tmp_path / "dask")) == comparable(inline)
 
 
+def test_a_dead_pool_worker_stops_the_sweep_and_keeps_the_rows(tmp_path):
+    pts = make_points(3)
+    pts[2] = Point(2, pts[2].axes, {**pts[2].inputs, "exit": True})
+    with ProcessExecutor(1) as ex, pytest.raises(MemsimError, match="run the sweep again"):
+        run_sweep(pts, tmp_path / "r", axes=AXES, executor=ex, run=fake_run)
+    keys = set(read_results(tmp_path / "r").column("point").to_pylist())
+    assert pts[0].key in keys and pts[2].key not in keys
+
+
+# The killed run: its own stand-in (no pickling inline) on the same points as make_points
+# (equal inputs, equal keys), each point 50 ms, a part flushed after every batch.
 CHILD = textwrap.dedent("""
-    import sys
-    sys.path.insert(0, {tests!r})
+    import time
     from memsim.sweep import results
+    from memsim.sweep.columns import empty_row
+    from memsim.sweep.point import Point
     from memsim.sweep.runner import run_sweep
-    from test_sweep_run import AXES, fake_run, make_points
+
+    def slow(points, *, simulate=True):
+        rows = []
+        for p in points:
+            time.sleep(p.inputs["sleep"])
+            rows.append({**empty_row(), "point": p.key, "index": p.index, "status": "ok"})
+        return rows
+
+    points = [Point(i, {"a.x": i, "a.size": f"{8 + i} GB"},
+                    {"x": i, "size": f"{8 + i} GB", "sleep": 0.05}) for i in range(40)]
     results.FLUSH_SECONDS = 0.05
-    run_sweep(make_points(40, sleep=0.05), {out!r}, axes=AXES, run=fake_run)
+    run_sweep(points, OUT, axes=["a.x", "a.size"], run=slow)
     """)
 
 
 def test_kill_9_mid_run_then_rerun_keeps_every_point_once(tmp_path):
     out = tmp_path / "r.parquet"
-    code = CHILD.format(tests=str(ROOT / "tests"), out=str(out))
+    code = CHILD.replace("OUT", repr(str(out)))
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
@@ -261,8 +311,10 @@ def test_kill_9_mid_run_then_rerun_keeps_every_point_once(tmp_path):
     assert proc.returncode == -signal.SIGKILL
     before = read_results(out).num_rows
     assert 0 < before < 40
+    pts = make_points(40, sleep=0.05)
+    assert set(read_results(out).column("point").to_pylist()) <= {p.key for p in pts}
     ran: list[int] = []
-    table = run_sweep(make_points(40, sleep=0.05), out, axes=AXES, run=fast_run,
+    table = run_sweep(pts, out, axes=AXES, run=fast_run,
                       progress=lambda d, t: ran.append(t))
     assert ran[-1] == 40 - before
     keys = table.column("point").to_pylist()
@@ -274,7 +326,7 @@ def test_kill_9_mid_run_then_rerun_keeps_every_point_once(tmp_path):
 def test_a_killed_dask_worker_task_reruns_elsewhere(tmp_path, dask_local):
     pidfile = tmp_path / "pids"
     pidfile.touch()
-    pts = make_points(6, sleep=0.5, pidfile=str(pidfile))
+    pts = make_points(4, sleep=0.3, pidfile=str(pidfile))
     killed: list[int] = []
 
     def killer() -> None:
@@ -295,9 +347,9 @@ def test_a_killed_dask_worker_task_reruns_elsewhere(tmp_path, dask_local):
     assert killed, "no task started"
     keys = table.column("point").to_pylist()
     assert sorted(keys) == sorted(p.key for p in pts)
-    assert table.column("status").to_pylist() == ["ok"] * 6
+    assert table.column("status").to_pylist() == ["ok"] * 4
     pids = [int(x) for x in pidfile.read_text().split()]
-    assert len(pids) > 6  # the killed worker's point ran twice
+    assert len(pids) > 4  # the killed worker's point ran twice
     assert {p for p in pids if p != killed[0]}  # ... and again on a live worker
 
 
@@ -307,8 +359,8 @@ def test_unreachable_scheduler_and_missing_distributed(monkeypatch):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with pytest.raises(InputError, match="no Dask scheduler answered within 0.5 s"):
-        DaskExecutor(f"tcp://127.0.0.1:{port}", timeout=0.5)
+    with pytest.raises(InputError, match="no Dask scheduler answered within 0.3 s"):
+        DaskExecutor(f"tcp://127.0.0.1:{port}", timeout=0.3)
     monkeypatch.setitem(sys.modules, "distributed", None)
     with pytest.raises(InputError, match=r"pip install 'memsim\[dask\]'"):
         DaskExecutor(None, 1)

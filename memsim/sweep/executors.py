@@ -10,8 +10,11 @@ reference to worker processes).
 from __future__ import annotations
 
 import concurrent.futures as cf
+import copyreg
+import importlib
 import multiprocessing
 import os
+import signal
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection
@@ -23,8 +26,10 @@ from memsim.errors import InputError
 DASK_HINT = "pip install 'memsim[dask]'"
 CONNECT_TIMEOUT_S = 10.0
 # imported once in the forkserver, so each worker it forks starts with them loaded
+# (scipy.stats alone is 0.6 s, paid by a point's first simulate otherwise)
 PRELOAD = ["memsim.sweep.runner", "memsim.sweep.stages", "memsim.estimate", "memsim.optimize",
-           "memsim.simulate", "memsim.workload"]
+           "memsim.simulate", "memsim.simulate.engine", "memsim.simulate.stats",
+           "memsim.workload", "memsim.trace", "scipy.stats"]
 
 
 class Executor(ABC):
@@ -99,6 +104,12 @@ def _start_method() -> str:
     return "forkserver" if "forkserver" in methods else "spawn"
 
 
+def _worker_init() -> None:
+    """Ctrl-C is the controller's to handle (it flushes the rows and shuts the pool down);
+    a worker that took it too would die between batches and break the pool."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class ProcessExecutor(Executor):
     """A local pool of worker processes (concurrent.futures.ProcessPoolExecutor)."""
 
@@ -110,7 +121,8 @@ class ProcessExecutor(Executor):
         ctx = multiprocessing.get_context(self.start_method)
         if self.start_method == "forkserver":
             ctx.set_forkserver_preload(PRELOAD)  # ignored once the server runs
-        self._pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+        self._pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
+                                            initializer=_worker_init)
 
     @property
     def workers(self) -> int:
@@ -130,11 +142,21 @@ class ProcessExecutor(Executor):
         return f"{self._workers} local process{'es' if self._workers > 1 else ''}"
 
 
+def _module_by_name(module: Any) -> tuple[Any, tuple[str]]:
+    return importlib.import_module, (module.__name__,)
+
+
 def _distributed() -> Any:
     try:
         import distributed
     except ImportError:
         raise InputError(f"--dask-local needs dask.distributed: {DASK_HINT}") from None
+    # cloudpickle sends a function defined in __main__ (a notebook's run function) by value,
+    # with the submodules it uses; memsim's engines are CallableModules, which plain pickle
+    # refuses: send them by name, as modules are.
+    from memsim import CallableModule
+
+    copyreg.pickle(CallableModule, _module_by_name)
     return distributed
 
 
