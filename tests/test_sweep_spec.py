@@ -247,6 +247,7 @@ def test_axis_errors_name_file_line_and_field(tmp_path, axes, line, field, messa
 
 @pytest.mark.parametrize(("text", "line", "field", "message"), [
     ("axis: {}\n", 1, "axis", "unknown field 'axis'; did you mean 'axes'?"),
+    ("name: ../elsewhere\n", 1, "name", "name '../elsewhere' must be a non-empty name without"),
     ("sample: random\n", 1, "sample.points", "random sampling needs points"),
     ("sample: {method: lhs, points: 1000000}\n", 1, "sample.points",
      "the number of points is 1,000,000 but memsim's limit is 100,000"),
@@ -323,6 +324,25 @@ def test_refs_resolve_beside_the_spec_before_shipped_names(tmp_path):
     elsewhere.mkdir()
     spec = load_spec(write(elsewhere, "base: {profile: phone}\n"))
     assert spec.points()[0].inputs["profile"]["name"] == "phone"
+
+
+def test_a_workload_counts_file_is_found_beside_its_workload(tmp_path, monkeypatch):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from memsim.workload import workload_from_dict
+
+    folder = tmp_path / "wl"
+    folder.mkdir()
+    pq.write_table(pa.table({"level": [2, 2], "block": [0, 1], "count": [5.0, 1.0]}),
+                   folder / "counts.parquet")
+    write(folder, "arrivals: {kind: poisson, rate: 5}\nrouting: {kind: empirical, file: "
+          "counts.parquet}\n", "measured.yaml")
+    spec = load_spec(write(tmp_path, "base: {workload: wl/measured.yaml}\n"))
+    routing = spec.points()[0].inputs["workload"]["routing"]
+    assert routing["file"] == str((folder / "counts.parquet").resolve())
+    monkeypatch.chdir(folder.parent.parent)  # a point reads it from anywhere
+    assert workload_from_dict(spec.points()[0].inputs["workload"]).routing.kind == "empirical"
 
 
 # ---------------------------------------------------------------- paths and schema

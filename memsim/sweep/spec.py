@@ -25,6 +25,7 @@ from pydantic import (
     ConfigDict,
     Field,
     WithJsonSchema,
+    field_validator,
     model_validator,
 )
 
@@ -174,7 +175,8 @@ class SweepFile(BaseModel):
 
     model_config = ConfigDict(extra="forbid", title="memsim sweep spec")
 
-    name: str | None = Field(default=None, description="Default: the file's stem.")
+    name: str | None = Field(default=None, description="Default: the file's stem; names the "
+                             "results (NAME.parquet) unless --out says otherwise.")
     description: str = ""
     base: Annotated[SweepBase, BeforeValidator(_none_is_empty)] = Field(
         default_factory=SweepBase)
@@ -185,6 +187,14 @@ class SweepFile(BaseModel):
     stages: Annotated[Stages, BeforeValidator(_none_is_empty)] = Field(
         default_factory=Stages, description="What runs at each point (default: optimize + "
         "estimate).")
+
+    @field_validator("name")
+    @classmethod
+    def _file_name(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or any(c in value for c in "/\\\0")):
+            raise ValueError(f"name {_show(value)} must be a non-empty name without '/' or "
+                             "'\\' (it names the results file)")
+        return value
 
     @classmethod
     def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
@@ -452,6 +462,14 @@ class SweepSpec:
             out.append(point)
         return out
 
+    def _options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """A point's optimize options validated, as a mapping with every default."""
+        try:
+            opts = OptimizeOptions.model_validate(options)
+        except ValueError:
+            opts = validate_model(OptimizeOptions, Document(options, self.file))
+        return opts.model_dump()
+
     def _choices(self) -> list[list[tuple[Any, int | None]]]:
         """Each point's (value, index into the axis's values or None) per axis."""
         axes = self.axis_list
@@ -502,15 +520,11 @@ class SweepSpec:
                 set_in(options, a.segments, _slo_list(a, plain_copy(value)))
             else:
                 set_in(docs[a.root], a.segments, plain_copy(value))
-        try:
-            opts = OptimizeOptions.model_validate(options)
-        except ValueError:
-            opts = validate_model(OptimizeOptions, Document(options, self.file))
         inputs: dict[str, Any] = {
             "profile": docs["profile"], "bank": docs["bank"],
             "workload": _absolute(docs["workload"], "workload", self.folder),
             "layout": _layout_inputs(docs["layout"], self.folder),
-            "rate": rate, "optimize": opts.model_dump()}
+            "rate": rate, "optimize": self._options(options)}
         return {a.path: value for a, (value, _) in zip(self.axis_list, choice,
                                                         strict=True)}, inputs
 
@@ -534,15 +548,23 @@ def _absolute(data: Any, kind: str, folder: Path | None) -> Any:
     file wherever the point runs."""
     if not isinstance(data, dict) or folder is None:
         return data
+    try:
+        return _absolute_in(data, kind, folder)
+    except (OSError, ValueError):  # a name the OS refuses: the model's check reports it
+        return data
+
+
+def _absolute_in(data: dict[str, Any], kind: str, folder: Path) -> dict[str, Any]:
     if kind == "workload":
         routing = data.get("routing")
         if isinstance(routing, dict) and isinstance(routing.get("file"), str) and (
                 not Path(routing["file"]).expanduser().is_absolute()):
-            return {**data, "routing": {**routing, "file": str(folder / routing["file"])}}
+            return {**data, "routing": {**routing, "file": str(
+                (folder / Path(routing["file"]).expanduser()).resolve())}}
     elif kind == "layout":
         blocks = data.get("blocks")
         if isinstance(blocks, str) and not Path(blocks).is_absolute():
-            return {**data, "blocks": str(folder / blocks)}
+            return {**data, "blocks": str((folder / blocks).resolve())}
     return data
 
 
