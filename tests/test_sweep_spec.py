@@ -218,8 +218,8 @@ axes:
     ("  rate: {form: 1, to: 5, steps: 3}\n", 5, "axes.rate.form",
      "unknown field 'form'; did you mean 'from'?"),
     ("  optimize.budget: {from: 1, to: 400, steps: 400}\n  optimize.seed:"
-     " {from: 0, to: 399, steps: 400}\n", 4, "axes",
-     f"the grid has 160,000 points (the product of the axes' lengths) but memsim's limit is "
+     " {from: 0, to: 399, steps: 400}\n  optimize.gap: [0, 0.1]\n", 4, "axes",
+     f"the grid has 320,000 points (the product of the axes' lengths) but memsim's limit is "
      f"{limits.MAX_SWEEP_POINTS:,}"),
     ("  optimize.slo:\n    - p99 <= 20 ms\n    - p99 <= twenty\n", 7, "axes.optimize.slo[1]",
      "slo: SLO 'p99 <= twenty': cannot read \"twenty\" as a time"),

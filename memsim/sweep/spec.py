@@ -746,14 +746,14 @@ class _Loader:
                                  field="sample.points")
             return count
         count = 1
-        for axis in axes:
-            count *= len(axis.values or [])
-            if count > limits.MAX_SWEEP_POINTS:
-                shown = f"{count:,}" if count < 10**18 else "over 10^18"
-                raise self.error(("axes",), f"the grid has {shown} points (the product of the "
-                                 "axes' lengths) but memsim's limit is "
-                                 f"{limits.MAX_SWEEP_POINTS:,}; use fewer values, or "
-                                 "sample: {method: lhs, points: N}")
+        for axis in axes:  # (an absurd product is cut short: its digits are not the point)
+            count = min(count * len(axis.values or []), 10**18 + 1)
+        if count > limits.MAX_SWEEP_POINTS:
+            shown = f"{count:,}" if count <= 10**18 else "over 10^18"
+            raise self.error(("axes",), f"the grid has {shown} points (the product of the "
+                             "axes' lengths) but memsim's limit is "
+                             f"{limits.MAX_SWEEP_POINTS:,}; use fewer values, or "
+                             "sample: {method: lhs, points: N}")
         return count
 
     def value_locs(self, axis: Axis) -> list[tuple[Loc, str]]:
