@@ -377,3 +377,32 @@ def test_flush_is_time_or_count_based(tmp_path, monkeypatch):
         w.write(fake_run(make_points(4, 3)))
         assert len(results.part_files(w.path)) == 1
     assert len(results.part_files(tmp_path / "r")) == 2
+
+
+def test_many_parts_are_merged_at_close_and_a_killed_merge_heals(tmp_path, monkeypatch):
+    import duckdb
+    import pyarrow.parquet as pq
+
+    monkeypatch.setattr(results, "FLUSH_ROWS", 1)
+    monkeypatch.setattr(results, "COMPACT_PARTS", 4)
+    out = tmp_path / "r"
+    with ResultsWriter(out, AXES) as w:
+        for p in make_points(6):
+            w.write(fake_run([p]))
+        assert len(results.part_files(out)) == 6
+    assert [p.name for p in results.part_files(out)] == ["part-000001-000006.parquet"]
+    with ResultsWriter(out, AXES) as w:  # two more parts: under the bound, kept
+        for p in make_points(8, 6):
+            w.write(fake_run([p]))
+    names = sorted(p.name for p in results.part_files(out))
+    assert names == ["part-000001-000006.parquet", "part-000007.parquet", "part-000008.parquet"]
+    # a merge killed after its rename, before its deletes: the merged part and its sources
+    merged = pa.concat_tables([pq.read_table(out / n) for n in names])
+    pq.write_table(merged, out / "part-000001-000008.parquet")
+    table = read_results(out)
+    assert table.num_rows == 8 and len(set(table.column("point").to_pylist())) == 8
+    with ResultsWriter(out, AXES) as w:
+        assert len(w.keys()) == 8
+    assert [p.name for p in out.glob("part-*")] == ["part-000001-000008.parquet"]
+    glob = str(out / "*.parquet")
+    assert duckdb.sql(f"select count(*) from read_parquet('{glob}')").fetchall() == [(8,)]

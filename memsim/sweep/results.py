@@ -9,11 +9,15 @@ absent. A leftover temporary file (a kill mid-write) is removed on the next open
 starting with `_` (`_sweep.json`, `_lock`, the screening dataset `_screen/`) are ignored by
 readers. A directory holding anything else is not a results dataset and is refused, so a
 mistyped `--out` never writes into someone's folder.
+
+A long sweep flushes many small parts; at close, more than COMPACT_PARTS of them are merged
+into one `part-A-B.parquet` (the parts A..B it replaces), written atomically before they are
+deleted. A part whose number lies in a merged part's range is superseded: readers here skip
+it, and the next open deletes it (a kill between the rename and the deletes).
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
@@ -27,12 +31,18 @@ from typing import IO, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+try:
+    import fcntl
+except ImportError:  # not on POSIX: no lock (one sweep per dataset is then the user's care)
+    fcntl = None  # type: ignore[assignment]
+
 from memsim.errors import InputError
 from memsim.sweep.columns import FIXED
 
 FLUSH_SECONDS = 2.0  # a buffered row reaches disk at most this long after the last flush ...
 FLUSH_ROWS = 256  # ... or once this many rows wait
-PART_RE = re.compile(r"^part-(\d{6,})\.parquet$")
+COMPACT_PARTS = 64  # more parts than this are merged into one at close
+PART_RE = re.compile(r"^part-(\d{6,})(?:-(\d{6,}))?\.parquet$")
 TEMP_RE = re.compile(r"^\..*\.tmp$")
 META = "_sweep.json"
 LOCK = "_lock"
@@ -40,10 +50,30 @@ SCREEN = "_screen"  # the screening dataset of a --confirm sweep, inside the mai
 _ALLOWED_NAMES = {META, LOCK, SCREEN}
 
 
+def _span(part: Path) -> tuple[int, int]:
+    """The part numbers a part file holds: (n, n), or (a, b) for a merged one."""
+    m = PART_RE.match(part.name)
+    assert m is not None
+    return int(m[1]), int(m[2] or m[1])
+
+
+def _all_parts(path: Path) -> list[Path]:
+    return [p for p in path.iterdir() if PART_RE.match(p.name) and p.is_file()]
+
+
+def _superseded(parts: list[Path]) -> set[Path]:
+    """Parts whose numbers lie within a wider merged part's range."""
+    spans = {p: _span(p) for p in parts}
+    wide = [(a, b) for a, b in spans.values() if a != b]
+    return {p for p, (a, b) in spans.items()
+            if any(wa <= a and b <= wb and (wa, wb) != (a, b) for wa, wb in wide)}
+
+
 def part_files(path: str | Path) -> list[Path]:
-    """The dataset's part files, in the order they were written."""
-    parts = [p for p in Path(path).iterdir() if PART_RE.match(p.name) and p.is_file()]
-    return sorted(parts, key=lambda p: int(PART_RE.match(p.name)[1]))  # type: ignore[index]
+    """The dataset's live part files, in the order they were written."""
+    parts = _all_parts(Path(path))
+    dead = _superseded(parts)
+    return sorted((p for p in parts if p not in dead), key=_span)
 
 
 def check_dataset(path: str | Path, *, create: bool = False, what: str = "--out") -> Path:
@@ -244,7 +274,8 @@ class ResultsWriter:
         self.flush_rows = FLUSH_ROWS
         self._lock: IO[str] | None = open(self.path / LOCK, "a")  # noqa: SIM115
         try:
-            fcntl.flock(self._lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if fcntl is not None:
+                fcntl.flock(self._lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             self._lock.close()
             self._lock = None
@@ -253,8 +284,9 @@ class ResultsWriter:
         for q in self.path.iterdir():
             if TEMP_RE.match(q.name):
                 q.unlink(missing_ok=True)
-        parts = part_files(self.path)
-        self._next = int(PART_RE.match(parts[-1].name)[1]) + 1 if parts else 1  # type: ignore[index]
+        for q in _superseded(_all_parts(self.path)):  # a compaction killed before its deletes
+            q.unlink(missing_ok=True)
+        self._next = max((_span(q)[1] for q in _all_parts(self.path)), default=0) + 1
         self._keys = read_keys(self.path)
         self._buffer: list[dict[str, Any]] = []
         self._last_flush = time.monotonic()
@@ -305,10 +337,27 @@ class ResultsWriter:
             self._buffer = []
         self._last_flush = time.monotonic()
 
+    def compact(self) -> None:
+        """Merge the live parts into one (written atomically first, then the old deleted)."""
+        parts = part_files(self.path)
+        if len(parts) < 2:
+            return
+        table = _concat([pq.read_table(f) for f in parts])
+        first, last = _span(parts[0])[0], max(_span(q)[1] for q in parts)
+        name = f"part-{first:06d}-{last:06d}.parquet"
+        _atomic_write(self.path, name, lambda fh: pq.write_table(table, fh))
+        for q in parts:
+            if q.name != name:
+                q.unlink(missing_ok=True)
+        _fsync_dir(self.path)
+        self._next = max(self._next, last + 1)
+
     def close(self) -> None:
-        """Flush and release the lock."""
+        """Flush, merge the parts if there are many, and release the lock."""
         try:
             self.flush()
+            if len(part_files(self.path)) > COMPACT_PARTS:
+                self.compact()
         finally:
             if self._lock is not None:
                 self._lock.close()
