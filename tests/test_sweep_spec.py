@@ -80,6 +80,29 @@ def test_an_applied_axis_changes_the_validated_document():
     assert points[0].axes["optimize.slo"] == "p99 <= 20 ms"  # as the spec gives it
 
 
+def test_linked_paths_take_one_value_at_each():
+    """The phone's flash has an explicit aggregate that caps its stream bandwidth: a linked
+    axis sets both, so 8 GB/s is really 8 GB/s."""
+    spec = load_spec({"base": {"profile": "phone"}, "axes": {
+        "profile.tiers.flash.bandwidth + profile.tiers.flash.aggregate_bandwidth":
+            ["1 GB/s", "8 GB/s"]}})
+    assert spec.axes == ["profile.tiers.flash.bandwidth + profile.tiers.flash.aggregate_bandwidth"]
+    flash = [profile_from_dict(p.inputs["profile"]).tier("flash") for p in spec.points()]
+    assert [(t.bandwidth, t.aggregate_bandwidth) for t in flash] == [(1e9, 1e9), (8e9, 8e9)]
+    for bad in ("profile.tiers.flash.bandwidth + bank.levels.2", "rate + workload.rate",
+                "profile + profile.name"):
+        with pytest.raises(InputError, match="linked paths"):
+            load_spec({"axes": {bad: [1]}})
+
+
+def test_shipped_specs_load_by_name():
+    for name in ("phone-ram-flash", "devices-banks"):
+        spec = load_spec(name)
+        assert spec.name == name and len(spec.points()) == len(spec) > 1
+    with pytest.raises(InputError, match="no shipped sweep spec of that name"):
+        load_spec("no-such-sweep")
+
+
 def test_whole_document_axes_and_layout_refs_dropped(tmp_path):
     layout = {"name": "mine", "profile": "phone", "bank": "A2",
               "placement": {2: "flash", 3: "cloud", 4: "cloud"}}

@@ -404,6 +404,7 @@ class Axis:
     key: str  # as written in the spec
     root: str  # profile, bank, workload, layout, optimize, rate
     segments: list[Segment]  # inside the root's document; [] for a whole document
+    linked: list[list[Segment]] = field(default_factory=list)  # 'a + b': more paths, one value
     values: list[Any] | None = None
     range: Range | None = None
     docs: list[Any] = field(default_factory=list)  # a whole-document axis: each value's data
@@ -516,10 +517,11 @@ class SweepSpec:
         for a, (value, _) in zip(self.axis_list, choice, strict=True):
             if a.whole or a.root == "rate":
                 continue
-            if a.root == "optimize":
-                set_in(options, a.segments, _slo_list(a, plain_copy(value)))
-            else:
-                set_in(docs[a.root], a.segments, plain_copy(value))
+            for segments in (a.segments, *a.linked):
+                if a.root == "optimize":
+                    set_in(options, segments, _slo_list(a, plain_copy(value)))
+                else:
+                    set_in(docs[a.root], segments, plain_copy(value))
         inputs: dict[str, Any] = {
             "profile": docs["profile"], "bank": docs["bank"],
             "workload": _absolute(docs["workload"], "workload", self.folder),
@@ -688,9 +690,15 @@ class _Loader:
         for key, value in raw.items():
             loc: Loc = ("axes", key)
             try:
-                segments = parse_path(key)
+                paths = [parse_path(part) for part in str(key).split("+")]
             except PathError as exc:
                 raise self.error(loc, exc.message) from None
+            segments, linked = paths[0], [q[1:] for q in paths[1:]]
+            if linked and (any(q[0] != segments[0] for q in paths) or segments[0] == "rate"
+                           or any(len(q) < 2 or q == ["workload", "rate"] for q in paths)):
+                raise self.error(loc, "linked paths ('a + b', one value set at each) must be "
+                                 "fields inside the same document, e.g. profile.tiers.flash."
+                                 "bandwidth + profile.tiers.flash.aggregate_bandwidth")
             root = segments[0]
             if root not in ROOTS:
                 import difflib
@@ -707,12 +715,13 @@ class _Loader:
                 root, inner = "rate", []
                 path = RATE_PATH
             else:
-                path = format_path(segments)
+                path = " + ".join(format_path(q) for q in paths)
             if path in seen:
                 raise self.error(loc, f"axis {_show(key)} is the same as axis "
                                  f"{_show(seen[path])}: give each path once")
             seen[path] = key
-            axis = Axis(path=path, key=key, root=str(root), segments=list(inner))
+            axis = Axis(path=path, key=key, root=str(root), segments=list(inner),
+                        linked=linked)
             if isinstance(value, list):
                 if not value:
                     raise self.error(loc, "empty axis: give at least one value")
@@ -838,7 +847,8 @@ class _Loader:
             for (loc, note), value in zip(locs, values, strict=True):
                 doc = plain_copy(target)
                 try:
-                    set_in(doc, axis.segments, plain_copy(value))
+                    for segments in (axis.segments, *axis.linked):
+                        set_in(doc, segments, plain_copy(value))
                 except PathError as exc:
                     raise self.error(key_loc, exc.message) from None
                 if t > 0:
@@ -900,8 +910,9 @@ def validate_document(kind: str, document: Document) -> Any:
 
 
 def load_spec(ref: str | Path | dict[str, Any], file: str | None = None) -> SweepSpec:
-    """A sweep spec from a YAML file, or from a mapping (`file` names it in messages, and
-    relative refs in it are found beside `file`, else in the working folder).
+    """A sweep spec from a YAML file or a shipped spec's name, or from a mapping (`file`
+    names it in messages, and relative refs in it are found beside `file`, else in the
+    working folder).
 
     Everything is checked here: every problem is one InputError naming the spec's file,
     line and field (or, for a problem inside a referenced file, that file's).
@@ -913,7 +924,7 @@ def load_spec(ref: str | Path | dict[str, Any], file: str | None = None) -> Swee
         folder = Path(file).parent if real else Path(".")
         stem = Path(file).stem if real else DEFAULT_SPEC_NAME
     else:
-        path = resources.checked_path(ref)
+        path = resources.resolve(ref, "sweeps")  # a file, or a shipped spec by name
         doc = yamlio.load(path)
         folder, stem = path.parent, path.stem
     model = validate_model(SweepFile, doc)
