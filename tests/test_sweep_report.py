@@ -338,7 +338,7 @@ def test_text_and_json_reports() -> None:
     heat = ("objective", ("p.a", "p.b"))
     text = report_text(table, pareto=("objective", "p.a"), sensitivity="objective",
                        heatmap=heat)
-    assert text.startswith("sweep: 24 points (24 ok), sample grid, simulated at 0")
+    assert text.startswith("sweep: 24 points (24 ok), sample grid, none simulated")
     assert "front of objective against p.a" in text
     assert "sensitivity of objective (main effects" in text
     assert "heat map of objective: p.b (rows) by p.a (columns)" in text

@@ -406,8 +406,9 @@ def summary(table: pa.Table) -> dict[str, Any]:
 def _summary_text(table: pa.Table) -> str:
     s = summary(table)
     counts = ", ".join(f"{n:,} {k}" for k, n in s["status"].items() if n or k == "ok")
-    lines = [f"sweep: {s['points']:,} points ({counts}), sample {s['sample']}, "
-             f"simulated at {s['simulated']:,}"]
+    simulated = (f"{s['simulated']:,} simulated" if s["simulated"] else
+                 "none simulated: mean, p50 and p99 are the estimator's")
+    lines = [f"sweep: {s['points']:,} points ({counts}), sample {s['sample']}, {simulated}"]
     if s["axes"]:
         rows = []
         for axis, n in s["axes"].items():
@@ -606,13 +607,29 @@ def _plot_front(ax: Axes, table: pa.Table, x: str, y: str) -> None:
     ax.set_ylabel(_label(y, uy))
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize="small")
-    ax.set_title(f"front: {x} against {y} ({keep.size} of {rows.size})", fontsize="medium")
+    _title(ax, f"front: {x} against {y} ({keep.size} of {rows.size})")
+
+
+def axis_label(axis: str) -> str:
+    """A short label for a plot: `profile.tiers.flash.bandwidth + profile.tiers.flash.
+    aggregate_bandwidth` -> `flash.bandwidth (+aggregate_bandwidth)`."""
+    first, *linked = [part.strip() for part in axis.split(" + ")]
+    first = first.removeprefix("profile.tiers.")
+    if linked:
+        first += " (+" + ", ".join(p.rsplit(".", 1)[-1] for p in linked) + ")"
+    return first
+
+
+def _title(ax: Axes, text: str) -> None:
+    import textwrap
+
+    ax.set_title(textwrap.fill(text, 48), fontsize="medium")
 
 
 def _plot_effects(ax: Axes, result: Sensitivity) -> None:
     effects = sorted(result.effects, key=lambda e: (e.share if math.isfinite(e.share)
                                                     else -1.0))
-    names = [e.axis for e in effects]
+    names = [axis_label(e.axis) for e in effects]
     shares = [e.share if math.isfinite(e.share) else 0.0 for e in effects]
     bars = ax.barh(range(len(names)), shares, color="C0")
     ax.bar_label(bars, [f"{v:.2f}" for v in shares], padding=3, fontsize="small")
@@ -620,8 +637,7 @@ def _plot_effects(ax: Axes, result: Sensitivity) -> None:
     ax.set_xlim(0, max(1.0, max(shares, default=0.0)))
     what = "main-effect share" if result.method == "main effects" else "first-order Sobol S1"
     ax.set_xlabel(what)
-    ax.set_title(f"sensitivity of {result.metric} ({result.method}, {result.points} points)",
-                 fontsize="medium")
+    _title(ax, f"sensitivity of {result.metric} ({result.method}, {result.points} points)")
     ax.grid(alpha=0.3, axis="x")
 
 
@@ -635,8 +651,8 @@ def _plot_heat(fig: Figure, ax: Axes, table: pa.Table, metric: str,
     ax.set_xticks(range(len(xs)), [format_axis_value(v) for v in xs], fontsize="small",
                   rotation=30 if len(xs) > 4 else 0)
     ax.set_yticks(range(len(ys)), [format_axis_value(v) for v in ys], fontsize="small")
-    ax.set_xlabel(x_axis)
-    ax.set_ylabel(y_axis)
+    ax.set_xlabel(axis_label(x_axis))
+    ax.set_ylabel(axis_label(y_axis))
     if len(xs) * len(ys) <= 100:
         low, high = image.norm.vmin, image.norm.vmax
         for i in range(len(ys)):
@@ -646,7 +662,7 @@ def _plot_heat(fig: Figure, ax: Axes, table: pa.Table, metric: str,
                     light = high > low and (v - low) / (high - low) > 0.6  # yellow end
                     ax.text(j, i, f"{v:.3g}", ha="center", va="center", fontsize="x-small",
                             color="k" if light else "w")
-    ax.set_title(f"{metric} by {x_axis} and {y_axis}", fontsize="medium")
+    _title(ax, f"{metric} by {axis_label(x_axis)} and {axis_label(y_axis)}")
 
 
 def report_figure(table: pa.Table, *, pareto: Sequence[str] | None = None,
