@@ -13,7 +13,6 @@ import concurrent.futures as cf
 import copyreg
 import importlib
 import multiprocessing
-import os
 import signal
 import time
 from abc import ABC, abstractmethod
@@ -240,9 +239,3 @@ class DaskExecutor(Executor):
         where = self.address or "a local Dask cluster"
         return f"{where} ({self.workers} workers)"
 
-
-def worker_pids(executor: Executor) -> list[int]:
-    """The process ids of a Dask executor's workers (for tests and diagnostics)."""
-    if isinstance(executor, DaskExecutor):
-        return sorted(executor.client.run(os.getpid).values())
-    return []
