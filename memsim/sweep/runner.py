@@ -77,13 +77,14 @@ def _failed_row(point: Point, exc: BaseException | str) -> dict[str, Any]:
 def _complete(rows: list[dict[str, Any]], batch: Sequence[Point]) -> list[dict[str, Any]]:
     """One row per point of `batch`, in its order: each row's axes, key, index and sample
     filled from its point where the row lacks them; a point with no row gets a failed one."""
+    keyless = any(not isinstance(r, dict) or r.get("point") is None for r in rows)
+    if keyless and len(rows) == len(batch):  # rows without keys: matched by position
+        rows = [(r if isinstance(r, dict) else {}) | {"point": p.key}
+                for p, r in zip(batch, rows, strict=True)]
     by_key: dict[str, dict[str, Any]] = {}
     for r in rows:
         if isinstance(r, dict) and r.get("point") is not None:
             by_key.setdefault(r["point"], r)
-    if len(by_key) < len(rows) and len(rows) == len(batch):  # rows without keys: by position
-        by_key = {p.key: (r if isinstance(r, dict) else {}) | {"point": p.key}
-                  for p, r in zip(batch, rows, strict=True)}
     out = []
     for p in batch:
         r = by_key.get(p.key)
