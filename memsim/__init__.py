@@ -105,6 +105,11 @@ class CallableModule(types.ModuleType):
 
     __main_function__: str
 
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        # pickled by name, as modules are (cloudpickle sends a notebook's function with the
+        # engines it uses to Dask workers)
+        return importlib.import_module, (self.__name__,)
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         # looked up at each call, so patching the module's function patches the call too
         return getattr(self, self.__main_function__)(*args, **kwargs)

@@ -205,8 +205,8 @@ class OutputFile(click.Path):
 
     name = "output file"
 
-    def __init__(self) -> None:
-        super().__init__(dir_okay=False)
+    def __init__(self, *, dir_okay: bool = False) -> None:
+        super().__init__(dir_okay=dir_okay)
 
     def convert(self, value: Any, param: click.Parameter | None,
                 ctx: click.Context | None) -> Any:

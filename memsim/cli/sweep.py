@@ -46,7 +46,7 @@ def _pair(value: str | None, name: str) -> tuple[str, str] | None:
 
 @sweep.command("run")
 @click.argument("spec_ref", metavar="SPEC", type=click.Path(dir_okay=False))
-@click.option("--out", type=OutputFile(), metavar="PATH",
+@click.option("--out", type=OutputFile(dir_okay=True), metavar="PATH",
               help="Results dataset (a directory of Parquet files) to stream rows into and "
               "resume from. [default: SPEC's name + '.parquet' in the current directory]")
 @click.option("--workers", type=click.IntRange(0, 1024), metavar="N",
@@ -115,7 +115,8 @@ def sweep_run(spec_ref: str, out: str | None, workers: int | None, scheduler: st
     bar = _progress_bar(todo) if todo and sys.stderr.isatty() and not as_json else None
     try:
         table = run_sweep(points, target, axes=list(spec.axes), executor=executor,
-                          confirm=chooser, progress=bar.update_to if bar else None)
+                          confirm=chooser, progress=bar.update_to if bar else None,
+                          name=spec.name)
     except KeyboardInterrupt:
         if bar:
             bar.close()

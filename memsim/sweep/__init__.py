@@ -83,7 +83,7 @@ def sweep(spec: str | Path | dict[str, Any] | SweepSpec, out: str | Path | None 
     executor = make_executor(workers=workers, scheduler=scheduler, dask_local=dask_local)
     try:
         return run_sweep(parsed.points(), out, axes=list(parsed.axes), executor=executor,
-                         confirm=chooser, progress=progress)
+                         confirm=chooser, progress=progress, name=parsed.name)
     finally:
         executor.close()
 

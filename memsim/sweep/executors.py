@@ -10,8 +10,6 @@ reference to worker processes).
 from __future__ import annotations
 
 import concurrent.futures as cf
-import copyreg
-import importlib
 import multiprocessing
 import signal
 import time
@@ -25,10 +23,9 @@ from memsim.errors import InputError
 DASK_HINT = "pip install 'memsim[dask]'"
 CONNECT_TIMEOUT_S = 10.0
 # imported once in the forkserver, so each worker it forks starts with them loaded
-# (scipy.stats alone is 0.6 s, paid by a point's first simulate otherwise)
 PRELOAD = ["memsim.sweep.runner", "memsim.sweep.stages", "memsim.estimate", "memsim.optimize",
            "memsim.simulate", "memsim.simulate.engine", "memsim.simulate.stats",
-           "memsim.workload", "memsim.trace", "scipy.stats"]
+           "memsim.workload", "memsim.trace", "scipy.special"]
 
 
 class Executor(ABC):
@@ -141,21 +138,11 @@ class ProcessExecutor(Executor):
         return f"{self._workers} local process{'es' if self._workers > 1 else ''}"
 
 
-def _module_by_name(module: Any) -> tuple[Any, tuple[str]]:
-    return importlib.import_module, (module.__name__,)
-
-
 def _distributed() -> Any:
     try:
         import distributed
     except ImportError:
         raise InputError(f"--dask-local needs dask.distributed: {DASK_HINT}") from None
-    # cloudpickle sends a function defined in __main__ (a notebook's run function) by value,
-    # with the submodules it uses; memsim's engines are CallableModules, which plain pickle
-    # refuses: send them by name, as modules are.
-    from memsim import CallableModule
-
-    copyreg.pickle(CallableModule, _module_by_name)
     return distributed
 
 
