@@ -98,12 +98,16 @@ def sweep_run(spec_ref: str, out: str | None, workers: int | None, scheduler: st
         def chooser(table: Any) -> set[str]:
             return select(table, rule, metrics=metrics, tolerance=tolerance)
 
-    from memsim.sweep.results import ResultsWriter
+    from memsim.sweep.results import check_dataset, read_keys
 
-    with ResultsWriter(target, list(spec.axes)) as existing:  # refuses a non-dataset --out
-        have = existing.keys()
-    todo = sum(1 for p in points if p.key not in have)
+    # every option is checked before anything is written: a refused run leaves no dataset
     executor = make_executor(workers=workers, scheduler=scheduler, dask_local=dask_local)
+    try:
+        have = read_keys(check_dataset(target)) if Path(target).exists() else set()
+    except BaseException:
+        executor.close()
+        raise
+    todo = sum(1 for p in points if p.key not in have)
     link = getattr(executor, "dashboard_link", None)
     if link:
         click.echo(f"dask dashboard: {link}", err=True)
