@@ -70,6 +70,16 @@ WORKLOADS: list[dict[str, Any]] = [
      "routing": {"kind": "empirical", "file": "counts.parquet"}},
 ]
 
+SWEEP: dict[str, Any] = {
+    "name": "fuzzsweep",
+    "base": {"profile": "profile.yaml", "bank": "bank.yaml", "workload": "workload.yaml",
+             "optimize": {"scenarios": 2, "slo": ["p99 <= 1 s"]}},
+    "axes": {"profile.tiers.flash.bandwidth": ["2 GB/s", "4 GB/s"],
+             "workload.rate": {"from": 1, "to": 2, "steps": 1}},
+    "sample": "grid",
+    "stages": {"estimate": {"samples": 100}, "simulate": {"queries": 100, "seed": 1}},
+}
+
 # ----------------------------------------------------------------------------- nasty values
 
 # Raw YAML text for one value (inserted verbatim into the dumped document).
@@ -326,7 +336,7 @@ def make_case(rng: random.Random, *, full: bool = False) -> Case:
     _FULL = full
     notes: list[str] = []
     kind = rng.choice(["profile", "bank", "layout", "workload", "estimate", "optimize",
-                       "optimize", "simulate", "simulate", "schema"])
+                       "optimize", "simulate", "simulate", "schema", "sweep"])
     target = {"profile": 0.9, "bank": 0.9, "layout": 0.9, "workload": 0.9}
     # one file is the target of most mutations; with "none", only the options are mutated
     which = rng.choice(["profile", "bank", "layout", "workload", "none", "none"])
@@ -358,7 +368,23 @@ def make_case(rng: random.Random, *, full: bool = False) -> Case:
             args.append("--json")
         case.args = args
     elif kind == "schema":
-        case.args = ["schema", rng.choice(["profile", "bank", "layout", "workload", "nope"])]
+        case.args = ["schema", rng.choice(["profile", "bank", "layout", "workload", "sweep",
+                                           "nope"])]
+    elif kind == "sweep":
+        case.files["sweep.yaml"] = _file("sweep", SWEEP, rng, notes,
+                                         0.9 if rng.random() < 0.6 else 0.05)
+        args = ["sweep", f"{d}/sweep.yaml"]
+        if rng.random() < 0.5:
+            args.append("--dry-run")
+        else:
+            args += ["--workers", "0", "--out", f"{d}/r.parquet"]
+        if rng.random() < 0.4:
+            args += ["--confirm", _opt(rng, lambda: rng.choice(["pareto", "top:1", "top:3"]),
+                                       notes, "--confirm")]
+        if rng.random() < 0.3:
+            args += ["--confirm-metrics", _opt(rng, lambda: rng.choice(
+                ["p99,cost", "mean,energy", "cost,p99"]), notes, "--confirm-metrics")]
+        case.args = args
     elif kind == "estimate":
         args = ["estimate", "--profile", f"{d}/profile.yaml", "--bank", f"{d}/bank.yaml",
                 "--layout", f"{d}/layout.yaml"]
@@ -570,7 +596,7 @@ def test_generator_covers_every_format_and_command():
     cases = [make_case(rng) for _ in range(300)]
     kinds = {c.kind for c in cases}
     assert kinds == {"profile", "bank", "layout", "workload", "estimate", "optimize",
-                     "simulate", "schema"}
+                     "simulate", "schema", "sweep"}
     notes = " ".join(n for c in cases for n in c.notes)
     for attack in ("deep nesting", "alias bomb", "tag", "control char", "bad utf-8",
                    "leaky url", "trace:", "counts:", "typo", "huge scalar"):

@@ -109,14 +109,15 @@ def sweep_run(spec_ref: str, out: str | None, workers: int | None, scheduler: st
         raise
     todo = sum(1 for p in points if p.key not in have)
     link = getattr(executor, "dashboard_link", None)
-    if link:
+    if link:  # asked for with --dask-local: a log line, but one a user needs to see
         click.echo(f"dask dashboard: {link}", err=True)
-    if not as_json:
+    terminal = sys.stderr.isatty() and not as_json
+    if terminal:  # logs go to stderr only on a terminal (the result line is on stdout)
         click.echo(f"sweep {spec.name}: {len(points):,} points, {len(points) - todo:,} already "
-                   f"in {target}, {todo:,} to run on {executor.describe()}", err=True)
+                   f"in {target}, {todo:,} to run {executor.describe()}", err=True)
     from memsim.sweep.runner import run_sweep
 
-    bar = _progress_bar(todo) if todo and sys.stderr.isatty() and not as_json else None
+    bar = _progress_bar(todo) if todo and terminal else None
     try:
         table = run_sweep(points, target, axes=list(spec.axes), executor=executor,
                           confirm=chooser, progress=bar.update_to if bar else None,
@@ -139,7 +140,9 @@ def sweep_run(spec_ref: str, out: str | None, workers: int | None, scheduler: st
                    "status": counts})
         return
     click.echo(f"{len(points):,} points in {target}: " + ", ".join(
-        f"{n:,} {s}" for s, n in counts.items() if n or s == "ok"))
+        f"{n:,} {s}" for s, n in counts.items() if n or s == "ok")
+        + (f" ({todo:,} run {executor.describe()}, {len(points) - todo:,} already there)"
+           if todo else " (all already there: nothing to run)"))
     if counts["failed"]:
         first = next(e for s, e in zip(statuses, table.column("error").to_pylist(),
                                        strict=True) if s == "failed")

@@ -89,7 +89,7 @@ class InlineExecutor(Executor):
         pass
 
     def describe(self) -> str:
-        return "inline"
+        return "in this process"
 
 
 def _start_method() -> str:
@@ -135,7 +135,7 @@ class ProcessExecutor(Executor):
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def describe(self) -> str:
-        return f"{self._workers} local process{'es' if self._workers > 1 else ''}"
+        return f"on {self._workers} local process{'es' if self._workers > 1 else ''}"
 
 
 def _distributed() -> Any:
@@ -223,6 +223,6 @@ class DaskExecutor(Executor):
                 self.cluster.close()
 
     def describe(self) -> str:
-        where = self.address or "a local Dask cluster"
-        return f"{where} ({self.workers} workers)"
+        where = f"the Dask cluster at {self.address}" if self.address else "a local Dask cluster"
+        return f"on {where} ({self.workers} workers)"
 
