@@ -133,3 +133,42 @@ def test_confirm_options_never_crash(dataset, rule, metrics):
         assert "\n" not in str(exc)
     else:
         assert chosen <= set(table.column("point").to_pylist())
+
+
+def test_kill_9_of_the_command_then_rerun_gives_every_point_once(tmp_path):
+    """The real command, its worker processes and all, killed mid-run: the rerun finishes the
+    sweep, and every point is in the dataset exactly once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    spec = dict(SPEC, axes={"profile.tiers.ram.capacity": ["4 GB", "12 GB"],
+                            "workload.rate": {"from": 1, "to": 8, "steps": 24}},
+                stages={"estimate": {"samples": 200}, "simulate": {"queries": 1500}})
+    path = tmp_path / "slow.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    out = tmp_path / "r.parquet"
+    command = [sys.executable, "-m", "memsim", "sweep", str(path), "--workers", "2",
+               "--out", str(out)]
+    proc = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    try:
+        while not (out.is_dir() and list(out.glob("part-*.parquet"))):
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "no part file within 120 s"
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the command and its workers
+        proc.wait()
+        proc.stderr.close()
+    before = memsim.sweep.read_results(out).num_rows
+    assert 0 < before < 48
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"({48 - before} run on 2 local processes, {before} already there)" in rerun.stdout
+    keys = memsim.sweep.read_results(out).column("point").to_pylist()
+    assert len(keys) == 48 == len(set(keys))
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
