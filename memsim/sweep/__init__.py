@@ -66,6 +66,8 @@ def sweep(spec: str | Path | dict[str, Any] | SweepSpec, out: str | Path | None 
     With `out`, rows stream into that Parquet dataset as points finish, and points already
     there are not run again. `confirm` ("pareto" or "top:K") simulates only the points the
     estimator puts on or near the front of `confirm_metrics` (or the K best by the first).
+    In a script, call it under `if __name__ == "__main__":`, as any process pool needs: the
+    worker processes import the script's module.
     """
     from memsim.sweep.runner import run_sweep
     from memsim.sweep.spec import SweepSpec, load_spec
