@@ -366,3 +366,11 @@ def test_plot_report_writes_one_png_with_a_panel_per_view(tmp_path: Path) -> Non
     assert len(one.axes) == 1 and (tmp_path / "front.png").read_bytes()[:8] == PNG
     with pytest.raises(InputError, match="nothing to plot"):
         plot_report(table, tmp_path / "none.png")
+
+
+def test_summary_shows_a_sampled_unit_range_by_its_ends() -> None:
+    values = ["3.5 GB/s", "1.25 GB/s", "800 MB/s", "2 GB/s", "7.75 GB/s", "4 GB/s", "5 GB/s"]
+    table = make_table([{"bw": v, "sample": "lhs", "est_p99_s": 0.01 * i}
+                        for i, v in enumerate(values)], {"bw": pa.string()})
+    text = report_text(table)
+    assert "800 MB/s .. 7.75 GB/s" in text  # ordered by value, not by text or by row

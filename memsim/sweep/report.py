@@ -413,8 +413,14 @@ def _summary_text(table: pa.Table) -> str:
         rows = []
         for axis, n in s["axes"].items():
             vals = axis_values(table, axis)
+            from memsim.sweep.sensitivity import numeric_values
+
+            numbers = numeric_values(vals) if n > 6 else None
             if vals and all(isinstance(v, float) for v in vals) and n > 6:
                 shown = f"{min(vals):.4g} .. {max(vals):.4g}"
+            elif numbers is not None:  # a sampled range with a unit: its ends, as written
+                shown = (f"{format_axis_value(vals[int(numbers.argmin())])} .. "
+                         f"{format_axis_value(vals[int(numbers.argmax())])}")
             else:
                 shown = ", ".join(format_axis_value(v) for v in vals[:6]) + (
                     ", ..." if n > 6 else "")
