@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from memsim.errors import InputError, MemsimError
+from memsim.errors import InputError
 from memsim.sweep import results
 from memsim.sweep.columns import FIXED, VOLATILE, empty_row
 from memsim.sweep.executors import DaskExecutor, InlineExecutor, ProcessExecutor
@@ -261,13 +261,20 @@ def test_real_points_give_the_same_rows_inline_in_processes_and_on_dask(tmp_path
     assert comparable(read_results(tmp_path / "dask")) == comparable(inline)
 
 
-def test_a_dead_pool_worker_stops_the_sweep_and_keeps_the_rows(tmp_path):
-    pts = make_points(3)
-    pts[2] = Point(2, pts[2].axes, {**pts[2].inputs, "exit": True})
-    with ProcessExecutor(1) as ex, pytest.raises(MemsimError, match="run the sweep again"):
-        run_sweep(pts, tmp_path / "r", axes=AXES, executor=ex, run=fake_run)
-    keys = set(read_results(tmp_path / "r").column("point").to_pylist())
-    assert pts[0].key in keys and pts[2].key not in keys
+def test_a_point_that_kills_its_worker_is_a_failed_row_and_the_sweep_goes_on(tmp_path):
+    """A point whose stages kill the worker process (a crash, the out-of-memory killer) breaks
+    the whole pool: the pool is restarted, the points lost with it are rerun one at a time,
+    and only the culprit becomes a failed row."""
+    pts = make_points(12)
+    pts[5] = Point(5, pts[5].axes, {**pts[5].inputs, "exit": True})
+    with ProcessExecutor(2) as ex:
+        table = run_sweep(pts, tmp_path / "r", axes=AXES, executor=ex, run=fake_run)
+    rows = {r["point"]: r for r in table.to_pylist()}
+    assert len(rows) == 12 and set(rows) == {p.key for p in pts}
+    assert rows[pts[5].key]["status"] == "failed"
+    assert "worker process died" in rows[pts[5].key]["error"]
+    assert all(r["status"] == "ok" for k, r in rows.items() if k != pts[5].key)
+    assert read_results(tmp_path / "r").num_rows == 12
 
 
 # The killed run: its own stand-in (no pickling inline) on the same points as make_points

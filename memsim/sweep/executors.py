@@ -52,6 +52,15 @@ class Executor(ABC):
         for f in futures:
             f.cancel()
 
+    def worker_died(self, exc: BaseException) -> bool:
+        """Whether a future failed with `exc` because its worker process died (a crash, or
+        the kernel's out-of-memory killer) rather than for a reason a rerun would repeat."""
+        return False
+
+    def restart(self) -> None:  # noqa: B027 (most executors have nothing to restart)
+        """Be usable again after a worker died (nothing to do where workers are replaced by
+        themselves)."""
+
     @abstractmethod
     def close(self) -> None:
         """Let go of the workers."""
@@ -114,11 +123,14 @@ class ProcessExecutor(Executor):
             raise InputError(f"--workers {workers}: a process pool needs at least one worker")
         self._workers = workers
         self.start_method = start_method or _start_method()
+        self._pool = self._new_pool()
+
+    def _new_pool(self) -> cf.ProcessPoolExecutor:
         ctx = multiprocessing.get_context(self.start_method)
         if self.start_method == "forkserver":
             ctx.set_forkserver_preload(PRELOAD)  # ignored once the server runs
-        self._pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
-                                            initializer=_worker_init)
+        return cf.ProcessPoolExecutor(max_workers=self._workers, mp_context=ctx,
+                                      initializer=_worker_init)
 
     @property
     def workers(self) -> int:
@@ -133,6 +145,14 @@ class ProcessExecutor(Executor):
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def worker_died(self, exc: BaseException) -> bool:
+        return isinstance(exc, cf.process.BrokenProcessPool)
+
+    def restart(self) -> None:
+        """A dead worker breaks the whole pool: start a fresh one."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool = self._new_pool()
 
     def describe(self) -> str:
         return f"on {self._workers} local process{'es' if self._workers > 1 else ''}"
@@ -214,6 +234,10 @@ class DaskExecutor(Executor):
                 self.client.cancel(list(futures))
             except Exception:  # noqa: BLE001 (closing anyway)
                 pass
+
+    def worker_died(self, exc: BaseException) -> bool:
+        # the scheduler reran the task on other workers (retries) and they died too
+        return isinstance(exc, self._distributed.KilledWorker)
 
     def close(self) -> None:
         try:

@@ -146,7 +146,13 @@ def _execute(points: list[Point], sink: _Sink, *, executor: Executor, run: RunBa
              on_rows: Callable[[int], None] | None,
              mutate: Callable[[dict[str, Any]], None] | None = None) -> None:
     """Run `points` on `executor` in adaptive batches, writing each batch's rows to `sink`
-    as it comes back."""
+    as it comes back.
+
+    A worker that dies (a crash or the out-of-memory killer in some point's stages) loses the
+    batches in flight with it. Their points become suspects, rerun one at a time with
+    nothing else in flight: a suspect whose worker dies alone is the culprit and becomes a
+    failed row, the others get their rows, and the sweep goes on.
+    """
     if not points:
         return
     workers = executor.workers
@@ -154,34 +160,58 @@ def _execute(points: list[Point], sink: _Sink, *, executor: Executor, run: RunBa
     batcher = _Batcher(target_batch_s, max(1, workers) * 2)
     queue = list(reversed(points))  # pop() from the end takes them in order
     inflight: dict[Any, list[Point]] = {}
+    suspects: list[Point] = []  # lost with a dead worker: rerun alone
+    alone: Any = None  # the future of the suspect running by itself
+    restart = False  # a worker died: restart the executor once nothing is in flight
     measured_pending = 0  # single-point probes in flight before the first measurement
+
+    def keep(rows: list[dict[str, Any]]) -> None:
+        if mutate is not None:
+            for r in rows:
+                mutate(r)
+        sink.write(rows)
+        if on_rows is not None:
+            on_rows(len(rows))
+
     try:
-        while queue or inflight:
-            while queue and len(inflight) < slots:
-                if batcher.per_point is None and measured_pending >= batcher.probes:
-                    break
-                n = batcher.size(len(queue))
-                batch = [queue.pop() for _ in range(min(n, len(queue)))]
-                if batcher.per_point is None:
-                    measured_pending += 1
-                fut = executor.submit(run_batch_timed, run, batch, simulate)
-                inflight[fut] = batch
+        while queue or inflight or suspects:
+            if restart and not inflight:
+                executor.restart()
+                restart = False
+            if suspects:
+                if not inflight:
+                    point = suspects.pop(0)
+                    alone = executor.submit(run_batch_timed, run, [point], simulate)
+                    inflight[alone] = [point]
+            else:
+                while queue and len(inflight) < slots:
+                    if batcher.per_point is None and measured_pending >= batcher.probes:
+                        break
+                    n = batcher.size(len(queue))
+                    batch = [queue.pop() for _ in range(min(n, len(queue)))]
+                    if batcher.per_point is None:
+                        measured_pending += 1
+                    fut = executor.submit(run_batch_timed, run, batch, simulate)
+                    inflight[fut] = batch
             done = executor.wait(list(inflight), timeout=POLL_S)
             for fut in done:
                 batch = inflight.pop(fut)
                 try:
                     rows, seconds = fut.result()
                 except Exception as exc:  # a worker or the pool died, or the task was lost
-                    raise MemsimError(
-                        f"a sweep worker failed ({type(exc).__name__}: {exc}); the rows that "
-                        "came back are kept: run the sweep again to resume") from exc
+                    if not executor.worker_died(exc):
+                        raise MemsimError(
+                            f"a sweep worker failed ({type(exc).__name__}: {exc}); the rows "
+                            "that came back are kept: run the sweep again to resume") from exc
+                    restart = True
+                    if fut is alone:
+                        keep([_failed_row(batch[0], "the worker process died running this "
+                                          "point (a crash, or out of memory, in its stages)")])
+                    else:
+                        suspects.extend(batch)
+                    continue
                 batcher.observe(len(batch), seconds)
-                if mutate is not None:
-                    for r in rows:
-                        mutate(r)
-                sink.write(rows)
-                if on_rows is not None:
-                    on_rows(len(rows))
+                keep(rows)
             sink.flush_if_due()
     finally:
         if inflight:
