@@ -1,0 +1,583 @@
+"""The client's bank: open a materialized bank and fetch the blocks of queries' paths as arrays.
+
+`open_bank(layout, ...)` opens every tier's store once (metadata, manifests, every shard index)
+and returns a `ServedBank`. `fetch(path)` returns `{level: array}` for one query, and
+`fetch_many(paths)` does a batch, reading each distinct (level, block) once and handing the
+same array to every query that needs it. Async twins (`afetch`, `afetch_many`) run on the
+caller's event loop; the sync calls run on a private loop (or, inside a running loop such as
+Jupyter's, on a helper thread).
+
+The read path is lean: a local block is read with `os.preadv` straight into a preallocated
+numpy buffer (O_DIRECT when cold, page-aligned), by the tier's own reading threads; a block on
+S3 or in memory is viewed with `np.frombuffer` over the bytes the store returned (one copy
+only when a block is split into several requests). CRC32C is checked on the buffer itself.
+Access control is the reader's: a blocked block is never located nor requested, and is absent
+from the result.
+
+Every block read goes through `ServedBank._read_distinct`: the one place where a RAM cache and
+a prefetcher will plug in (look up before reading, admit after).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import threading
+import time
+import weakref
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import crc32c
+import numpy as np
+
+from memsim.aio import run_sync
+from memsim.bank import Bank
+from memsim.blockmap import Subtree, in_any
+from memsim.errors import DataError, InputError
+from memsim.layout import Layout
+from memsim.profile import Profile
+from memsim.replay.reader import BadBlock, BankReader, Location
+from memsim.stores import ByteStore, LocalByteStore, tier_stores
+from memsim.stores.local import ALIGN
+
+__all__ = ["BlockArrays", "ClientStats", "FetchTimings", "ServedBank", "TimedFetch",
+           "open_bank"]
+
+BlockArrays = dict[int, Any]  # level -> np.ndarray (or torch.Tensor with as_="torch")
+_FORMATS = ("numpy", "torch")
+
+
+@dataclass
+class ClientStats:
+    """What a ServedBank did since it was opened (or since `reset()`)."""
+
+    fetches: int = 0  # queries served
+    blocks: int = 0  # blocks handed to queries (one per non-empty, non-blocked level)
+    reads: int = 0  # distinct blocks read from stores
+    requests: dict[str, int] = field(default_factory=dict)  # tier -> byte-range requests
+    bytes: dict[str, int] = field(default_factory=dict)  # tier -> bytes read
+    dedup_blocks_saved: int = 0  # block reads a batch saved by reading shared blocks once
+    dedup_requests_saved: int = 0  # ... and the requests those reads would have been
+    blocked: dict[int, int] = field(default_factory=dict)  # level -> blocks refused
+    checked: int = 0  # blocks whose CRC32C was checked
+
+    def reset(self) -> None:
+        """Zero every counter."""
+        for name, value in vars(ClientStats()).items():
+            setattr(self, name, value)
+
+    def to_json(self) -> dict[str, Any]:
+        out = dict(vars(self))
+        out["blocked"] = {str(d): n for d, n in self.blocked.items()}
+        return out
+
+
+@dataclass(frozen=True)
+class FetchTimings:
+    """One query's timing: `levels[d]` is the seconds from `start` (time.perf_counter())
+    until level d's bytes were in memory, stamped where they arrived (a local store's reading
+    thread), as replay's TimedRead does. A block shared in a batch carries its one read's
+    stamp for every query that needs it."""
+
+    start: float
+    levels: dict[int, float]
+    tiers: dict[int, str]  # level -> the tier it was read from
+
+    @property
+    def fetch_time_s(self) -> float:
+        """Until all of the query's blocks were in memory (0 when none was read)."""
+        return max(self.levels.values(), default=0.0)
+
+
+class TimedFetch(NamedTuple):
+    """What `fetch(..., timed=True)` returns: the blocks and their timings (for `fetch_many`,
+    a list of each)."""
+
+    blocks: Any  # BlockArrays, or list[BlockArrays]
+    timings: Any  # FetchTimings, or list[FetchTimings]
+
+
+class _Read(NamedTuple):
+    """One distinct block, read: its array, when it was in memory, and where from."""
+
+    array: np.ndarray
+    done: float
+    tier: str
+
+
+def _resolve(layout: Layout | str | Path, profile: Profile | str | Path | None,
+             bank: Bank | str | Path | None) -> tuple[Profile, Bank, Layout]:
+    """Objects from objects or refs; profile and bank default to the ones the layout names
+    (a path in a layout file is relative to the layout's folder)."""
+    from memsim.bank import load_bank
+    from memsim.layout import load_layout
+    from memsim.profile import load_profile
+
+    lay = layout if isinstance(layout, Layout) else load_layout(layout)
+
+    def near(ref: str) -> str:
+        if lay.file and ("/" in ref or ref.endswith((".yaml", ".yml"))) \
+                and not Path(ref).is_absolute():
+            candidate = Path(lay.file).parent / ref
+            if candidate.exists():
+                return str(candidate)
+        return ref
+
+    if profile is None:
+        if not lay.profile:
+            raise InputError("no profile given: pass profile=, or set 'profile' in the layout",
+                             file=lay.file, field="profile")
+        profile = near(lay.profile)
+    if bank is None:
+        if not lay.bank:
+            raise InputError("no bank given: pass bank=, or set 'bank' in the layout",
+                             file=lay.file, field="bank")
+        bank = near(lay.bank)
+    prof = profile if isinstance(profile, Profile) else load_profile(profile)
+    bk = bank if isinstance(bank, Bank) else load_bank(bank)
+    return prof, bk, lay
+
+
+def _check_rate(check: bool | float) -> float:
+    rate = 1.0 if check is True else 0.0 if check is False else float(check)
+    if not 0.0 <= rate <= 1.0:
+        raise InputError(f"check must be True, False or a rate in [0, 1], got {check!r}",
+                         field="check")
+    return rate
+
+
+def open_bank(layout: Layout | str | Path, *, profile: Profile | str | Path | None = None,
+              bank: Bank | str | Path | None = None, stores: Mapping[str, str] | None = None,
+              check: bool | float = True, blocked: list[Subtree] | None = None,
+              cold: bool = True, weights: str | Path | None = None, seed: int = 0
+              ) -> ServedBank:
+    """Open the bank `layout` places, for fetching; use it as a (sync or async) context
+    manager, or call `close()`.
+
+    `profile` and `bank` (objects, files or shipped names) default to the layout's.
+    `stores` overrides tier stores (TIER -> URL, as `--store`); the others come from the
+    profile's `store:` URLs (RAM: `memory://<profile>-<tier>`). `check` checks every block's
+    CRC32C against the manifest (True), none (False), or a seeded fraction of them; a
+    mismatch is a DataError. `blocked` adds access-control subtrees to the layout's.
+    Local tiers read cold (O_DIRECT) unless `cold=False`. An empty memory tier is filled from
+    the content the other stores record (`weights`: the file the bank was written from).
+    """
+    prof, bk, lay = _resolve(layout, profile, bank)
+    lay.check(bk, prof)
+    rate = _check_rate(check)
+    from memsim.materialize.manifest import placement_plan
+
+    plan = placement_plan(prof, bk, lay)
+    opened = tier_stores(prof, plan, stores, cold=cold, seed=seed)
+    try:
+        _fill_memory_tiers(prof, bk, lay, plan, opened, weights)
+        reader = BankReader(prof, bk, lay, opened, blocked=blocked, check_rate=rate, seed=seed)
+        reader.open(plan)
+        run_sync(reader.preload_indexes())
+    except BaseException:
+        for store in opened.values():
+            store.close()
+        raise
+    return ServedBank(reader, check_rate=rate, seed=seed)
+
+
+def _fill_memory_tiers(profile: Profile, bank: Bank, layout: Layout, plan: dict[str, Any],
+                       stores: dict[str, ByteStore], weights: str | Path | None) -> None:
+    """Load memory:// tiers this process has not filled, from the content source recorded in
+    the persistent stores (never invented: with none recorded, the tier is unmaterialized)."""
+    empty = [name for name, s in stores.items()
+             if not s.persistent and "zarr.json" not in getattr(s, "data", {})]
+    if not empty:
+        return
+    from memsim.materialize import load_content, materialize_plan
+
+    content = load_content(stores, bank, weights)
+    if content is None:
+        name = empty[0]
+        raise DataError(f"tier '{name}' ({stores[name].url}) is empty and no other store "
+                        "records the bank's content: run `memsim.materialize` in this process "
+                        "first")
+    materialize_plan(profile, bank, layout, {t: plan[t] for t in empty if t in plan},
+                     {t: stores[t] for t in empty}, content)
+
+
+def _pread_into(store: LocalByteStore, key: str, buf: np.ndarray, base: int, start: int,
+                length: int) -> float:
+    """Read `length` bytes at `start` of `key` into `buf` (whose byte 0 is file offset `base`)
+    with os.preadv, widened to 4 KiB pages for O_DIRECT; runs on the store's reading thread.
+    Returns when the bytes were in memory."""
+    fd, direct, kept = store._fd(key)
+    try:
+        lo = start - start % ALIGN if direct else start
+        hi = min(-(-(start + length) // ALIGN) * ALIGN, base + buf.size) if direct \
+            else start + length
+        view = memoryview(buf)[lo - base:hi - base]
+        got, want = 0, hi - lo
+        try:
+            while got < want:
+                n = os.preadv(fd, [view[got:]], lo + got)
+                if n == 0:
+                    break
+                got += n
+        except OSError as exc:
+            from memsim.stores.local import os_error
+
+            raise os_error(exc, "read", f"{store.url}/{key}") from None
+        finally:
+            view.release()
+        done = time.perf_counter()
+        if store.mode == "fadvise":
+            os.posix_fadvise(fd, lo, hi - lo, os.POSIX_FADV_DONTNEED)
+        if lo + got < start + length:
+            raise DataError(f"object '{key}' in {store.url} is shorter than its index says "
+                            f"({lo + got} bytes, need {start + length})")
+        return done
+    finally:
+        if not kept:
+            os.close(fd)
+
+
+def _aligned(nbytes: int) -> np.ndarray:
+    """A page-aligned uint8 buffer (O_DIRECT needs one)."""
+    raw = np.empty(nbytes + ALIGN, dtype=np.uint8)
+    pad = -raw.ctypes.data % ALIGN
+    return raw[pad:pad + nbytes]
+
+
+class ServedBank:
+    """A materialized bank opened for fetching (see `open_bank`).
+
+    `stats` counts what it did (`ClientStats`). `fetch(path, timed=True)` also returns the
+    query's `FetchTimings`; with the default, fetch returns only the dict of arrays. Arrays
+    are read-only, of the bank's dtype (bf16 and fp8 through ml_dtypes), one row of the
+    level's materialized array each: shape (block_params,), to be reshaped by the caller
+    (a view, free). Arrays of blocks shared in a batch are the same object.
+    """
+
+    def __init__(self, reader: BankReader, *, check_rate: float = 1.0, seed: int = 0) -> None:
+        from memsim.materialize.content import DTYPES
+
+        self.reader = reader
+        self.profile, self.bank, self.layout = reader.profile, reader.bank, reader.layout
+        self.stores = reader.stores
+        self.dtype = np.dtype(DTYPES[self.bank.dtype][0])
+        self.stats = ClientStats()
+        self.check_rate = check_rate
+        self._rng = random.Random(seed)
+        self._depths = len(self.bank.levels)
+        self._active = [lv.depth for lv in self.bank.active_levels]
+        self._slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop,
+                                               dict[str, asyncio.Semaphore]] = \
+            weakref.WeakKeyDictionary()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_lock = threading.Lock()
+        self.closed = False
+
+    # ------------------------------------------------------------------ life cycle
+    def close(self) -> None:
+        """Close every store and the private event loop (idempotent)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.reader.close()
+        if self._loop is not None:
+            self._loop.close()
+            self._loop = None
+
+    def __enter__(self) -> ServedBank:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> ServedBank:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"ServedBank(bank={self.bank.name!r}, layout={self.layout.name!r}, "
+                f"tiers={sorted(self.stores)})")
+
+    def _run(self, coro: Any) -> Any:
+        """Run a coroutine for a sync call: on the private loop, or on a helper thread's loop
+        when this thread already runs one (Jupyter)."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            return run_sync(coro)
+        with self._loop_lock:  # one sync caller at a time on the private loop
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+            return self._loop.run_until_complete(coro)
+
+    # ------------------------------------------------------------------ paths
+    def _matrix(self, paths: Any) -> np.ndarray:
+        """Paths as an (n, depths) int64 matrix, checked (one-line InputErrors)."""
+        try:
+            m = np.asarray(paths)
+        except (ValueError, TypeError):
+            raise InputError("paths must be sequences of cluster ids of equal length",
+                             field="path") from None
+        if m.ndim != 2:
+            raise InputError(f"a batch of paths must be 2-D (queries x levels), got shape "
+                             f"{m.shape}", field="path")
+        if m.size and m.dtype.kind not in "iu":
+            raise InputError(f"a path holds whole cluster ids, got dtype {m.dtype}",
+                             field="path")
+        m = m.astype(np.int64, copy=False)
+        n, width = m.shape
+        if width == len(self._active) and width != self._depths:
+            full = np.zeros((n, self._depths), dtype=np.int64)
+            full[:, [d - 1 for d in self._active]] = m
+            cols = self._active
+            m = full
+        elif width == self._depths:
+            cols = list(range(1, self._depths + 1))
+        else:
+            raise InputError(
+                f"a path of bank '{self.bank.name}' has {self._depths} ids (one per depth) or "
+                f"{len(self._active)} (one per non-empty level), got {width}", field="path")
+        b = self.bank.branching
+        prev: int | None = None
+        for d in cols:
+            ids = m[:, d - 1]
+            bad = (ids < 0) | (ids >= b ** d)
+            if bad.any():
+                q = int(np.flatnonzero(bad)[0])
+                raise InputError(f"path {q}: block {int(ids[q])} is outside 0..{b ** d - 1}, "
+                                 f"the clusters at depth {d} of bank '{self.bank.name}'",
+                                 field="path")
+            if prev is not None:
+                bad = ids // b ** (d - prev) != m[:, prev - 1]
+                if bad.any():
+                    q = int(np.flatnonzero(bad)[0])
+                    raise InputError(
+                        f"path {q}: block {int(ids[q])} at depth {d} is not under block "
+                        f"{int(m[q, prev - 1])} at depth {prev} (branching {b})", field="path")
+            prev = d
+        return m
+
+    # ------------------------------------------------------------------ fetching
+    def fetch(self, path: Sequence[int] | np.ndarray, *, timed: bool = False,
+              as_: str = "numpy") -> BlockArrays | TimedFetch:
+        """The blocks of one query's path (one id per depth, or per non-empty level, as a
+        trace row has them): {level: array}, blocked levels absent."""
+        return self._run(self.afetch(path, timed=timed, as_=as_))
+
+    def fetch_many(self, paths: Sequence[Sequence[int]] | np.ndarray, *, timed: bool = False,
+                   as_: str = "numpy") -> list[BlockArrays] | TimedFetch:
+        """A batch: each distinct (level, block) read once and shared by the queries needing
+        it (`stats.dedup_*` count what that saved)."""
+        return self._run(self.afetch_many(paths, timed=timed, as_=as_))
+
+    async def afetch(self, path: Sequence[int] | np.ndarray, *, timed: bool = False,
+                     as_: str = "numpy") -> BlockArrays | TimedFetch:
+        """`fetch` on the running event loop."""
+        one = np.asarray(path)
+        if one.ndim != 1:
+            raise InputError(f"a path is one sequence of cluster ids, got shape {one.shape}",
+                             field="path")
+        got = await self.afetch_many(one[None, :], timed=timed, as_=as_)
+        if isinstance(got, TimedFetch):
+            return TimedFetch(got.blocks[0], got.timings[0])
+        return got[0]
+
+    async def afetch_many(self, paths: Sequence[Sequence[int]] | np.ndarray, *,
+                          timed: bool = False, as_: str = "numpy"
+                          ) -> list[BlockArrays] | TimedFetch:
+        """`fetch_many` on the running event loop."""
+        if self.closed:
+            raise InputError("this bank is closed", field="bank")
+        if as_ not in _FORMATS:
+            raise InputError(f"as_ must be one of {', '.join(_FORMATS)}, got {as_!r}",
+                             field="as_")
+        convert = _torch_converter() if as_ == "torch" else None
+        start = time.perf_counter()
+        if len(paths) == 0:
+            return TimedFetch([], []) if timed else []
+        m = self._matrix(paths)
+        n = m.shape[0]
+        reader, stats, b = self.reader, self.stats, self.bank.branching
+        # per level: the distinct blocks, which queries take which, and which are blocked
+        wanted: list[tuple[int, int]] = []
+        plan: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
+        for d in self._active:
+            uniq, inverse = np.unique(m[:, d - 1], return_inverse=True)
+            refused = in_any(reader.blocked, d, uniq, b) if reader.blocked else \
+                np.zeros(uniq.size, dtype=bool)
+            if refused.any():
+                count = int(refused[inverse].sum())
+                stats.blocked[d] = stats.blocked.get(d, 0) + count
+                reader.blocked_reads[d] = reader.blocked_reads.get(d, 0) + count
+            wanted += [(d, int(x)) for x in uniq[~refused].tolist()]
+            plan.append((d, uniq, inverse, refused))
+        reads = await self._read_distinct(wanted)
+        # hand the arrays out
+        per_query: list[BlockArrays] = [{} for _ in range(n)]
+        stamps: list[dict[int, float]] = [{} for _ in range(n)] if timed else []
+        tiers: list[dict[int, str]] = [{} for _ in range(n)] if timed else []
+        for d, uniq, inverse, refused in plan:
+            arrays = [None if r else reads[(d, int(x))] for x, r in
+                      zip(uniq.tolist(), refused.tolist(), strict=True)]
+            handed = [None if got is None else
+                      (convert(got.array) if convert is not None else got.array)
+                      for got in arrays]
+            for q, k in enumerate(inverse.tolist()):
+                got = arrays[k]
+                if got is None:
+                    continue
+                per_query[q][d] = handed[k]
+                if timed:
+                    stamps[q][d] = got.done - start
+                    tiers[q][d] = got.tier
+            delivered = int((~refused[inverse]).sum())
+            stats.blocks += delivered
+            saved = delivered - int((~refused).sum())
+            if saved:
+                stats.dedup_blocks_saved += saved
+                for x, r, c in zip(uniq.tolist(), refused.tolist(),
+                                   np.bincount(inverse, minlength=uniq.size).tolist(),
+                                   strict=True):
+                    if not r and c > 1:
+                        stats.dedup_requests_saved += (c - 1) * self._requests_of(
+                            reads[(d, int(x))].tier, d)
+        stats.fetches += n
+        if not timed:
+            return per_query
+        return TimedFetch(per_query, [FetchTimings(start, s, t)
+                                      for s, t in zip(stamps, tiers, strict=True)])
+
+    def _requests_of(self, tier: str, depth: int) -> int:
+        """Requests one read of a level-`depth` block on `tier` takes (max request size)."""
+        size = self.bank.level(depth).block_bytes
+        limit = self.profile.tier(tier).max_request_size
+        return -(-size // int(limit)) if limit else 1
+
+    async def _read_distinct(self, keys: list[tuple[int, int]]) -> dict[tuple[int, int], _Read]:
+        """Read each (level, block) of `keys` once, all in parallel: the funnel every block
+        read goes through (where a cache will be looked up and a prefetcher fed)."""
+        if not keys:
+            return {}
+        locs = [await self.reader.locate(d, blk) for d, blk in keys]
+        jobs = [self._read_block(loc) for loc in locs if loc is not None]
+        if len(jobs) == 1:
+            got = [await jobs[0]]
+        else:
+            # the first inline, the others as tasks (a task starts on the loop's next round)
+            others = [asyncio.ensure_future(job) for job in jobs[1:]]
+            try:
+                got = [await jobs[0], *(await asyncio.gather(*others))]
+            except BaseException:
+                for task in others:
+                    task.cancel()
+                raise
+        self.stats.reads += len(got)
+        return {(loc.depth, loc.block): r for loc, r in zip(
+            [loc for loc in locs if loc is not None], got, strict=True)}
+
+    def _tier_slots(self, tier: str) -> asyncio.Semaphore:
+        """At most the tier's concurrency requests in flight (per event loop), for stores
+        that do not queue for their own channels."""
+        loop = asyncio.get_running_loop()
+        slots = self._slots.get(loop)
+        if slots is None:
+            slots = self._slots[loop] = {}
+        sem = slots.get(tier)
+        if sem is None:
+            sem = slots[tier] = asyncio.Semaphore(self.profile.tier(tier).concurrency)
+        return sem
+
+    async def _read_block(self, loc: Location) -> _Read:
+        """One block's bytes as an array of the bank's dtype, checked if due."""
+        store = self.stores[loc.tier]
+        nbytes = loc.nbytes
+        first = loc.ranges[0][0]
+        if isinstance(store, LocalByteStore):
+            direct = store.mode == "o_direct"
+            base = first - first % ALIGN if direct else first
+            end = first + nbytes
+            top = -(-end // ALIGN) * ALIGN if direct else end
+            buf = _aligned(top - base) if direct else np.empty(top - base, dtype=np.uint8)
+            loop = asyncio.get_running_loop()
+            pool = store._executor_()
+            if len(loc.ranges) == 1:
+                done = await loop.run_in_executor(pool, _pread_into, store, loc.key, buf, base,
+                                                  first, nbytes)
+            else:
+                done = max(await asyncio.gather(*(
+                    loop.run_in_executor(pool, _pread_into, store, loc.key, buf, base, s, n)
+                    for s, n in loc.ranges)))
+            raw = buf[first - base:first - base + nbytes]
+        else:
+            async with self._tier_slots(loc.tier):
+                if len(loc.ranges) == 1:
+                    data = await store.read_range(loc.key, first, nbytes)
+                    done = time.perf_counter()
+                    raw = np.frombuffer(data, dtype=np.uint8)
+                else:
+                    parts = await asyncio.gather(*(store.read_range(loc.key, s, n)
+                                                   for s, n in loc.ranges))
+                    done = time.perf_counter()
+                    raw = np.empty(nbytes, dtype=np.uint8)
+                    at = 0
+                    for part in parts:
+                        view = np.frombuffer(part, dtype=np.uint8)
+                        raw[at:at + view.size] = view
+                        at += view.size
+        stats = self.stats
+        stats.requests[loc.tier] = stats.requests.get(loc.tier, 0) + len(loc.ranges)
+        stats.bytes[loc.tier] = stats.bytes.get(loc.tier, 0) + nbytes
+        if raw.size != nbytes:
+            raise DataError(f"level {loc.depth} block {loc.block} on tier '{loc.tier}' "
+                            f"({store.url}): got {raw.size} bytes, not {nbytes}")
+        if self.check_rate >= 1.0 or (self.check_rate > 0
+                                      and self._rng.random() < self.check_rate):
+            self._check(loc, raw)
+        array = raw.view(self.dtype)
+        array.flags.writeable = False
+        return _Read(array, done, loc.tier)
+
+    def _check(self, loc: Location, raw: np.ndarray) -> None:
+        """CRC32C of the buffer itself against the manifest; a mismatch is a DataError."""
+        self.stats.checked += 1
+        self.reader.checked += 1
+        level = self.reader.levels[(loc.tier, loc.depth)]
+        if crc32c.crc32c(raw) != int(level.crc[loc.row]):
+            bad = BadBlock(loc.depth, loc.block, loc.tier, level.store.url,
+                           "checksum does not match the manifest")
+            self.reader.bad.append(bad)
+            raise DataError(str(bad))
+
+
+def _torch_converter() -> Any:
+    """numpy -> torch through DLPack (zero copy; bf16 via its 16-bit pattern), or a one-line
+    InputError when torch is not installed."""
+    try:
+        import torch
+    except ImportError:
+        raise InputError("as_='torch' needs PyTorch: pip install torch", field="as_") from None
+    special = {"bfloat16": torch.bfloat16,
+               "float8_e4m3fn": getattr(torch, "float8_e4m3fn", None)}
+
+    def convert(array: np.ndarray) -> Any:
+        try:  # DLPack refuses read-only arrays: a writable view of the same memory
+            source = array.view()
+            source.flags.writeable = True
+        except ValueError:  # the store's own immutable bytes: the one case that copies
+            source = array.copy()
+        target = special.get(source.dtype.name)
+        if target is not None:
+            bits = source.view(np.uint16 if source.dtype.itemsize == 2 else np.uint8)
+            return torch.from_dlpack(bits).view(target)
+        return torch.from_dlpack(source)
+
+    return convert
+
