@@ -45,6 +45,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "replay": ("memsim.cli.realio:replay_cmd",
                "Run a workload against the materialized bank with real reads, timing each "
                "request."),
+    "route": ("memsim.cli.route:route_cmd",
+              "Route query embeddings down the bank's tree by nearest centroid and write a "
+              "trace."),
     "schema": ("memsim.cli.formats:schema",
                "Print the JSON Schema of a YAML format, for editors to complete and check "
                "files."),

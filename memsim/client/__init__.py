@@ -1,0 +1,1 @@
+"""The client: the library an inference server calls: route queries, fetch their blocks."""
