@@ -116,8 +116,8 @@ def test_random_tree_batched_grouped_and_chunked_agree(metric, monkeypatch):
         assert np.array_equal(route(c, x, metric=metric, chunk=chunk), want)
     assert np.array_equal(np.concatenate([route(c, row[None], metric=metric) for row in x]),
                           want)
-    for group_min in (1, 10**9):  # always one product per node; never
-        monkeypatch.setattr(route_mod, "GROUP_MIN", group_min)
+    for group_dim in (1, 10**12):  # always one product per node; never
+        monkeypatch.setattr(route_mod, "GROUP_DIM", group_dim)
         assert np.array_equal(route(c, x, metric=metric), want)
 
 

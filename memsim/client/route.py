@@ -57,8 +57,8 @@ F32 = np.dtype(np.float32)
 MAX_CENTROID_BYTES = 2**33       # all levels as float32 in memory (8 GiB)
 MAX_EMBEDDING_BYTES = 2**33      # the embeddings as float32 in memory
 MAX_DIM = 1 << 16                # embedding dimension
-CHUNK_BYTES = 1 << 25            # candidate centroids gathered at once per chunk (32 MiB)
-GROUP_MIN = 4                    # mean queries per node for one matrix product per node
+CHUNK_BYTES = 1 << 23            # candidate centroids gathered at once per chunk (8 MiB)
+GROUP_DIM = 1024                 # one product per node when nodes * GROUP_DIM <= queries * D
 _SCORE_MAX = float(np.finfo(np.float32).max) / 4  # |v|^2 bound: scores stay finite
 
 
@@ -457,7 +457,7 @@ def route(centroids: Centroids, embeddings: Any, *, metric: Metric = "l2",
 
     At each depth the query moves to the best of the current node's `branching` children
     under `metric`; ties go to the lowest index. Queries are processed `chunk` at a time
-    (default: as many as keep the gathered candidates near 32 MiB); the result does not
+    (default: as many as keep the gathered candidates near 8 MiB); the result does not
     depend on it beyond float32 rounding of near-ties.
     """
     if metric not in METRICS:
@@ -493,14 +493,17 @@ def _descend(c: Centroids, x: np.ndarray, metric: str, out: np.ndarray) -> None:
 
 
 def _child_dots(blocks: np.ndarray, node: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """x[i] . blocks[node[i], k] for all i, k (float32): one matrix product per node when
-    nodes hold several queries on average, else the children gathered for all queries."""
-    m = node.shape[0]
+    """x[i] . blocks[node[i], k] for all i, k (float32): one matrix product per node when the
+    nodes are few for the work (a product's fixed cost against gathering D floats per
+    candidate), else the children gathered for all queries at once."""
+    m, dim = node.shape[0], blocks.shape[2]
     if blocks.shape[0] == 1:
         return x @ blocks[0].astype(F32, copy=False).T
-    if m >= 2 * GROUP_MIN:
+    grouped = m > 1 and GROUP_DIM <= m * dim
+    if grouped:
         nodes, inverse, counts = np.unique(node, return_inverse=True, return_counts=True)
-    if m >= 2 * GROUP_MIN and nodes.shape[0] * GROUP_MIN <= m:
+        grouped = nodes.shape[0] * GROUP_DIM <= m * dim
+    if grouped:
         order = np.argsort(inverse, kind="stable")
         ends = np.cumsum(counts)
         dots = np.empty((m, blocks.shape[1]), dtype=F32)
