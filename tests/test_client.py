@@ -164,6 +164,21 @@ def test_blocked_blocks_are_absent_counted_and_never_read(local_bank, monkeypatc
     assert ("L3/c/0/0", int(index[8, 0])) in calls
 
 
+def test_callers_on_several_threads_get_exact_blocks_and_counts(local_bank):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with open_bank(LAYOUT, profile=local_bank, bank=BANK) as served:
+        def work(k):
+            for leaf in range(k, 64, 4):
+                assert_exact(served.fetch(leaf_path(leaf)), leaf_path(leaf))
+            return k
+
+        with ThreadPoolExecutor(4) as pool:
+            assert sorted(pool.map(work, range(4))) == [0, 1, 2, 3]
+        assert served.stats.fetches == 64 and served.stats.checked == 192
+        assert served.stats.requests == {"ram": 64, "flash": 128, "disk": 64}
+
+
 def test_async_twins_and_timings(local_bank):
     paths = [leaf_path(x) for x in (0, 9, 9, 40)]
 
@@ -201,13 +216,18 @@ def test_blocks_are_exact_from_s3_one_request_per_distinct_block(s3, clean_s3, t
         s3.proxy.clear_log()
         got = served.fetch_many([leaf_path(x) for x in leaves])
         assert served.stats.requests["cloud"] == 5
+        # level 1: 10 for blocks 1, 2, 3; level 2: 8 for 4, 8, 15; level 3: 8 for 5 blocks
+        assert served.stats.dedup_requests_saved == 7 + 5 + 3
+        requested = list(s3.proxy.requests)
+        again = asyncio.run(served.afetch_many([leaf_path(x) for x in leaves[:4]]))
+        assert [a[3].tobytes() for a in again] == [g[3].tobytes() for g in got[:4]]
     for leaf, blocks in zip(leaves, got, strict=True):
         if 20 <= leaf < 24:
             assert sorted(blocks) == [1]
         else:
             assert_exact(blocks, leaf_path(leaf))
     ranges = []
-    for r in s3.proxy.requests:
+    for r in requested:
         assert r.method == "GET" and r.range and r.range.startswith("bytes=")
         a, _, b = r.range[6:].partition("-")
         ranges.append((r.path.rsplit("/L3/", 1)[-1], int(a), int(b)))

@@ -3,30 +3,35 @@
 `open_bank(layout, ...)` opens every tier's store once (metadata, manifests, every shard index)
 and returns a `ServedBank`. `fetch(path)` returns `{level: array}` for one query, and
 `fetch_many(paths)` does a batch, reading each distinct (level, block) once and handing the
-same array to every query that needs it. Async twins (`afetch`, `afetch_many`) run on the
-caller's event loop; the sync calls run on a private loop (or, inside a running loop such as
-Jupyter's, on a helper thread).
+same array to every query that needs it. The async twins (`afetch`, `afetch_many`) run on the
+caller's event loop.
 
-The read path is lean: a local block is read with `os.preadv` straight into a preallocated
-numpy buffer (O_DIRECT when cold, page-aligned), by the tier's own reading threads; a block on
-S3 or in memory is viewed with `np.frombuffer` over the bytes the store returned (one copy
-only when a block is split into several requests). CRC32C is checked on the buffer itself.
-Access control is the reader's: a blocked block is never located nor requested, and is absent
-from the result.
+The read path is lean. A local block is read with `os.preadv` straight into a fresh numpy
+buffer (page-aligned, O_DIRECT when cold); a block of a memory store or S3 is viewed with
+`np.frombuffer` over the bytes the store returned (one copy only when a block is split into
+several requests). CRC32C is checked on that buffer. A sync fetch whose blocks are all on
+local or memory stores uses no event loop: the first read runs in the caller's thread, the
+others on the tier's reading threads, all within the tier's channels (its concurrency);
+other stores go through a private event loop (or, inside a running loop such as Jupyter's, a
+helper thread's). Access control is the reader's: a blocked block is never located nor
+requested, and is absent from the result.
 
-Every block read goes through `ServedBank._read_distinct`: the one place where a RAM cache and
-a prefetcher will plug in (look up before reading, admit after).
+Every block read goes through `ServedBank._read_distinct` (or its sync twin): the one place
+where a RAM cache will be looked up (admitting what was read) and a prefetcher told of demand.
 """
 
 from __future__ import annotations
 
 import asyncio
+import operator
 import os
+import queue
 import random
 import threading
 import time
 import weakref
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -41,7 +46,7 @@ from memsim.errors import DataError, InputError
 from memsim.layout import Layout
 from memsim.profile import Profile
 from memsim.replay.reader import BadBlock, BankReader, Location
-from memsim.stores import ByteStore, LocalByteStore, tier_stores
+from memsim.stores import ByteStore, LocalByteStore, MemoryByteStore, tier_stores
 from memsim.stores.local import ALIGN
 
 __all__ = ["BlockArrays", "ClientStats", "FetchTimings", "ServedBank", "TimedFetch",
@@ -49,6 +54,7 @@ __all__ = ["BlockArrays", "ClientStats", "FetchTimings", "ServedBank", "TimedFet
 
 BlockArrays = dict[int, Any]  # level -> np.ndarray (or torch.Tensor with as_="torch")
 _FORMATS = ("numpy", "torch")
+LOCATIONS = 1 << 16  # block locations remembered (for the sync path's lookups)
 
 
 @dataclass
@@ -275,7 +281,14 @@ class ServedBank:
             weakref.WeakKeyDictionary()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_lock = threading.Lock()
+        self._lock = threading.Lock()  # counters: exact with callers on several threads
+        # local tiers: one slot per reading thread, shared by the sync path's inline reads
+        self._channels = {name: _channel(store.channels or 1)
+                          for name, store in self.stores.items()
+                          if isinstance(store, LocalByteStore)}
         self.closed = False
+        # where blocks on local and memory stores are (fixed once the indexes are read)
+        self._locations: dict[tuple[int, int], Location] = {}
 
     # ------------------------------------------------------------------ life cycle
     def close(self) -> None:
@@ -370,30 +383,117 @@ class ServedBank:
               as_: str = "numpy") -> BlockArrays | TimedFetch:
         """The blocks of one query's path (one id per depth, or per non-empty level, as a
         trace row has them): {level: array}, blocked levels absent."""
-        return self._run(self.afetch(path, timed=timed, as_=as_))
+        start = time.perf_counter()
+        keys = self._one_keys(path, as_)
+        reads = self._read_distinct_sync(keys) if keys else {}
+        if reads is None:
+            reads = self._run(self._read_distinct(keys))
+        return self._one_result(keys, reads, start, timed, as_)
 
     def fetch_many(self, paths: Sequence[Sequence[int]] | np.ndarray, *, timed: bool = False,
                    as_: str = "numpy") -> list[BlockArrays] | TimedFetch:
         """A batch: each distinct (level, block) read once and shared by the queries needing
-        it (`stats.dedup_*` count what that saved)."""
-        return self._run(self.afetch_many(paths, timed=timed, as_=as_))
+        it (`stats.dedup_*` count what that saved).
+
+        Blocks on local stores are read without an event loop: the first in this thread, the
+        others by the tiers' reading threads; any other store goes through the event loop."""
+        batch = self._begin(paths, timed, as_)
+        if not batch.wanted:
+            return self._finish(batch, {})
+        reads = self._read_distinct_sync(batch.wanted)
+        if reads is None:
+            reads = self._run(self._read_distinct(batch.wanted))
+        return self._finish(batch, reads)
 
     async def afetch(self, path: Sequence[int] | np.ndarray, *, timed: bool = False,
                      as_: str = "numpy") -> BlockArrays | TimedFetch:
         """`fetch` on the running event loop."""
-        one = np.asarray(path)
-        if one.ndim != 1:
-            raise InputError(f"a path is one sequence of cluster ids, got shape {one.shape}",
-                             field="path")
-        got = await self.afetch_many(one[None, :], timed=timed, as_=as_)
-        if isinstance(got, TimedFetch):
-            return TimedFetch(got.blocks[0], got.timings[0])
-        return got[0]
+        start = time.perf_counter()
+        keys = self._one_keys(path, as_)
+        return self._one_result(keys, await self._read_distinct(keys), start, timed, as_)
+
+    def _one_keys(self, path: Any, as_: str) -> list[tuple[int, int]]:
+        """One path's (level, block) to read, checked in plain Python (a batch of one in
+        numpy costs more than the read of a small block); blocked ones counted, left out."""
+        if self.closed:
+            raise InputError("this bank is closed", field="bank")
+        if as_ not in _FORMATS:
+            raise InputError(f"as_ must be one of {', '.join(_FORMATS)}, got {as_!r}",
+                             field="as_")
+        if isinstance(path, np.ndarray):
+            if path.ndim != 1:
+                raise InputError(f"a path is one sequence of cluster ids, got shape "
+                                 f"{path.shape}", field="path")
+            if path.dtype.kind not in "iu":
+                raise InputError(f"a path holds whole cluster ids, got dtype {path.dtype}",
+                                 field="path")
+            ids = path.tolist()
+        else:
+            try:
+                ids = [operator.index(x) for x in path]
+            except TypeError:
+                if any(isinstance(x, Sequence | np.ndarray) for x in path):
+                    raise InputError("a path is one sequence of cluster ids, not a batch "
+                                     "(use fetch_many)", field="path") from None
+                raise InputError(f"a path holds whole cluster ids, got {list(path)!r}",
+                                 field="path") from None
+        if len(ids) == self._depths:
+            depths = range(1, self._depths + 1)
+        elif len(ids) == len(self._active):
+            depths = self._active  # type: ignore[assignment]
+        else:
+            raise InputError(
+                f"a path of bank '{self.bank.name}' has {self._depths} ids (one per depth) or "
+                f"{len(self._active)} (one per non-empty level), got {len(ids)}", field="path")
+        b, name = self.bank.branching, self.bank.name
+        prev: tuple[int, int] | None = None
+        for d, x in zip(depths, ids, strict=True):
+            if not 0 <= x < b ** d:
+                raise InputError(f"path: block {x} is outside 0..{b ** d - 1}, the clusters "
+                                 f"at depth {d} of bank '{name}'", field="path")
+            if prev is not None and x // b ** (d - prev[0]) != prev[1]:
+                raise InputError(f"path: block {x} at depth {d} is not under block {prev[1]} "
+                                 f"at depth {prev[0]} (branching {b})", field="path")
+            prev = (d, x)
+        at = dict(zip(depths, ids, strict=True))
+        keys = [(d, at[d]) for d in self._active]
+        reader = self.reader
+        if reader.blocked:
+            refused = [(d, x) for d, x in keys if reader.is_blocked(d, x)]
+            with self._lock:
+                for d, _x in refused:
+                    self.stats.blocked[d] = self.stats.blocked.get(d, 0) + 1
+                    reader.blocked_reads[d] = reader.blocked_reads.get(d, 0) + 1
+            if refused:
+                keys = [k for k in keys if k not in refused]
+        return keys
+
+    def _one_result(self, keys: list[tuple[int, int]], reads: dict[tuple[int, int], _Read],
+                    start: float, timed: bool, as_: str) -> BlockArrays | TimedFetch:
+        convert = _torch_converter() if as_ == "torch" else None
+        out: BlockArrays = {}
+        for key in keys:
+            array = reads[key].array
+            out[key[0]] = convert(array) if convert is not None else array
+        with self._lock:
+            self.stats.fetches += 1
+            self.stats.blocks += len(keys)
+        if not timed:
+            return out
+        return TimedFetch(out, FetchTimings(start, {d: reads[(d, x)].done - start
+                                                    for d, x in keys},
+                                            {d: reads[(d, x)].tier for d, x in keys}))
 
     async def afetch_many(self, paths: Sequence[Sequence[int]] | np.ndarray, *,
                           timed: bool = False, as_: str = "numpy"
                           ) -> list[BlockArrays] | TimedFetch:
         """`fetch_many` on the running event loop."""
+        batch = self._begin(paths, timed, as_)
+        return self._finish(batch, await self._read_distinct(batch.wanted))
+
+    def _begin(self, paths: Any, timed: bool, as_: str) -> _Batch:
+        """Check the paths, and find each level's distinct blocks and the blocked ones
+        (counted here, never located or requested)."""
         if self.closed:
             raise InputError("this bank is closed", field="bank")
         if as_ not in _FORMATS:
@@ -402,29 +502,37 @@ class ServedBank:
         convert = _torch_converter() if as_ == "torch" else None
         start = time.perf_counter()
         if len(paths) == 0:
-            return TimedFetch([], []) if timed else []
+            return _Batch(start, 0, [], [], convert, timed)
         m = self._matrix(paths)
-        n = m.shape[0]
         reader, stats, b = self.reader, self.stats, self.bank.branching
-        # per level: the distinct blocks, which queries take which, and which are blocked
         wanted: list[tuple[int, int]] = []
         plan: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
         for d in self._active:
-            uniq, inverse = np.unique(m[:, d - 1], return_inverse=True)
+            column = m[:, d - 1]
+            if column.size == 1:
+                uniq, inverse = column, np.zeros(1, dtype=np.intp)
+            else:
+                uniq, inverse = np.unique(column, return_inverse=True)
             refused = in_any(reader.blocked, d, uniq, b) if reader.blocked else \
                 np.zeros(uniq.size, dtype=bool)
             if refused.any():
                 count = int(refused[inverse].sum())
-                stats.blocked[d] = stats.blocked.get(d, 0) + count
-                reader.blocked_reads[d] = reader.blocked_reads.get(d, 0) + count
+                with self._lock:
+                    stats.blocked[d] = stats.blocked.get(d, 0) + count
+                    reader.blocked_reads[d] = reader.blocked_reads.get(d, 0) + count
             wanted += [(d, int(x)) for x in uniq[~refused].tolist()]
             plan.append((d, uniq, inverse, refused))
-        reads = await self._read_distinct(wanted)
-        # hand the arrays out
+        return _Batch(start, m.shape[0], plan, wanted, convert, timed)
+
+    def _finish(self, batch: _Batch, reads: dict[tuple[int, int], _Read]
+                ) -> list[BlockArrays] | TimedFetch:
+        """Hand each query its levels' arrays (shared between queries), and count."""
+        n, start, timed, convert, stats = batch.n, batch.start, batch.timed, batch.convert, \
+            self.stats
         per_query: list[BlockArrays] = [{} for _ in range(n)]
         stamps: list[dict[int, float]] = [{} for _ in range(n)] if timed else []
         tiers: list[dict[int, str]] = [{} for _ in range(n)] if timed else []
-        for d, uniq, inverse, refused in plan:
+        for d, uniq, inverse, refused in batch.plan:
             arrays = [None if r else reads[(d, int(x))] for x, r in
                       zip(uniq.tolist(), refused.tolist(), strict=True)]
             handed = [None if got is None else
@@ -439,17 +547,21 @@ class ServedBank:
                     stamps[q][d] = got.done - start
                     tiers[q][d] = got.tier
             delivered = int((~refused[inverse]).sum())
-            stats.blocks += delivered
             saved = delivered - int((~refused).sum())
+            requests_saved = 0
             if saved:
-                stats.dedup_blocks_saved += saved
                 for x, r, c in zip(uniq.tolist(), refused.tolist(),
                                    np.bincount(inverse, minlength=uniq.size).tolist(),
                                    strict=True):
                     if not r and c > 1:
-                        stats.dedup_requests_saved += (c - 1) * self._requests_of(
+                        requests_saved += (c - 1) * self._requests_of(
                             reads[(d, int(x))].tier, d)
-        stats.fetches += n
+            with self._lock:
+                stats.blocks += delivered
+                stats.dedup_blocks_saved += saved
+                stats.dedup_requests_saved += requests_saved
+        with self._lock:
+            stats.fetches += n
         if not timed:
             return per_query
         return TimedFetch(per_query, [FetchTimings(start, s, t)
@@ -461,13 +573,15 @@ class ServedBank:
         limit = self.profile.tier(tier).max_request_size
         return -(-size // int(limit)) if limit else 1
 
+    # ------------------------------------------------------------------ reading
+    # Every block read goes through _read_distinct (or its sync twin): the place where a RAM
+    # cache will be looked up (and admit what was read) and a prefetcher told of the demand.
     async def _read_distinct(self, keys: list[tuple[int, int]]) -> dict[tuple[int, int], _Read]:
-        """Read each (level, block) of `keys` once, all in parallel: the funnel every block
-        read goes through (where a cache will be looked up and a prefetcher fed)."""
+        """Read each (level, block) of `keys` once, all in parallel, on the event loop."""
         if not keys:
             return {}
-        locs = [await self.reader.locate(d, blk) for d, blk in keys]
-        jobs = [self._read_block(loc) for loc in locs if loc is not None]
+        locs = [loc for d, blk in keys if (loc := await self.reader.locate(d, blk))]
+        jobs = [self._read_block(loc) for loc in locs]
         if len(jobs) == 1:
             got = [await jobs[0]]
         else:
@@ -479,9 +593,79 @@ class ServedBank:
                 for task in others:
                     task.cancel()
                 raise
-        self.stats.reads += len(got)
-        return {(loc.depth, loc.block): r for loc, r in zip(
-            [loc for loc in locs if loc is not None], got, strict=True)}
+        with self._lock:
+            self.stats.reads += len(got)
+        return {(loc.depth, loc.block): r for loc, r in zip(locs, got, strict=True)}
+
+    def _read_distinct_sync(self, keys: list[tuple[int, int]]
+                            ) -> dict[tuple[int, int], _Read] | None:
+        """`_read_distinct` without an event loop, when every block is on a local store (the
+        first range read in this thread, the others by the tiers' threads); None when some
+        block needs the loop (another kind of store)."""
+        locs: list[Location] = []
+        memory: list[Location] = []
+        cache = self._locations
+        for key in keys:
+            loc = cache.get(key)
+            if loc is None:
+                if not isinstance(self.stores[self.reader.tier_of(*key)],
+                                  LocalByteStore | MemoryByteStore):
+                    return None
+                loc = _drive(self.reader.locate(*key))
+                if loc is _SUSPENDED:  # a shard index not read yet: the loop reads it
+                    return None
+                if len(cache) >= LOCATIONS:
+                    cache.clear()
+                cache[key] = loc
+            (locs if loc.tier in self._channels else memory).append(loc)
+        bufs = [self._buffer(loc) for loc in locs]
+        futures: list[tuple[int, Future[float]]] = []
+        inline: tuple[int, int, int] | None = None
+        for i, loc in enumerate(locs):
+            store = self.stores[loc.tier]
+            buf, base = bufs[i]
+            for s, n in loc.ranges:
+                if inline is None and not memory:
+                    inline = (i, s, n)
+                    continue
+                futures.append((i, store._executor_().submit(
+                    _channel_pread, self._channels[loc.tier], store, loc.key, buf, base, s, n)))
+        got_memory = [self._finish_block(loc, *self._memory_read(loc)) for loc in memory]
+        done = [0.0] * len(locs)
+        try:
+            if inline is not None:
+                i, s, n = inline
+                loc = locs[i]
+                done[i] = _channel_pread(self._channels[loc.tier], self.stores[loc.tier],
+                                         loc.key, bufs[i][0], bufs[i][1], s, n)
+        finally:
+            for i, fut in futures:  # every read finished (or failed) before going on
+                done[i] = max(done[i], fut.result())
+        got = [self._finish_block(loc, buf, base, t)
+               for loc, (buf, base), t in zip(locs, bufs, done, strict=True)]
+        with self._lock:
+            self.stats.reads += len(got) + len(got_memory)
+        return {(loc.depth, loc.block): r for loc, r in zip([*locs, *memory],
+                                                            [*got, *got_memory], strict=True)}
+
+    def _memory_read(self, loc: Location) -> tuple[np.ndarray, int, float]:
+        """A block of a memory store, read without an event loop (its reads never wait):
+        (bytes, file offset of byte 0, when they were in memory)."""
+        store = self.stores[loc.tier]
+        parts = [_drive(store.read_range(loc.key, s, n)) for s, n in loc.ranges]
+        done = time.perf_counter()
+        if len(parts) == 1:
+            return np.frombuffer(parts[0], dtype=np.uint8), loc.ranges[0][0], done
+        return np.frombuffer(b"".join(parts), dtype=np.uint8), loc.ranges[0][0], done
+
+    def _buffer(self, loc: Location) -> tuple[np.ndarray, int]:
+        """A buffer for a local block and the file offset of its byte 0 (pages, for
+        O_DIRECT)."""
+        first, end = loc.ranges[0][0], loc.ranges[0][0] + loc.nbytes
+        if self.stores[loc.tier].mode == "o_direct":  # type: ignore[attr-defined]
+            base = first - first % ALIGN
+            return _aligned(-(-end // ALIGN) * ALIGN - base), base
+        return np.empty(end - first, dtype=np.uint8), first
 
     def _tier_slots(self, tier: str) -> asyncio.Semaphore:
         """At most the tier's concurrency requests in flight (per event loop), for stores
@@ -500,44 +684,43 @@ class ServedBank:
         store = self.stores[loc.tier]
         nbytes = loc.nbytes
         first = loc.ranges[0][0]
-        if isinstance(store, LocalByteStore):
-            direct = store.mode == "o_direct"
-            base = first - first % ALIGN if direct else first
-            end = first + nbytes
-            top = -(-end // ALIGN) * ALIGN if direct else end
-            buf = _aligned(top - base) if direct else np.empty(top - base, dtype=np.uint8)
+        if isinstance(store, LocalByteStore) and loc.tier in self._channels:
+            buf, base = self._buffer(loc)
             loop = asyncio.get_running_loop()
-            pool = store._executor_()
+            pool, channel = store._executor_(), self._channels[loc.tier]
+            done = max(await asyncio.gather(*(
+                loop.run_in_executor(pool, _channel_pread, channel, store, loc.key, buf, base,
+                                     s, n) for s, n in loc.ranges)))
+            return self._finish_block(loc, buf, base, done)
+        async with self._tier_slots(loc.tier):
             if len(loc.ranges) == 1:
-                done = await loop.run_in_executor(pool, _pread_into, store, loc.key, buf, base,
-                                                  first, nbytes)
+                data = await store.read_range(loc.key, first, nbytes)
+                done = time.perf_counter()
+                raw = np.frombuffer(data, dtype=np.uint8)
             else:
-                done = max(await asyncio.gather(*(
-                    loop.run_in_executor(pool, _pread_into, store, loc.key, buf, base, s, n)
-                    for s, n in loc.ranges)))
-            raw = buf[first - base:first - base + nbytes]
-        else:
-            async with self._tier_slots(loc.tier):
-                if len(loc.ranges) == 1:
-                    data = await store.read_range(loc.key, first, nbytes)
-                    done = time.perf_counter()
-                    raw = np.frombuffer(data, dtype=np.uint8)
-                else:
-                    parts = await asyncio.gather(*(store.read_range(loc.key, s, n)
-                                                   for s, n in loc.ranges))
-                    done = time.perf_counter()
-                    raw = np.empty(nbytes, dtype=np.uint8)
-                    at = 0
-                    for part in parts:
-                        view = np.frombuffer(part, dtype=np.uint8)
-                        raw[at:at + view.size] = view
-                        at += view.size
+                parts = await asyncio.gather(*(store.read_range(loc.key, s, n)
+                                               for s, n in loc.ranges))
+                done = time.perf_counter()
+                raw = np.empty(nbytes, dtype=np.uint8)
+                at = 0
+                for part in parts:
+                    view = np.frombuffer(part, dtype=np.uint8)
+                    raw[at:at + view.size] = view
+                    at += view.size
+        return self._finish_block(loc, raw, first, done)
+
+    def _finish_block(self, loc: Location, buf: np.ndarray, base: int, done: float) -> _Read:
+        """Count a block read, check it if due, and view it as the bank's dtype."""
+        first, nbytes = loc.ranges[0][0], loc.nbytes
+        raw = buf[first - base:first - base + nbytes]
         stats = self.stats
-        stats.requests[loc.tier] = stats.requests.get(loc.tier, 0) + len(loc.ranges)
-        stats.bytes[loc.tier] = stats.bytes.get(loc.tier, 0) + nbytes
+        with self._lock:
+            stats.requests[loc.tier] = stats.requests.get(loc.tier, 0) + len(loc.ranges)
+            stats.bytes[loc.tier] = stats.bytes.get(loc.tier, 0) + nbytes
         if raw.size != nbytes:
             raise DataError(f"level {loc.depth} block {loc.block} on tier '{loc.tier}' "
-                            f"({store.url}): got {raw.size} bytes, not {nbytes}")
+                            f"({self.stores[loc.tier].url}): got {raw.size} bytes, not "
+                            f"{nbytes}")
         if self.check_rate >= 1.0 or (self.check_rate > 0
                                       and self._rng.random() < self.check_rate):
             self._check(loc, raw)
@@ -547,14 +730,59 @@ class ServedBank:
 
     def _check(self, loc: Location, raw: np.ndarray) -> None:
         """CRC32C of the buffer itself against the manifest; a mismatch is a DataError."""
-        self.stats.checked += 1
-        self.reader.checked += 1
+        with self._lock:
+            self.stats.checked += 1
+            self.reader.checked += 1
         level = self.reader.levels[(loc.tier, loc.depth)]
         if crc32c.crc32c(raw) != int(level.crc[loc.row]):
             bad = BadBlock(loc.depth, loc.block, loc.tier, level.store.url,
                            "checksum does not match the manifest")
             self.reader.bad.append(bad)
             raise DataError(str(bad))
+
+
+class _Batch(NamedTuple):
+    """A batch between checking its paths and handing out its arrays."""
+
+    start: float
+    n: int
+    plan: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]  # level, distinct, inverse,
+    wanted: list[tuple[int, int]]  # (level, block) to read           blocked
+    convert: Any
+    timed: bool
+
+
+_SUSPENDED: Any = object()
+
+
+def _drive(coro: Any) -> Any:
+    """Run a coroutine that never waits (a locate with every shard index cached) without an
+    event loop; _SUSPENDED (and the coroutine closed) if it would wait."""
+    try:
+        coro.send(None)
+    except StopIteration as stop:
+        return stop.value
+    coro.close()
+    return _SUSPENDED
+
+
+def _channel(slots: int) -> queue.SimpleQueue[None]:
+    """A tier's channels as tokens in a queue (cheaper than a threading.Semaphore)."""
+    tokens: queue.SimpleQueue[None] = queue.SimpleQueue()
+    for _ in range(slots):
+        tokens.put(None)
+    return tokens
+
+
+def _channel_pread(channel: queue.SimpleQueue[None], store: LocalByteStore, key: str,
+                   buf: np.ndarray, base: int, start: int, length: int) -> float:
+    """`_pread_into` holding one of the tier's channels (its reading threads, or the caller's
+    own thread for the first read of a sync fetch): at most `concurrency` reads at once."""
+    channel.get()
+    try:
+        return _pread_into(store, key, buf, base, start, length)
+    finally:
+        channel.put(None)
 
 
 def _torch_converter() -> Any:
