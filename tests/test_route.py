@@ -330,6 +330,17 @@ def test_cli_arrivals_parquet_embeddings_and_text(cli, tmp_path, paper_files):
     assert given.exit_code == 0, given.stderr
     assert np.array_equal(read_trace(tmp_path / "g.parquet",
                                      memsim.load_bank("paper-storage-example"))[0], times)
+    again = cli(*args, "--out", str(tmp_path / "h.parquet"), "--arrivals",
+                str(tmp_path / "e.parquet"))  # another trace's arrival_s
+    assert again.exit_code == 0, again.stderr
+    assert np.allclose(pq.read_table(tmp_path / "h.parquet").column("arrival_s").to_numpy(),
+                       np.arange(40) / 20)
+    ragged = tmp_path / "ragged.parquet"
+    pq.write_table(pa.table({"vec": [[1.0, 2.0, 3.0, 4.0], [1.0, 2.0]]}), ragged)
+    bad = cli(*args[:-4], "--embeddings", str(ragged), "--column", "vec", "--out",
+              str(tmp_path / "r.parquet"))
+    assert bad.exit_code == 2 and "row 1 (0-based) has 2 values" in bad.stderr, bad.stderr
+    assert "ragged.parquet" in bad.stderr and "'vec'" in bad.stderr
 
 
 def test_cli_errors_are_one_line(cli, tmp_path, paper_files):
@@ -349,6 +360,9 @@ def test_cli_errors_are_one_line(cli, tmp_path, paper_files):
         (["--embeddings", str(tmp_path / "flat.npy")], ["flat.npy", "shape (4,)"]),
         (["--embeddings", str(tmp_path / "absent.npy")], ["absent.npy", "no such file"]),
         ([*emb, "--arrivals", str(tmp_path / "short.npy")], ["short.npy", "3 arrival times"]),
+        ([*emb, "--arrivals", str(folder / "c.npz")], ["c.npz", "not a .npy or Parquet"]),
+        ([*emb, "--arrivals", str(tmp_path)], ["is a directory"]),
+        (["--embeddings", str(folder / "c.npz")], ["c.npz", "not a .npy or Parquet"]),
         ([*emb, "--rate", "fast"], ["rate", "fast"]),
         ([*emb, "--rate", "0/s"], ["rate", "positive"]),
         ([*emb, "--rate", "5/s", "--arrivals", str(tmp_path / "short.npy")], ["not both"]),

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 import numpy as np
 
 from memsim.cli.common import OutputFile, emit_json, handle_errors, json_option
 from memsim.client.route import (
     METRICS,
-    check_against,
     check_embeddings,
     load_centroids,
     load_embeddings,
@@ -69,8 +66,7 @@ def route_cmd(bank_ref: str, centroids_ref: str, embeddings_ref: str, column: st
     if arrivals_ref is not None and (rate is not None or spacing is not None):
         raise InputError("give --arrivals or --rate/--spacing, not both", field="arrivals")
     bank = load_bank(bank_ref)
-    centroids = load_centroids(centroids_ref, bank)
-    check_against(centroids, bank)
+    centroids = load_centroids(centroids_ref, bank)  # checked against the bank
     embeddings = check_embeddings(load_embeddings(embeddings_ref, column), centroids.dim,
                                   file=embeddings_ref,
                                   field=column if _is_parquet(embeddings_ref) else None)
@@ -121,25 +117,33 @@ def _arrivals(n: int, rate_text: str, spacing: str, seed: int) -> np.ndarray:
 
 def _read_arrivals(ref: str, n: int) -> np.ndarray:
     """One arrival time per query from a .npy or a Parquet `arrival_s` column, checked."""
+    from memsim.resources import checked_path
     from memsim.trace import read_columns
 
-    path = Path(ref)
-    field = "arrival_s"
-    if _is_parquet(ref):
+    path = checked_path(ref)
+    field: str | None = "arrival_s"
+    try:
+        if path.is_dir():
+            raise InputError("is a directory, expected a .npy or Parquet file", file=path)
+        with open(path, "rb") as handle:
+            magic = handle.read(6)
+            handle.seek(0)
+            if magic == b"\x93NUMPY":
+                field = None
+                arrival = np.lib.format.read_array(handle, allow_pickle=False)
+    except FileNotFoundError:
+        raise InputError("no such file", file=path) from None
+    except (OSError, ValueError, EOFError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)[:120]
+        raise InputError(f"cannot be read ({reason})", file=path) from None
+    if magic[:4] == b"PAR1":
         arrival = read_columns(path, {"arrival_s": "number"}, what="arrivals file")["arrival_s"]
-    else:
-        field = None
-        try:
-            arrival = np.load(path, allow_pickle=False)
-        except FileNotFoundError:
-            raise InputError("no such file", file=path) from None
-        except (OSError, ValueError, EOFError) as exc:
-            raise InputError(f"not a .npy or Parquet file ({str(exc)[:120]})",
-                             file=path) from None
-        if arrival.ndim != 1 or arrival.dtype.kind not in "iuf":
-            raise InputError(f"holds {arrival.dtype} of shape {arrival.shape}, expected one "
-                             "number per query", file=path)
-        arrival = arrival.astype(np.float64)
+    elif field is not None:
+        raise InputError("not a .npy or Parquet file", file=path)
+    if arrival.ndim != 1 or arrival.dtype.kind not in "iuf":
+        raise InputError(f"holds {arrival.dtype} of shape {arrival.shape}, expected one "
+                         "number per query", file=path, field=field)
+    arrival = arrival.astype(np.float64)
     if arrival.shape[0] != n:
         raise InputError(f"has {arrival.shape[0]:,} arrival times for {n:,} embeddings",
                          file=path, field=field)
