@@ -31,7 +31,7 @@ _EXPORTS: dict[str, str] = {
     "Estimate": "memsim.estimate",
     "Layout": "memsim.layout", "layout_from_dict": "memsim.layout",
     "load_layout": "memsim.layout",
-    "OptimizeResult": "memsim.optimize",
+    "OptimizeResult": "memsim.optimize", "open_bank": "memsim.client.bank",
     "Profile": "memsim.profile", "Tier": "memsim.profile", "load_profile": "memsim.profile",
     "profile_from_dict": "memsim.profile",
     "SimulationResult": "memsim.simulate", "saturation_rate": "memsim.simulate",
@@ -50,14 +50,15 @@ __all__ = [  # the keys of _EXPORTS and the engines (a test keeps them equal)
     "MemsimError", "OptimizeResult", "Profile", "SimulationResult", "SolverError", "StoreError",
     "Tier", "Workload", "bank_from_dict", "estimate", "format_rate", "format_size",
     "format_time", "layout_from_dict", "load_bank", "load_layout", "load_profile",
-    "load_workload", "optimize", "parse_rate", "parse_size", "parse_time", "profile_from_dict",
-    "read_trace", "saturation_rate", "simulate", "sweep", "tier_load", "workload_from_dict",
-    "write_trace",
+    "load_workload", "open_bank", "optimize", "parse_rate", "parse_size", "parse_time",
+    "profile_from_dict", "read_trace", "saturation_rate", "simulate", "sweep", "tier_load",
+    "workload_from_dict", "write_trace",
 ]
 
 if TYPE_CHECKING:
     from memsim import estimate, optimize, simulate, sweep
     from memsim.bank import ANCHORS, Bank, bank_from_dict, load_bank
+    from memsim.client.bank import open_bank
     from memsim.errors import (
         DataError,
         InfeasibleError,
