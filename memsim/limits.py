@@ -38,6 +38,9 @@ MAX_BLOCK_BYTES = 2**70              # one block (about 1.2 ZB): floats stay exa
 MAX_FLUID_CELLS = 4_000_000          # queries x request parts in one pass of the tier model
 MAX_FLUID_WORK = 1_000_000_000       # queries x parts x (2 parts + 2) of the tier model (~10 s)
 MAX_SWEEP_POINTS = 100_000           # points of one sweep (each runs the optimizer: hours)
+MAX_CENTROID_BYTES = 2**33           # routing: all levels' centroids as float32 (8 GiB)
+MAX_EMBEDDING_BYTES = 2**33          # routing: the embeddings as float32 in memory
+MAX_DIM = 1 << 16                    # routing: embedding dimension
 
 
 def check_at_most(value: int | float, limit: int | float, what: str, *,

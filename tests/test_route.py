@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import memsim
+from memsim import limits
 from memsim.client import route as route_mod
 from memsim.client.route import (
     Centroids,
@@ -230,7 +231,7 @@ def test_bad_centroid_files(tmp_path):
 
 def test_size_is_checked_before_loading(tmp_path, monkeypatch):
     path = _npz(tmp_path / "c.npz", **_good())
-    monkeypatch.setattr(route_mod, "MAX_CENTROID_BYTES", 60)
+    monkeypatch.setattr(limits, "MAX_CENTROID_BYTES", 60)
     read = []
     monkeypatch.setattr(np.lib.format, "read_array", lambda *a, **k: read.append(1))
     with pytest.raises(InputError, match="field 'L2'.*limit is 60"):

@@ -45,6 +45,7 @@ from typing import Any, Literal
 import ml_dtypes
 import numpy as np
 
+from memsim import limits
 from memsim.bank import Bank
 from memsim.errors import InputError, one_line
 from memsim.limits import MAX_QUERIES, check_at_most
@@ -54,9 +55,6 @@ METRICS: tuple[str, ...] = ("l2", "ip", "cosine")
 BF16 = np.dtype(ml_dtypes.bfloat16)
 F32 = np.dtype(np.float32)
 
-MAX_CENTROID_BYTES = 2**33       # all levels as float32 in memory (8 GiB)
-MAX_EMBEDDING_BYTES = 2**33      # the embeddings as float32 in memory
-MAX_DIM = 1 << 16                # embedding dimension
 CHUNK_BYTES = 1 << 23            # candidate centroids gathered at once per chunk (8 MiB)
 GROUP_DIM = 1024                 # one product per node when nodes * GROUP_DIM <= queries * D
 _SCORE_MAX = float(np.finfo(np.float32).max) / 4  # |v|^2 bound: scores stay finite
@@ -319,13 +317,13 @@ def load_centroids(path: str | Path, bank: Bank | None = None) -> Centroids:
         if len(head.shape) != 2:
             raise InputError(f"has shape {head.shape}, expected 2-D (clusters, dimension)",
                              file=path, field=name)
-        check_at_most(head.shape[1], MAX_DIM, "the dimension", file=path, field=name)
+        check_at_most(head.shape[1], limits.MAX_DIM, "the dimension", file=path, field=name)
         if head.shape[0] != branching**depth:
             raise InputError(
                 f"has {head.shape[0]:,} rows, expected {branching**depth:,}: one per cluster "
                 f"at depth {depth} (branching {branching})", file=path, field=name)
         total += head.shape[0] * head.shape[1] * 4
-        check_at_most(total, MAX_CENTROID_BYTES, "the centroids' size in bytes (float32, "
+        check_at_most(total, limits.MAX_CENTROID_BYTES, "the centroids' size in bytes (float32, "
                       f"down to {name})", file=path, field=name)
         _as_values(np.empty(0, dtype=head.dtype), str(path), name)  # dtype, before loading
     if bank is not None:
@@ -430,7 +428,7 @@ def check_embeddings(embeddings: Any, dim: int, file: str | Path | None = None,
     if x.shape[0] == 0:
         raise InputError("holds no embeddings (0 rows)", file=file, field=field)
     check_at_most(x.shape[0], MAX_QUERIES, "the number of embeddings", file=file, field=field)
-    check_at_most(x.size * 4, MAX_EMBEDDING_BYTES, "the embeddings' size in bytes (float32)",
+    check_at_most(x.size * 4, limits.MAX_EMBEDDING_BYTES, "the embeddings' size in bytes (float32)",
                   file=file, field=field)
     if x.dtype not in (F32, np.dtype(np.float16), np.dtype(np.float64), BF16):
         raise InputError(f"holds {x.dtype}, expected floating-point values", file=file,
@@ -557,7 +555,7 @@ def load_embeddings(path: str | Path, column: str = "embedding") -> np.ndarray:
                 shape, dtype = _npy_header(handle)
                 if len(shape) == 2:
                     check_at_most(shape[0], MAX_QUERIES, "the number of embeddings", file=path)
-                    check_at_most(shape[0] * shape[1] * 4, MAX_EMBEDDING_BYTES,
+                    check_at_most(shape[0] * shape[1] * 4, limits.MAX_EMBEDDING_BYTES,
                                   "the embeddings' size in bytes (float32)", file=path)
                 if dtype.hasobject:
                     raise InputError(f"holds {dtype}, expected floating-point values",
