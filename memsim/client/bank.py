@@ -16,8 +16,13 @@ other stores go through a private event loop (or, inside a running loop such as 
 helper thread's). Access control is the reader's: a blocked block is never located nor
 requested, and is absent from the result.
 
-Every block read goes through `ServedBank._read_distinct` (or its sync twin): the one place
-where a RAM cache will be looked up (admitting what was read) and a prefetcher told of demand.
+Every block read goes through `ServedBank._read_distinct` (or its sync twin). With a RAM
+cache or resident levels (the layout's `cache:` and `resident:`, or open_bank's overrides), a
+query's (or a batch's) distinct blocks are looked up first in `memsim.client.cache` (the
+simulator's own policy object, driven in the simulator's order: level by level, and in a
+batch each level's distinct blocks in increasing id), and only the misses are read; a hit
+hands out the very array the cache holds. That lookup is where a prefetcher will be told of
+demand.
 """
 
 from __future__ import annotations
@@ -29,12 +34,13 @@ import queue
 import random
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import crc32c
 import numpy as np
@@ -42,12 +48,15 @@ import numpy as np
 from memsim.aio import run_sync
 from memsim.bank import Bank
 from memsim.blockmap import Subtree, in_any
-from memsim.errors import DataError, InputError
-from memsim.layout import Layout
+from memsim.errors import DataError, InputError, OverloadWarning
+from memsim.layout import CacheConfig, Layout
 from memsim.profile import Profile
 from memsim.replay.reader import BadBlock, BankReader, Location
 from memsim.stores import ByteStore, LocalByteStore, MemoryByteStore, tier_stores
 from memsim.stores.local import ALIGN
+
+if TYPE_CHECKING:
+    from memsim.client.cache import ClientCache
 
 __all__ = ["BlockArrays", "ClientStats", "FetchTimings", "ServedBank", "TimedFetch",
            "open_bank"]
@@ -70,15 +79,34 @@ class ClientStats:
     dedup_requests_saved: int = 0  # ... and the requests those reads would have been
     blocked: dict[int, int] = field(default_factory=dict)  # level -> blocks refused
     checked: int = 0  # blocks whose CRC32C was checked
+    # the RAM cache, over the levels its budget can hold (as simulate's cache_hit_ratio)
+    cache_hits: int = 0
+    cache_misses: int = 0
+    cache_evictions: int = 0
+    cache_bytes: int = 0  # bytes of the budget held now (a level, not a counter: reset keeps it)
+    resident_hits: int = 0  # a resident level's current block was the one asked for
+    resident_misses: int = 0
+    cache_lookups: dict[int, int] = field(default_factory=dict)  # level -> lookups (cache or
+    cache_level_hits: dict[int, int] = field(default_factory=dict)  # residency) -> hits
 
     def reset(self) -> None:
         """Zero every counter."""
         for name, value in vars(ClientStats()).items():
-            setattr(self, name, value)
+            if name != "cache_bytes":
+                setattr(self, name, value)
+
+    @property
+    def cache_hit_ratio(self) -> float | None:
+        """Hits over lookups of the levels the cache's budget holds (resident levels apart);
+        None before any such lookup, or with no cache, as the simulator reports it."""
+        lookups = self.cache_hits + self.cache_misses
+        return self.cache_hits / lookups if lookups else None
 
     def to_json(self) -> dict[str, Any]:
         out = dict(vars(self))
-        out["blocked"] = {str(d): n for d, n in self.blocked.items()}
+        for name in ("blocked", "cache_lookups", "cache_level_hits"):
+            out[name] = {str(d): n for d, n in getattr(self, name).items()}
+        out["cache_hit_ratio"] = self.cache_hit_ratio
         return out
 
 
@@ -91,7 +119,8 @@ class FetchTimings:
 
     start: float
     levels: dict[int, float]
-    tiers: dict[int, str]  # level -> the tier it was read from
+    tiers: dict[int, str]  # level -> the tier it was read from (RAM's for a cached block)
+    cached: tuple[int, ...] = ()  # levels served by the RAM cache or residency
 
     @property
     def fetch_time_s(self) -> float:
@@ -113,6 +142,7 @@ class _Read(NamedTuple):
     array: np.ndarray
     done: float
     tier: str
+    cached: bool = False  # found in the RAM cache (or a resident level's current block)
 
 
 def _resolve(layout: Layout | str | Path, profile: Profile | str | Path | None,
@@ -159,8 +189,9 @@ def _check_rate(check: bool | float) -> float:
 def open_bank(layout: Layout | str | Path, *, profile: Profile | str | Path | None = None,
               bank: Bank | str | Path | None = None, stores: Mapping[str, str] | None = None,
               check: bool | float = True, blocked: list[Subtree] | None = None,
-              cold: bool = True, weights: str | Path | None = None, seed: int = 0
-              ) -> ServedBank:
+              cold: bool = True, weights: str | Path | None = None, seed: int = 0,
+              cache: CacheConfig | None | str = "layout",
+              resident: Sequence[int] | str = "layout") -> ServedBank:
     """Open the bank `layout` places, for fetching; use it as a (sync or async) context
     manager, or call `close()`.
 
@@ -171,9 +202,19 @@ def open_bank(layout: Layout | str | Path, *, profile: Profile | str | Path | No
     mismatch is a DataError. `blocked` adds access-control subtrees to the layout's.
     Local tiers read cold (O_DIRECT) unless `cold=False`. An empty memory tier is filled from
     the content the other stores record (`weights`: the file the bank was written from).
+
+    `cache` is the RAM cache of fetched blocks: the layout's `cache:` section ("layout"), a
+    `CacheConfig`, or None (none); `resident` the levels whose current block stays in RAM
+    (the layout's, or a list). Both behave as the simulator models them (`memsim.client.cache`);
+    a cache that overfills the RAM tier is an `OverloadWarning`, as `simulate` gives.
     """
     prof, bk, lay = _resolve(layout, profile, bank)
-    lay.check(bk, prof)
+    config, levels = _cache_choice(lay, cache, resident)
+    effective = lay if config is lay.cache and levels == list(lay.resident) else \
+        lay.model_copy(update={"cache": config, "resident": levels})
+    effective.check(bk, prof)
+    for problem in effective.overfilled(bk, prof):
+        warnings.warn(problem, OverloadWarning, stacklevel=2)
     rate = _check_rate(check)
     from memsim.materialize.manifest import placement_plan
 
@@ -188,7 +229,31 @@ def open_bank(layout: Layout | str | Path, *, profile: Profile | str | Path | No
         for store in opened.values():
             store.close()
         raise
-    return ServedBank(reader, check_rate=rate, seed=seed)
+    return ServedBank(reader, check_rate=rate, seed=seed, cache=config, resident=levels)
+
+
+def _cache_choice(layout: Layout, cache: Any, resident: Any) -> tuple[CacheConfig | None,
+                                                                       list[int]]:
+    """open_bank's cache and resident arguments, resolved against the layout."""
+    if isinstance(cache, str):
+        if cache != "layout":
+            raise InputError(f"cache must be 'layout', a CacheConfig or None, got {cache!r}",
+                             field="cache")
+        cache = layout.cache
+    elif cache is not None and not isinstance(cache, CacheConfig):
+        raise InputError(f"cache must be 'layout', a CacheConfig or None, got {cache!r}",
+                         field="cache")
+    if isinstance(resident, str):
+        if resident != "layout":
+            raise InputError(f"resident must be 'layout' or a list of levels, got "
+                             f"{resident!r}", field="resident")
+        return cache, list(layout.resident)
+    try:
+        levels = [operator.index(d) for d in resident]
+    except TypeError:
+        raise InputError(f"resident must be 'layout' or a list of levels, got {resident!r}",
+                         field="resident") from None
+    return cache, levels
 
 
 def _fill_memory_tiers(profile: Profile, bank: Bank, layout: Layout, plan: dict[str, Any],
@@ -261,10 +326,12 @@ class ServedBank:
     query's `FetchTimings`; with the default, fetch returns only the dict of arrays. Arrays
     are read-only, of the bank's dtype (bf16 and fp8 through ml_dtypes), one row of the
     level's materialized array each: shape (block_params,), to be reshaped by the caller
-    (a view, free). Arrays of blocks shared in a batch are the same object.
+    (a view, free). Arrays of blocks shared in a batch are the same object, and so are those
+    of a block the RAM cache (`cache`, a `memsim.client.cache.ClientCache`, or None) holds.
     """
 
-    def __init__(self, reader: BankReader, *, check_rate: float = 1.0, seed: int = 0) -> None:
+    def __init__(self, reader: BankReader, *, check_rate: float = 1.0, seed: int = 0,
+                 cache: CacheConfig | None = None, resident: Sequence[int] = ()) -> None:
         from memsim.materialize.content import DTYPES
 
         self.reader = reader
@@ -289,6 +356,15 @@ class ServedBank:
         self.closed = False
         # where blocks on local and memory stores are (fixed once the indexes are read)
         self._locations: dict[tuple[int, int], Location] = {}
+        self.cache: ClientCache | None = None
+        if cache is not None or resident:
+            from memsim.client.cache import ClientCache
+
+            ram = self.profile.ram
+            self._ram_name = ram.name if ram is not None else "ram"
+            self.cache = ClientCache(cache, resident,
+                                     {lv.depth: lv.block_bytes for lv in self.bank.active_levels},
+                                     self.stats, self._lock)
 
     # ------------------------------------------------------------------ life cycle
     def close(self) -> None:
@@ -385,10 +461,7 @@ class ServedBank:
         trace row has them): {level: array}, blocked levels absent."""
         start = time.perf_counter()
         keys = self._one_keys(path, as_)
-        reads = self._read_distinct_sync(keys) if keys else {}
-        if reads is None:
-            reads = self._run(self._read_distinct(keys))
-        return self._one_result(keys, reads, start, timed, as_)
+        return self._one_result(keys, self._get_sync(keys), start, timed, as_)
 
     def fetch_many(self, paths: Sequence[Sequence[int]] | np.ndarray, *, timed: bool = False,
                    as_: str = "numpy") -> list[BlockArrays] | TimedFetch:
@@ -398,19 +471,14 @@ class ServedBank:
         Blocks on local stores are read without an event loop: the first in this thread, the
         others by the tiers' reading threads; any other store goes through the event loop."""
         batch = self._begin(paths, timed, as_)
-        if not batch.wanted:
-            return self._finish(batch, {})
-        reads = self._read_distinct_sync(batch.wanted)
-        if reads is None:
-            reads = self._run(self._read_distinct(batch.wanted))
-        return self._finish(batch, reads)
+        return self._finish(batch, self._get_sync(batch.wanted))
 
     async def afetch(self, path: Sequence[int] | np.ndarray, *, timed: bool = False,
                      as_: str = "numpy") -> BlockArrays | TimedFetch:
         """`fetch` on the running event loop."""
         start = time.perf_counter()
         keys = self._one_keys(path, as_)
-        return self._one_result(keys, await self._read_distinct(keys), start, timed, as_)
+        return self._one_result(keys, await self._get(keys), start, timed, as_)
 
     def _one_keys(self, path: Any, as_: str) -> list[tuple[int, int]]:
         """One path's (level, block) to read, checked in plain Python (a batch of one in
@@ -482,14 +550,15 @@ class ServedBank:
             return out
         return TimedFetch(out, FetchTimings(start, {d: reads[(d, x)].done - start
                                                     for d, x in keys},
-                                            {d: reads[(d, x)].tier for d, x in keys}))
+                                            {d: reads[(d, x)].tier for d, x in keys},
+                                            tuple(d for d, x in keys if reads[(d, x)].cached)))
 
     async def afetch_many(self, paths: Sequence[Sequence[int]] | np.ndarray, *,
                           timed: bool = False, as_: str = "numpy"
                           ) -> list[BlockArrays] | TimedFetch:
         """`fetch_many` on the running event loop."""
         batch = self._begin(paths, timed, as_)
-        return self._finish(batch, await self._read_distinct(batch.wanted))
+        return self._finish(batch, await self._get(batch.wanted))
 
     def _begin(self, paths: Any, timed: bool, as_: str) -> _Batch:
         """Check the paths, and find each level's distinct blocks and the blocked ones
@@ -532,6 +601,7 @@ class ServedBank:
         per_query: list[BlockArrays] = [{} for _ in range(n)]
         stamps: list[dict[int, float]] = [{} for _ in range(n)] if timed else []
         tiers: list[dict[int, str]] = [{} for _ in range(n)] if timed else []
+        cached: list[list[int]] = [[] for _ in range(n)] if timed else []
         for d, uniq, inverse, refused in batch.plan:
             arrays = [None if r else reads[(d, int(x))] for x, r in
                       zip(uniq.tolist(), refused.tolist(), strict=True)]
@@ -546,6 +616,8 @@ class ServedBank:
                 if timed:
                     stamps[q][d] = got.done - start
                     tiers[q][d] = got.tier
+                    if got.cached:
+                        cached[q].append(d)
             delivered = int((~refused[inverse]).sum())
             saved = delivered - int((~refused).sum())
             requests_saved = 0
@@ -564,8 +636,8 @@ class ServedBank:
             stats.fetches += n
         if not timed:
             return per_query
-        return TimedFetch(per_query, [FetchTimings(start, s, t)
-                                      for s, t in zip(stamps, tiers, strict=True)])
+        return TimedFetch(per_query, [FetchTimings(start, s, t, tuple(c))
+                                      for s, t, c in zip(stamps, tiers, cached, strict=True)])
 
     def _requests_of(self, tier: str, depth: int) -> int:
         """Requests one read of a level-`depth` block on `tier` takes (max request size)."""
@@ -573,9 +645,91 @@ class ServedBank:
         limit = self.profile.tier(tier).max_request_size
         return -(-size // int(limit)) if limit else 1
 
+    # ------------------------------------------------------------------ the RAM cache
+    def _get_sync(self, keys: list[tuple[int, int]]) -> dict[tuple[int, int], _Read]:
+        """The distinct blocks `keys`: from the RAM cache, else read (sync, see fetch)."""
+        cache = self.cache
+        if cache is None or not keys:
+            return self._read_sync(keys)
+        at = time.perf_counter()
+        claim = cache.claim(keys)
+        got = self._hits(claim.ready, at)
+        if claim.misses:
+            try:
+                reads = self._read_sync(claim.misses)
+            except BaseException as exc:
+                cache.fail(claim, exc)
+                raise
+            cache.fill(claim, reads)
+            got.update(reads)
+        if claim.waits:
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                inside_loop = False
+            else:  # blocking here could block the very task reading the block
+                inside_loop = True
+            again = []
+            for key, fut in claim.waits.items():
+                try:
+                    if inside_loop:
+                        raise LookupError("not waited for inside a running event loop")
+                    got[key] = self._waited(fut.result(), at)
+                except Exception:
+                    again.append(key)
+            if again:  # the owner's read failed (or cannot be waited for): read them here
+                got.update(self._read_sync(again))
+        return got
+
+    async def _get(self, keys: list[tuple[int, int]]) -> dict[tuple[int, int], _Read]:
+        """`_get_sync` on the running event loop."""
+        cache = self.cache
+        if cache is None or not keys:
+            return await self._read_distinct(keys)
+        at = time.perf_counter()
+        claim = cache.claim(keys)
+        got = self._hits(claim.ready, at)
+        if claim.misses:
+            try:
+                reads = await self._read_distinct(claim.misses)
+            except BaseException as exc:
+                cache.fail(claim, exc)
+                raise
+            cache.fill(claim, reads)
+            got.update(reads)
+        again = []
+        for key, fut in claim.waits.items():
+            try:
+                got[key] = self._waited(await asyncio.wrap_future(fut), at)
+            except Exception:
+                again.append(key)
+        if again:
+            got.update(await self._read_distinct(again))
+        return got
+
+    def _read_sync(self, keys: list[tuple[int, int]]) -> dict[tuple[int, int], _Read]:
+        """Read `keys` without the event loop when their stores allow, else on it."""
+        if not keys:
+            return {}
+        reads = self._read_distinct_sync(keys)
+        if reads is None:
+            reads = self._run(self._read_distinct(keys))
+        return reads
+
+    def _hits(self, ready: dict[tuple[int, int], _Read], at: float
+              ) -> dict[tuple[int, int], _Read]:
+        """Cache hits as reads: the same array, in memory at the lookup, from RAM."""
+        ram = self._ram_name
+        return {key: _Read(r.array, at, ram, True) for key, r in ready.items()}
+
+    @staticmethod
+    def _waited(read: _Read, at: float) -> _Read:
+        """A hit on a block another caller was reading: in memory when that read was."""
+        return _Read(read.array, max(read.done, at), read.tier, True)
+
     # ------------------------------------------------------------------ reading
-    # Every block read goes through _read_distinct (or its sync twin): the place where a RAM
-    # cache will be looked up (and admit what was read) and a prefetcher told of the demand.
+    # Every block read goes through _read_distinct (or its sync twin), called by _get (or
+    # _get_sync) with the RAM cache's misses: the place a prefetcher will be told of demand.
     async def _read_distinct(self, keys: list[tuple[int, int]]) -> dict[tuple[int, int], _Read]:
         """Read each (level, block) of `keys` once, all in parallel, on the event loop."""
         if not keys:

@@ -1,5 +1,10 @@
 """The RAM cache of blocks: a byte budget with LRU, LFU or pinned-level eviction.
 
+`BlockCache` makes the policy's decisions only (which keys are in RAM); the simulator and
+replay drive it, and so does the client's cache (`memsim.client.cache`), which keeps the
+arrays of the keys it holds: one implementation of the policy, so the simulator's hits,
+misses and evictions are the client's for the same requests.
+
 Blocks are keyed by (depth, block id). Resident levels of a layout hold their current block
 outside the budget: one slot per level, replaced when a query routes elsewhere. LFU uses
 dynamic aging (LFU-DA): a block's priority is its hit count plus the priority of the last
@@ -30,6 +35,7 @@ class BlockCache:
         self.used = 0
         self.hits = 0
         self.misses = 0
+        self.evictions = 0
         self._lru: OrderedDict[Key, int] = OrderedDict()  # key -> bytes
         self._count: dict[Key, int] = {}  # LFU: hits since admission
         self._priority: dict[Key, float] = {}  # LFU-DA: count + age at the last touch
@@ -70,26 +76,48 @@ class BlockCache:
             self._heap = [(p, next(self._tick), k) for k, p in self._priority.items()]
             heapq.heapify(self._heap)
 
-    def insert(self, depth: int, block: int, nbytes: int) -> None:
-        """Admit a block just fetched, evicting as the policy says; too-big blocks pass by."""
+    def holds(self, depth: int, block: int) -> bool:
+        """Whether the block is in RAM now (counts nothing, changes nothing)."""
+        if depth in self.resident:
+            return self.resident[depth] == block
+        return (depth, block) in self._lru
+
+    def insert(self, depth: int, block: int, nbytes: int) -> list[Key]:
+        """Admit a block just fetched, evicting as the policy says; too-big blocks pass by.
+        Returns the keys evicted to make room (a resident level's replaced block is not an
+        eviction: it is outside the budget)."""
         if depth in self.resident:
             self.resident[depth] = block
-            return
+            return []
         if self.levels is not None and depth not in self.levels:
-            return
+            return []
         if nbytes > self.budget:
-            return
+            return []
         key = (depth, block)
         if key in self._lru:
-            return
+            return []
+        evicted = []
         while self.used + nbytes > self.budget:
-            self._evict()
+            evicted.append(self._evict())
         self._lru[key] = nbytes
         self.used += nbytes
         if self.policy == "lfu":
             self._touch(key, 1)
+        return evicted
 
-    def _evict(self) -> None:
+    def discard(self, depth: int, block: int) -> None:
+        """Forget a block without counting an eviction (the client's read of it failed)."""
+        if depth in self.resident:
+            if self.resident[depth] == block:
+                self.resident[depth] = None
+            return
+        key = (depth, block)
+        if key in self._lru:
+            self.used -= self._lru.pop(key)
+            self._priority.pop(key, None)
+            self._count.pop(key, None)
+
+    def _evict(self) -> Key:
         if self.policy == "lfu":
             while True:
                 priority, _, key = heapq.heappop(self._heap)
@@ -100,6 +128,8 @@ class BlockCache:
         else:
             key = next(iter(self._lru))
         self.used -= self._lru.pop(key)
+        self.evictions += 1
+        return key
 
     @property
     def hit_ratio(self) -> float:
