@@ -51,6 +51,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "schema": ("memsim.cli.formats:schema",
                "Print the JSON Schema of a YAML format, for editors to complete and check "
                "files."),
+    "serve-bench": ("memsim.cli.servebench:serve_bench_cmd",
+                    "Serve a workload's queries through the client with concurrent callers, "
+                    "timing them."),
     "simulate": ("memsim.cli.simulate:simulate_cmd",
                  "Fetch-time distribution under load: queueing, shared bandwidth, caching."),
     "sweep": ("memsim.cli.sweep:sweep",
