@@ -31,13 +31,14 @@ from memsim.energy import EnergyFigures, has_energy, idle_power_w, measured_ener
 from memsim.errors import InputError, OverloadWarning
 from memsim.layout import Layout
 from memsim.profile import Profile
+from memsim.simulate.batch import ServedCounters
 from memsim.simulate.engine import Engine, saturation_rate, tier_load
 from memsim.simulate.stats import PERCENTILES, BatchedSeries
 from memsim.trace import write_trace
 from memsim.workload import PathSampler, Workload
 
-__all__ = ["QueryPlan", "SimulationResult", "plan_queries", "simulate", "saturation_rate",
-           "tier_load"]
+__all__ = ["QueryPlan", "ServedCounters", "SimulationResult", "plan_queries", "simulate",
+           "saturation_rate", "tier_load"]
 
 CHUNK = 1 << 16
 
@@ -67,10 +68,24 @@ class SimulationResult:
     # profile's idle power, and the rate of the whole run (queries over simulated time), so
     # that `average_power_w` is the run's average power.
     energy: EnergyFigures | None = None
+    # Queries per batch (memsim.simulate.batch), and what the client's ClientStats would count
+    # for the measured batches: requests per tier, reads, and what deduplication saved.
+    batch: int = 1
+    served: ServedCounters = field(default_factory=ServedCounters)
 
     @property
     def mean_s(self) -> float:
         return self.fetch_time_s["mean"]
+
+    @property
+    def dedup_blocks_saved(self) -> int:
+        """Block reads the batches saved by reading each shared block once."""
+        return self.served.dedup_blocks_saved
+
+    @property
+    def dedup_requests_saved(self) -> int:
+        """The requests those reads would have been."""
+        return self.served.dedup_requests_saved
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -83,6 +98,9 @@ class SimulationResult:
             "unstable": self.unstable, "capacity_warnings": self.capacity_warnings,
             "trace_out": self.trace_out,
             "energy": self.energy.to_json() if self.energy is not None else None,
+            "batch": self.batch, "dedup_blocks_saved": self.dedup_blocks_saved,
+            "dedup_requests_saved": self.dedup_requests_saved,
+            "served": self.served.to_json(),
         }
 
 
@@ -237,6 +255,7 @@ def simulate(
     warmup: float = 0.1,
     trace_out: str | Path | None = None,
     progress: Callable[[int], None] | None = None,
+    batch: int = 1,
 ) -> SimulationResult:
     """Simulate `queries` queries of `workload` (or replay `trace`: arrival times and paths).
 
@@ -244,14 +263,28 @@ def simulate(
     the statistics. The same seed gives the same result. The work is bounded before it starts
     (limits.MAX_QUERIES, MAX_SIM_REQUESTS, MAX_TRACE_CELLS); a result that describes no
     steady state or an overfilled tier comes with an `OverloadWarning` per problem.
+
+    `batch` groups consecutive queries into batches that fetch each distinct block once, as
+    the client's `fetch_many` (memsim.simulate.batch: a batch is released when its last query
+    has arrived; a closed loop needs at least as many clients as a batch holds). `served`
+    counts what the client's stats would; with batch=1 the run is the unbatched one.
     """
+    if isinstance(batch, bool) or not isinstance(batch, int | np.integer) or batch < 1:
+        raise InputError(f"batch must be a whole number of queries, at least 1, got "
+                         f"{batch!r}", field="batch")
+    batch = int(batch)
     layout.check(bank, profile)
     plan = plan_queries(bank, workload, trace, queries, seed, warmup)
+    if plan.closed and batch > plan.clients:
+        raise InputError(f"a closed loop of {plan.clients:,} clients never fills a batch of "
+                         f"{batch:,} queries (each client waits for its answer): use a batch "
+                         f"of at most {plan.clients:,}", field="batch")
     queries, closed, arrivals, paths = plan.queries, plan.closed, plan.arrivals, plan.paths
     warm = int(queries * warmup)
     keep = trace_out is not None
     engine = Engine(profile, bank, layout, queries=queries, warmup=warm, rng=plan.engine_rng,
                     on_progress=progress)
+    engine.batch = batch
     # Bound the run before it starts: every query may read every level (a miss), each level
     # as its requests on the slowest placement of it.
     per_query = sum(max(len(parts) for (d, _t), parts in engine.parts.items() if d == depth)
@@ -362,7 +395,8 @@ def simulate(
         simulated_s=end, fetch_time_s=summary, fetch_time_ci_s=ci, per_level=per_level,
         per_tier=per_tier, utilization=utilization, offered_load=offered,
         cache_hit_ratio=hit_ratio, unstable=unstable, trace_out=out_path,
-        fetch_stats=stats.fetch, capacity_warnings=capacity, energy=energy,
+        fetch_stats=stats.fetch, capacity_warnings=capacity, energy=energy, batch=batch,
+        served=stats.served,
     )
 
 

@@ -5,7 +5,9 @@ non-empty level of its path. A block found in the RAM cache costs a RAM request;
 level's current block costs nothing; anything else is requested from the block's tier (its
 level's tier, or the block map's). A block in a blocked subtree is never requested, cached
 nor served: the query gets nothing for that level. Levels are fetched all at once (parallel)
-or one after another (sequential).
+or one after another (sequential). With batches (`Engine.batch` > 1, memsim.simulate.batch),
+consecutive queries are released together and each distinct block of a batch is looked up and
+requested once.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from memsim.errors import InputError
 from memsim.layout import Layout
 from memsim.limits import MAX_STALLED_QUERIES
 from memsim.profile import Profile
+from memsim.simulate.batch import ServedCounters
 from memsim.simulate.cache import BlockCache
 from memsim.simulate.stats import BatchedSeries, Series
 from memsim.simulate.tiers import TierServer
@@ -119,6 +122,7 @@ class RunStats:
     blocked: dict[int, int] = field(default_factory=dict)  # per level: routed into a blocked
     routed: dict[tuple[int, str], int] = field(default_factory=dict)  # subtree; (level, tier)
     # -> measured queries whose block lives there (block-level layouts only)
+    served: ServedCounters = field(default_factory=ServedCounters)  # the client's counters
 
 
 class _SortedOverrides:
@@ -200,6 +204,8 @@ class Engine:
         if keep_trace:
             self.keep_trace()
         self.on_progress = on_progress
+        self.batch = 1  # queries per batch (memsim.simulate.batch); 1: each query alone
+        self._pending: list[tuple[int, Sequence[int], float, Callable[[], None] | None]] = []
         self.sequential = layout.fetch == "sequential"
         block_map = layout.block_map(profile)
         self.block_level = block_map is not None or bool(layout.blocked)
@@ -259,27 +265,48 @@ class Engine:
         for depth, col, nbytes, tier in self.levels:
             block = int(path[col])
             plan.append(self._source(depth, block, nbytes, tier, measured))
+        if measured:
+            served = self.stats.served
+            served.fetches += 1
+            served.blocks += len(plan)
         return plan
 
     def _source(self, depth: int, block: int, nbytes: int, tier: str, measured: bool
                 ) -> tuple[int, str | None, list[float]]:
         """Where one block comes from: RAM on a cache hit (nothing for a resident level's
-        current block), else its tier, admitting it to the cache."""
+        current block), else its tier, admitting it to the cache. A measured lookup and read
+        are counted, also as the client counts them (`stats.served`)."""
         cache = self.cache
         if cache is None:
-            return depth, tier, self.parts[(depth, tier)]
+            parts = self.parts[(depth, tier)]
+            if measured:
+                self.stats.served.read(tier, len(parts), nbytes)
+            return depth, tier, parts
         hit = cache.lookup(depth, block)
         if measured and cache.covers(depth):
             stats = self.stats
             stats.lookups[depth] = stats.lookups.get(depth, 0) + 1
             stats.hits[depth] = stats.hits.get(depth, 0) + hit
+            served = stats.served
+            if depth in cache.resident:
+                if hit:
+                    served.resident_hits += 1
+                else:
+                    served.resident_misses += 1
+            elif hit:
+                served.cache_hits += 1
+            else:
+                served.cache_misses += 1
         if hit:
             if depth in cache.resident or self.ram is None:
                 return depth, None, []
             ram = self.ram.tier.name
             return depth, ram, self.parts[(depth, ram)]
         cache.insert(depth, block, nbytes)
-        return depth, tier, self.parts[(depth, tier)]
+        parts = self.parts[(depth, tier)]
+        if measured:
+            self.stats.served.read(tier, len(parts), nbytes)
+        return depth, tier, parts
 
     def _plan_blocks(self, path: Sequence[int], measured: bool
                      ) -> list[tuple[int, str | None, list[float]]]:
@@ -291,6 +318,7 @@ class Engine:
             if guards and any(block // div in roots for div, roots in guards):
                 if measured:
                     stats.blocked[depth] = stats.blocked.get(depth, 0) + 1
+                    stats.served.blocked[depth] = stats.served.blocked.get(depth, 0) + 1
                 plan.append((depth, None, []))  # never looked up, admitted nor requested
                 continue
             if lookup is not None:
@@ -298,7 +326,10 @@ class Engine:
             if measured:
                 key = (depth, tier)
                 stats.routed[key] = stats.routed.get(key, 0) + 1
+                stats.served.blocks += 1
             plan.append(self._source(depth, block, nbytes, tier, measured))
+        if measured:
+            stats.served.fetches += 1
         return plan
 
     def start_query(self, index: int, path: Sequence[int],
@@ -376,6 +407,148 @@ class Engine:
         if self.on_progress is not None:
             self.on_progress(1)
 
+    # ------------------------------------------------------------------ batches
+    def submit(self, index: int, path: Sequence[int],
+               on_done: Callable[[], None] | None = None) -> None:
+        """Query `index` has arrived: start it (batch 1), or add it to the filling batch and
+        release that batch when it is full or this is the run's last query."""
+        if self.batch == 1:
+            self.start_query(index, path, on_done)
+            return
+        pending = self._pending
+        pending.append((index, path, self.env.now, on_done))
+        if len(pending) >= self.batch or index == self.queries - 1:
+            self._pending = []
+            self.start_batch(pending)
+
+    def _requests_of(self, depth: int, source: str | None, parts: list[float]) -> int:
+        """Requests one read of a block takes where the client would say it came from (a
+        hit: RAM, resident or not), as ClientStats.dedup_requests_saved counts them."""
+        if source is not None:
+            return len(parts)
+        if self.ram is None:
+            return 1
+        return len(self.parts[(depth, self.ram.tier.name)])
+
+    def start_batch(self, pending: list[tuple[int, Sequence[int], float,
+                                              Callable[[], None] | None]]) -> None:
+        """Release a batch of consecutive queries (index, path, arrival, on_done) now: each
+        distinct (level, block) looked up once, level by level and in increasing id within a
+        level (the client's order), its misses requested from their tiers; each query's
+        times run from its own arrival (sequential: a level's from that level's start)."""
+        env = self.env
+        now = env.now
+        stats = self.stats
+        served = stats.served
+        measured_from = stats.measured_from
+        first, last = pending[0][0], pending[-1][0]
+        if first <= measured_from <= last:
+            self.mark_measured()
+        counted = last >= measured_from  # the batch's counters: if any query is measured
+        if self.paths_out is not None:
+            for index, path, _arrived, _done in pending:
+                self.paths_out[index] = path
+        n = len(pending)
+        sequential = self.sequential
+        times = [[0.0 if sequential else now - arrived] * len(self.levels)
+                 for _i, _p, arrived, _d in pending]
+        levels = self.block_levels if self.block_level else [
+            (*lv, None, ()) for lv in self.levels]
+        steps: list[tuple[int, list[tuple[str, list[float], list[int]]]]] = []
+        remaining = [0] * n
+        for i, (depth, col, nbytes, tier, lookup, guards) in enumerate(levels):
+            users: dict[int, list[int]] = {}
+            for q, (index, path, _arrived, _done) in enumerate(pending):
+                block = int(path[col])
+                if guards and any(block // div in roots for div, roots in guards):
+                    if index >= measured_from:
+                        stats.blocked[depth] = stats.blocked.get(depth, 0) + 1
+                    if counted:
+                        served.blocked[depth] = served.blocked.get(depth, 0) + 1
+                    continue  # never looked up, admitted nor requested
+                users.setdefault(block, []).append(q)
+            entries = []
+            for block in sorted(users):
+                queries = users[block]
+                where = lookup.get(block, tier) if lookup is not None else tier
+                if self.block_level:
+                    key = (depth, where)
+                    for q in queries:
+                        if pending[q][0] >= measured_from:
+                            stats.routed[key] = stats.routed.get(key, 0) + 1
+                _depth, source, parts = self._source(depth, block, nbytes, where, counted)
+                if counted:
+                    served.blocks += len(queries)
+                    if len(queries) > 1:
+                        served.dedup_blocks_saved += len(queries) - 1
+                        served.dedup_requests_saved += (len(queries) - 1) * self._requests_of(
+                            depth, source, parts)
+                if source:
+                    entries.append((source, parts, queries))
+                    for q in queries:
+                        remaining[q] += 1
+            if entries:
+                steps.append((i, entries))
+        if counted:
+            served.fetches += n
+
+        def finish(q: int) -> None:
+            index, _path, arrived, on_done = pending[q]
+            self._record(index, env.now - arrived, times[q])
+            if on_done is not None:
+                on_done()
+
+        for q in range(n):
+            if remaining[q] == 0:
+                finish(q)
+
+        def arrived_block(i: int, queries: list[int], since: float | None) -> None:
+            for q in queries:
+                times[q][i] = env.now - (pending[q][2] if since is None else since)
+                remaining[q] -= 1
+                if remaining[q] == 0:
+                    finish(q)
+
+        if sequential:
+            def run(k: int) -> None:
+                if k == len(steps):
+                    return
+                i, entries = steps[k]
+                level_start = env.now
+                level_left = [sum(len(parts) for _s, parts, _q in entries)]
+                for source, parts, queries in entries:
+                    left = [len(parts)]
+
+                    def part_done(queries: list[int] = queries, left: list[int] = left
+                                  ) -> None:
+                        left[0] -= 1
+                        if left[0] == 0:
+                            arrived_block(i, queries, level_start)
+                        level_left[0] -= 1
+                        if level_left[0] == 0:
+                            run(k + 1)
+
+                    server = self.tiers[source]
+                    for part in parts:
+                        server.fetch(part, part_done)
+
+            run(0)
+            return
+
+        for i, entries in steps:
+            for source, parts, queries in entries:
+                left = [len(parts)]
+
+                def part_done(i: int = i, queries: list[int] = queries,
+                              left: list[int] = left) -> None:
+                    left[0] -= 1
+                    if left[0] == 0:
+                        arrived_block(i, queries, None)
+
+                server = self.tiers[source]
+                for part in parts:
+                    server.fetch(part, part_done)
+
     # ------------------------------------------------------------------ drivers
     def open_loop(self, arrivals: np.ndarray, paths: Callable[[int], np.ndarray]
                   ) -> Generator[Any, Any, None]:
@@ -386,7 +559,7 @@ class Engine:
             for i, t in enumerate(arrivals[offset:offset + chunk].tolist(), start=offset):
                 if t > env.now:
                     yield env.timeout(t - env.now)
-                self.start_query(i, paths(i))
+                self.submit(i, paths(i))
 
     def closed_loop(self, clients: int, think: Callable[[], float],
                     paths: Callable[[int], np.ndarray], arrivals_out: np.ndarray | None
@@ -422,7 +595,7 @@ class Engine:
                 if arrivals_out is not None:
                     arrivals_out[i] = env.now
                 answered = env.event()
-                self.start_query(i, paths(i), answered.succeed)
+                self.submit(i, paths(i), answered.succeed)
                 yield answered
 
         return [env.process(client()) for _ in range(clients)]
