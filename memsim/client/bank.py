@@ -21,8 +21,18 @@ cache or resident levels (the layout's `cache:` and `resident:`, or open_bank's 
 query's (or a batch's) distinct blocks are looked up first in `memsim.client.cache` (the
 simulator's own policy object, driven in the simulator's order: level by level, and in a
 batch each level's distinct blocks in increasing id), and only the misses are read; a hit
-hands out the very array the cache holds. That lookup is where a prefetcher will be told of
-demand.
+hands out the very array the cache holds.
+
+With `prefetch=` (`memsim.client.prefetch`), each fetch ends by asking the policy for likely
+next blocks; those that fit the budget (`max_inflight` reads, `max_bytes` of prefetched blocks
+not yet used) are admitted to the cache at once as pending reads, in the simulator's order,
+and read on the bank's prefetch threads. A demand lookup that finds one is a cache hit (it
+waits for the read if still in flight) and a prefetch hit; one evicted unused is wasted.
+Local tiers then use `_PriorityChannel`s: a prefetch read takes a free channel only while no
+demand read waits for one, so a demand read never queues behind a prefetch (one already
+reading keeps its channel until its read is done). Stores read through the event loop (S3)
+run a prefetch on the prefetch thread's own loop, bounded by `max_inflight` but without that
+ordering.
 """
 
 from __future__ import annotations
@@ -56,7 +66,8 @@ from memsim.stores import ByteStore, LocalByteStore, MemoryByteStore, tier_store
 from memsim.stores.local import ALIGN
 
 if TYPE_CHECKING:
-    from memsim.client.cache import ClientCache
+    from memsim.client.cache import Claim, ClientCache
+    from memsim.client.prefetch import PrefetchConfig, PrefetchPolicy
 
 __all__ = ["BlockArrays", "ClientStats", "FetchTimings", "ServedBank", "TimedFetch",
            "open_bank"]
@@ -88,6 +99,12 @@ class ClientStats:
     resident_misses: int = 0
     cache_lookups: dict[int, int] = field(default_factory=dict)  # level -> lookups (cache or
     cache_level_hits: dict[int, int] = field(default_factory=dict)  # residency) -> hits
+    # prefetch (memsim.client.prefetch): blocks read ahead into the RAM cache; their reads
+    # count in requests and bytes, not in reads
+    prefetch_issued: int = 0  # prefetch reads started
+    prefetch_hits: int = 0  # prefetched blocks a later demand lookup found (first use)
+    prefetch_wasted: int = 0  # prefetched blocks evicted (or re-read on demand) unused
+    prefetch_failed: int = 0  # prefetch reads that failed or were cancelled by close()
 
     def reset(self) -> None:
         """Zero every counter."""
@@ -102,11 +119,17 @@ class ClientStats:
         lookups = self.cache_hits + self.cache_misses
         return self.cache_hits / lookups if lookups else None
 
+    @property
+    def prefetch_hit_ratio(self) -> float | None:
+        """Prefetched blocks used over prefetched blocks issued (None before any)."""
+        return self.prefetch_hits / self.prefetch_issued if self.prefetch_issued else None
+
     def to_json(self) -> dict[str, Any]:
         out = dict(vars(self))
         for name in ("blocked", "cache_lookups", "cache_level_hits"):
             out[name] = {str(d): n for d, n in getattr(self, name).items()}
         out["cache_hit_ratio"] = self.cache_hit_ratio
+        out["prefetch_hit_ratio"] = self.prefetch_hit_ratio
         return out
 
 
@@ -191,7 +214,8 @@ def open_bank(layout: Layout | str | Path, *, profile: Profile | str | Path | No
               check: bool | float = True, blocked: list[Subtree] | None = None,
               cold: bool = True, weights: str | Path | None = None, seed: int = 0,
               cache: CacheConfig | None | str = "layout",
-              resident: Sequence[int] | str = "layout") -> ServedBank:
+              resident: Sequence[int] | str = "layout",
+              prefetch: PrefetchConfig | None | str = None) -> ServedBank:
     """Open the bank `layout` places, for fetching; use it as a (sync or async) context
     manager, or call `close()`.
 
@@ -207,9 +231,31 @@ def open_bank(layout: Layout | str | Path, *, profile: Profile | str | Path | No
     `CacheConfig`, or None (none); `resident` the levels whose current block stays in RAM
     (the layout's, or a list). Both behave as the simulator models them (`memsim.client.cache`);
     a cache that overfills the RAM tier is an `OverloadWarning`, as `simulate` gives.
+
+    `prefetch` reads likely next blocks into that cache after each fetch (a
+    `memsim.client.prefetch.PrefetchConfig`; "layout": the layout's `prefetch:` if it has one;
+    None: no prefetch); it needs a cache with a budget. Prefetch reads run on background
+    threads (`max_inflight` of them) and never take a local tier's channel while a demand
+    read waits for one.
     """
     prof, bk, lay = _resolve(layout, profile, bank)
     config, levels = _cache_choice(lay, cache, resident)
+    if isinstance(prefetch, str):
+        if prefetch != "layout":
+            raise InputError(f"prefetch must be 'layout', a PrefetchConfig or None, got "
+                             f"{prefetch!r}", field="prefetch")
+        prefetch = getattr(lay, "prefetch", None)
+    if prefetch is not None:
+        from memsim.client.prefetch import PrefetchConfig
+
+        if not isinstance(prefetch, PrefetchConfig):
+            raise InputError(f"prefetch must be 'layout', a PrefetchConfig or None, got "
+                             f"{prefetch!r}", field="prefetch")
+        if prefetch.policy == "none":
+            prefetch = None
+        elif config is None or config.budget <= 0:
+            raise InputError("prefetch needs a RAM cache to prefetch into: give the layout a "
+                             "cache: section or pass cache=CacheConfig(...)", field="prefetch")
     effective = lay if config is lay.cache and levels == list(lay.resident) else \
         lay.model_copy(update={"cache": config, "resident": levels})
     effective.check(bk, prof)
@@ -229,7 +275,12 @@ def open_bank(layout: Layout | str | Path, *, profile: Profile | str | Path | No
         for store in opened.values():
             store.close()
         raise
-    return ServedBank(reader, check_rate=rate, seed=seed, cache=config, resident=levels)
+    try:
+        return ServedBank(reader, check_rate=rate, seed=seed, cache=config, resident=levels,
+                          prefetch=prefetch)
+    except BaseException:
+        reader.close()
+        raise
 
 
 def _cache_choice(layout: Layout, cache: Any, resident: Any) -> tuple[CacheConfig | None,
@@ -331,7 +382,8 @@ class ServedBank:
     """
 
     def __init__(self, reader: BankReader, *, check_rate: float = 1.0, seed: int = 0,
-                 cache: CacheConfig | None = None, resident: Sequence[int] = ()) -> None:
+                 cache: CacheConfig | None = None, resident: Sequence[int] = (),
+                 prefetch: PrefetchConfig | None = None) -> None:
         from memsim.materialize.content import DTYPES
 
         self.reader = reader
@@ -350,9 +402,11 @@ class ServedBank:
         self._loop_lock = threading.Lock()
         self._lock = threading.Lock()  # counters: exact with callers on several threads
         # local tiers: one slot per reading thread, shared by the sync path's inline reads
-        self._channels = {name: _channel(store.channels or 1)
-                          for name, store in self.stores.items()
-                          if isinstance(store, LocalByteStore)}
+        # (with prefetch, channels that serve queued demand reads before prefetch reads)
+        make = _channel if prefetch is None else _PriorityChannel
+        self._channels: dict[str, Any] = {name: make(store.channels or 1)
+                                          for name, store in self.stores.items()
+                                          if isinstance(store, LocalByteStore)}
         self.closed = False
         # where blocks on local and memory stores are (fixed once the indexes are read)
         self._locations: dict[tuple[int, int], Location] = {}
@@ -365,6 +419,12 @@ class ServedBank:
             self.cache = ClientCache(cache, resident,
                                      {lv.depth: lv.block_bytes for lv in self.bank.active_levels},
                                      self.stats, self._lock)
+        self.prefetcher: _Prefetcher | None = None
+        if prefetch is not None:
+            assert self.cache is not None
+            from memsim.client.prefetch import make_policy
+
+            self.prefetcher = _Prefetcher(self, make_policy(prefetch, self.bank), prefetch)
 
     # ------------------------------------------------------------------ life cycle
     def close(self) -> None:
@@ -372,10 +432,17 @@ class ServedBank:
         if self.closed:
             return
         self.closed = True
+        if self.prefetcher is not None:
+            self.prefetcher.close()
         self.reader.close()
         if self._loop is not None:
             self._loop.close()
             self._loop = None
+
+    def wait_prefetches(self) -> None:
+        """Block until no prefetch read is in flight (at once without prefetch)."""
+        if self.prefetcher is not None:
+            self.prefetcher.wait()
 
     def __enter__(self) -> ServedBank:
         return self
@@ -461,7 +528,10 @@ class ServedBank:
         trace row has them): {level: array}, blocked levels absent."""
         start = time.perf_counter()
         keys = self._one_keys(path, as_)
-        return self._one_result(keys, self._get_sync(keys), start, timed, as_)
+        out = self._one_result(keys, self._get_sync(keys), start, timed, as_)
+        if self.prefetcher is not None:
+            self.prefetcher.trigger([keys])
+        return out
 
     def fetch_many(self, paths: Sequence[Sequence[int]] | np.ndarray, *, timed: bool = False,
                    as_: str = "numpy") -> list[BlockArrays] | TimedFetch:
@@ -471,14 +541,20 @@ class ServedBank:
         Blocks on local stores are read without an event loop: the first in this thread, the
         others by the tiers' reading threads; any other store goes through the event loop."""
         batch = self._begin(paths, timed, as_)
-        return self._finish(batch, self._get_sync(batch.wanted))
+        out = self._finish(batch, self._get_sync(batch.wanted))
+        if self.prefetcher is not None:
+            self.prefetcher.trigger(_batch_paths(batch))
+        return out
 
     async def afetch(self, path: Sequence[int] | np.ndarray, *, timed: bool = False,
                      as_: str = "numpy") -> BlockArrays | TimedFetch:
         """`fetch` on the running event loop."""
         start = time.perf_counter()
         keys = self._one_keys(path, as_)
-        return self._one_result(keys, await self._get(keys), start, timed, as_)
+        out = self._one_result(keys, await self._get(keys), start, timed, as_)
+        if self.prefetcher is not None:
+            self.prefetcher.trigger([keys])
+        return out
 
     def _one_keys(self, path: Any, as_: str) -> list[tuple[int, int]]:
         """One path's (level, block) to read, checked in plain Python (a batch of one in
@@ -558,7 +634,10 @@ class ServedBank:
                           ) -> list[BlockArrays] | TimedFetch:
         """`fetch_many` on the running event loop."""
         batch = self._begin(paths, timed, as_)
-        return self._finish(batch, await self._get(batch.wanted))
+        out = self._finish(batch, await self._get(batch.wanted))
+        if self.prefetcher is not None:
+            self.prefetcher.trigger(_batch_paths(batch))
+        return out
 
     def _begin(self, paths: Any, timed: bool, as_: str) -> _Batch:
         """Check the paths, and find each level's distinct blocks and the blocked ones
@@ -653,6 +732,8 @@ class ServedBank:
             return self._read_sync(keys)
         at = time.perf_counter()
         claim = cache.claim(keys)
+        if self.prefetcher is not None:
+            self.prefetcher.demand(claim)
         got = self._hits(claim.ready, at)
         if claim.misses:
             try:
@@ -688,6 +769,8 @@ class ServedBank:
             return await self._read_distinct(keys)
         at = time.perf_counter()
         claim = cache.claim(keys)
+        if self.prefetcher is not None:
+            self.prefetcher.demand(claim)
         got = self._hits(claim.ready, at)
         if claim.misses:
             try:
@@ -728,8 +811,8 @@ class ServedBank:
         return _Read(read.array, max(read.done, at), read.tier, True)
 
     # ------------------------------------------------------------------ reading
-    # Every block read goes through _read_distinct (or its sync twin), called by _get (or
-    # _get_sync) with the RAM cache's misses: the place a prefetcher will be told of demand.
+    # Every demand block read goes through _read_distinct (or its sync twin), called by _get
+    # (or _get_sync) with the RAM cache's misses; prefetch reads go through _Prefetcher._read.
     async def _read_distinct(self, keys: list[tuple[int, int]]) -> dict[tuple[int, int], _Read]:
         """Read each (level, block) of `keys` once, all in parallel, on the event loop."""
         if not keys:
@@ -963,3 +1046,235 @@ def _torch_converter() -> Any:
 
     return convert
 
+
+
+# ---------------------------------------------------------------------- prefetch
+def _batch_paths(batch: _Batch) -> list[list[tuple[int, int]]]:
+    """Each query's (level, block) of a batch, blocked ones left out, in query order."""
+    paths: list[list[tuple[int, int]]] = [[] for _ in range(batch.n)]
+    for d, uniq, inverse, refused in batch.plan:
+        ids, out = uniq.tolist(), refused.tolist()
+        for q, k in enumerate(inverse.tolist()):
+            if not out[k]:
+                paths[q].append((d, int(ids[k])))
+    return paths
+
+
+class _PriorityChannel:
+    """A local tier's channels when prefetch is on: `get`/`put` as `_channel`'s tokens for
+    demand reads, and `get_prefetch`, which takes a free channel only while no demand read
+    is waiting for one (a demand read never queues behind a prefetch; one already reading
+    keeps its channel until done)."""
+
+    def __init__(self, slots: int) -> None:
+        self.free = slots
+        self.queued = 0  # demand reads waiting for a channel
+        self.waiting_prefetch = 0  # prefetch reads waiting (for tests and diagnostics)
+        self.log: list[str] | None = None  # a list: each grant, "demand" or "prefetch"
+        self.cond = threading.Condition(threading.Lock())
+
+    def get(self) -> None:
+        with self.cond:
+            if self.free > 0:
+                self.free -= 1
+                if self.log is not None:
+                    self.log.append("demand")
+                return
+            self.queued += 1
+            while self.free == 0:
+                self.cond.wait()
+            self.free -= 1
+            self.queued -= 1
+            if self.log is not None:
+                self.log.append("demand")
+            if self.queued == 0 and self.free:
+                self.cond.notify_all()  # prefetch may go now
+
+    def get_prefetch(self) -> None:
+        with self.cond:
+            self.waiting_prefetch += 1
+            while self.free == 0 or self.queued:
+                self.cond.wait()
+            self.waiting_prefetch -= 1
+            self.free -= 1
+            if self.log is not None:
+                self.log.append("prefetch")
+
+    def put(self, _token: None = None) -> None:
+        with self.cond:
+            self.free += 1
+            self.cond.notify_all()
+
+
+def _prefetch_pread(channel: _PriorityChannel, store: LocalByteStore, key: str,
+                    buf: np.ndarray, base: int, start: int, length: int) -> float:
+    """`_pread_into` holding a channel taken as a prefetch (after every queued demand)."""
+    channel.get_prefetch()
+    try:
+        return _pread_into(store, key, buf, base, start, length)
+    finally:
+        channel.put(None)
+
+
+class _Prefetcher:
+    """A ServedBank's prefetch: asks the policy after each fetch, admits the blocks it picks
+    into the RAM cache as pending reads (so a demand lookup finds and waits for them), reads
+    them on its own threads, and counts issued, hit, wasted and failed prefetches.
+
+    Budget: `max_inflight` prefetch reads at once, `max_bytes` of prefetched blocks not yet
+    used by a demand lookup (in flight included). Never prefetched: blocked blocks, blocks the
+    cache holds (or is reading), resident levels and levels the cache does not admit."""
+
+    def __init__(self, bank: ServedBank, policy: PrefetchPolicy, config: PrefetchConfig
+                 ) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        assert bank.cache is not None
+        self.bank, self.cache, self.policy, self.config = bank, bank.cache, policy, config
+        self.lock = threading.Lock()
+        self.inflight = 0
+        self.unused: dict[tuple[int, int], int] = {}  # prefetched, not used yet -> bytes
+        self.unused_bytes = 0
+        self.idle = threading.Condition(self.lock)
+        self.closed = False
+        self.pool = ThreadPoolExecutor(max_workers=max(1, config.max_inflight),
+                                       thread_name_prefix="memsim-prefetch")
+
+    def _skip(self, key: tuple[int, int]) -> bool:
+        depth, block = key
+        policy = self.cache.policy
+        if depth in policy.resident or not policy.covers(depth) \
+                or self.cache.block_bytes[depth] > policy.budget:
+            return True
+        if self.bank.reader.blocked and self.bank.reader.is_blocked(depth, block):
+            return True
+        return policy.holds(depth, block)
+
+    def _drop(self, key: tuple[int, int]) -> None:
+        """Forget an unused prefetched block (lock held)."""
+        self.unused_bytes -= self.unused.pop(key)
+
+    def _sweep(self) -> int:
+        """Drop unused prefetched blocks the cache evicted (locks held); how many."""
+        holds = self.cache.policy.holds
+        gone = [k for k in self.unused if not holds(*k)]
+        for key in gone:
+            self._drop(key)
+        return len(gone)
+
+    def demand(self, claim: Claim) -> None:
+        """A demand lookup's outcome: prefetched blocks it found are hits; one it must read
+        again was evicted unused."""
+        with self.lock:
+            if not self.unused:
+                return
+            hits = wasted = 0
+            for key in (*claim.ready, *claim.waits):
+                if key in self.unused:
+                    self._drop(key)
+                    hits += 1
+            for key in claim.misses:
+                if key in self.unused:
+                    self._drop(key)
+                    wasted += 1
+            with self.cache.lock:
+                wasted += self._sweep()
+                self.bank.stats.prefetch_hits += hits
+                self.bank.stats.prefetch_wasted += wasted
+
+    def trigger(self, paths: list[list[tuple[int, int]]]) -> None:
+        """After a fetch: ask the policy, admit what fits the budget, start the reads."""
+        from memsim.client.cache import Claim
+        from memsim.client.prefetch import select
+
+        if self.closed:
+            return
+        cache, stats, sizes = self.cache, self.bank.stats, self.cache.block_bytes
+        started: list[tuple[tuple[int, int], Claim]] = []
+        with self.lock:
+            candidates = self.policy.step(paths)
+            if not candidates:
+                return
+            with cache.lock:
+                stats.prefetch_wasted += self._sweep()
+                chosen = select(candidates, self.config.max_inflight - self.inflight,
+                                self.config.max_bytes - self.unused_bytes, sizes, self._skip)
+                policy = cache.policy
+                for key in chosen:
+                    depth, block = key
+                    evicted = policy.insert(depth, block, sizes[depth])
+                    for gone in evicted:
+                        del cache._values[gone]
+                    stats.cache_evictions += len(evicted)
+                    if not policy.holds(depth, block):
+                        continue
+                    claim = Claim()
+                    fut: Future[Any] = Future()
+                    cache._values[key] = fut
+                    claim.owned[key] = fut
+                    claim.misses.append(key)
+                    self.unused[key] = sizes[depth]
+                    self.unused_bytes += sizes[depth]
+                    self.inflight += 1
+                    stats.prefetch_issued += 1
+                    started.append((key, claim))
+                stats.prefetch_wasted += self._sweep()  # this admission's own evictions
+                stats.cache_bytes = policy.used
+        for key, claim in started:
+            try:
+                job = self.pool.submit(self._read, key)
+            except RuntimeError:  # closed meanwhile: never read
+                job = Future()
+                job.cancel()
+                self._done(job, key, claim)
+                continue
+            job.add_done_callback(lambda j, k=key, c=claim: self._done(j, k, c))
+
+    def _read(self, key: tuple[int, int]) -> _Read:
+        """One prefetched block, read on a prefetch thread (local tiers through their
+        channels as a prefetch; other stores through a private event loop)."""
+        bank = self.bank
+        loc = bank._locations.get(key)
+        if loc is None:
+            loc = _drive(bank.reader.locate(*key))
+            if loc is _SUSPENDED:
+                loc = asyncio.run(bank.reader.locate(*key))
+            if loc is None:
+                raise LookupError("the block is not placed")
+        store = bank.stores[loc.tier]
+        if isinstance(store, LocalByteStore) and loc.tier in bank._channels:
+            buf, base = bank._buffer(loc)
+            done = max(_prefetch_pread(bank._channels[loc.tier], store, loc.key, buf, base,
+                                       s, n) for s, n in loc.ranges)
+            return bank._finish_block(loc, buf, base, done)
+        if isinstance(store, MemoryByteStore):
+            return bank._finish_block(loc, *bank._memory_read(loc))
+        return asyncio.run(bank._read_block(loc))
+
+    def _done(self, job: Future[_Read], key: tuple[int, int], claim: Claim) -> None:
+        """A prefetch read finished, failed or was cancelled: fill or fail its claim."""
+        error = None if job.cancelled() else job.exception()
+        if job.cancelled() or error is not None:
+            self.cache.fail(claim, error if error is not None else
+                            RuntimeError("prefetch cancelled"))
+        else:
+            self.cache.fill(claim, {key: job.result()})
+        with self.lock:
+            if error is not None or job.cancelled():
+                if key in self.unused:
+                    self._drop(key)
+                with self.cache.lock:
+                    self.bank.stats.prefetch_failed += 1
+            self.inflight -= 1
+            self.idle.notify_all()
+
+    def wait(self) -> None:
+        """Until no prefetch read is in flight."""
+        with self.lock:
+            while self.inflight:
+                self.idle.wait()
+
+    def close(self) -> None:
+        """Cancel prefetches not started, wait for those reading, stop the threads."""
+        self.closed = True
+        self.pool.shutdown(wait=True, cancel_futures=True)
