@@ -7,8 +7,10 @@ distinct (level, block) of the batch is looked up once in the RAM cache (or resi
 by level and each level's distinct blocks in increasing id, the client's order; only the
 misses are requested from their tiers, all at once (level after level with
 `fetch: sequential`). A query's fetch time runs from its own arrival (so it includes its
-wait for the batch to fill) until all its blocks are in RAM. With B = 1 this is exactly the
-simulator without batches.
+wait for the batch to fill) until all its blocks are in RAM. Hit ratios (`cache_hit_ratio`,
+per level) are then over a batch's distinct lookups, as the client's are. A closed loop needs
+at least B clients (each waits for its answer). With B = 1 this is exactly the simulator
+without batches.
 
 `ServedCounters` holds the counters, named and meant as `memsim.client.bank.ClientStats`'s,
 over the batches with at least one measured query, so that a run with no warm-up can be
