@@ -326,6 +326,48 @@ def test_demand_takes_a_channel_before_a_queued_prefetch() -> None:
     channel.put()
 
 
+def test_loop_channel_serves_demand_first_across_loops() -> None:
+    """The channels of a tier read on event loops (S3): a prefetch queued on another thread's
+    loop gets a freed channel only after the demand requests queued on this loop; a waiter
+    cancelled leaves the queue."""
+    import asyncio
+
+    channel = client_bank._LoopChannel(1)
+    channel.log = []
+
+    def prefetch_thread() -> None:
+        async def go() -> None:
+            async with channel.prefetch():
+                pass
+        asyncio.run(go())
+
+    async def main() -> None:
+        await channel._acquire("demand")  # held
+        p = threading.Thread(target=prefetch_thread)
+        p.start()
+        while not channel.prefetching:
+            await asyncio.sleep(0.001)
+        gone = asyncio.ensure_future(channel._acquire("demand"))
+        await asyncio.sleep(0)
+        gone.cancel()  # a demand request given up before its turn
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+
+        async def demand() -> None:
+            async with channel:
+                pass
+        d = asyncio.ensure_future(demand())
+        while not channel.demand:
+            await asyncio.sleep(0)
+        channel.release()
+        await d
+        await asyncio.get_running_loop().run_in_executor(None, p.join)
+
+    asyncio.run(main())
+    assert channel.log == ["demand", "demand", "prefetch"]
+    assert channel.free == 1 and not channel.demand and not channel.prefetching
+
+
 def test_bank_prefetch_waits_for_queued_demand(prof, monkeypatch) -> None:
     """On the bank: a prefetch queued on a busy tier reads after a demand queued later."""
     gate = threading.Event()

@@ -28,11 +28,12 @@ next blocks; those that fit the budget (`max_inflight` reads, `max_bytes` of pre
 not yet used) are admitted to the cache at once as pending reads, in the simulator's order,
 and read on the bank's prefetch threads. A demand lookup that finds one is a cache hit (it
 waits for the read if still in flight) and a prefetch hit; one evicted unused is wasted.
-Local tiers then use `_PriorityChannel`s: a prefetch read takes a free channel only while no
-demand read waits for one, so a demand read never queues behind a prefetch (one already
-reading keeps its channel until its read is done). Stores read through the event loop (S3)
-run a prefetch on the prefetch thread's own loop, bounded by `max_inflight` but without that
-ordering.
+Every tier's channels then serve demand first: local tiers use `_PriorityChannel`s (a
+prefetch read takes a free channel only while no demand read waits for one), tiers read on
+event loops (S3) a `_LoopChannel` shared by all loops (a freed channel goes to the first
+queued demand request, else to the first queued prefetch; the tier's concurrency then bounds
+demand and prefetch together, across loops). So a demand request never queues behind a
+prefetch; one already reading keeps its channel until done.
 """
 
 from __future__ import annotations
@@ -399,6 +400,9 @@ class ServedBank:
                                                dict[str, asyncio.Semaphore]] = \
             weakref.WeakKeyDictionary()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_channels: dict[str, _LoopChannel] = {} if prefetch is None else {
+            name: _LoopChannel(self.profile.tier(name).concurrency) for name in self.stores
+            if not isinstance(self.stores[name], LocalByteStore | MemoryByteStore)}
         self._loop_lock = threading.Lock()
         self._lock = threading.Lock()  # counters: exact with callers on several threads
         # local tiers: one slot per reading thread, shared by the sync path's inline reads
@@ -904,9 +908,13 @@ class ServedBank:
             return _aligned(-(-end // ALIGN) * ALIGN - base), base
         return np.empty(end - first, dtype=np.uint8), first
 
-    def _tier_slots(self, tier: str) -> asyncio.Semaphore:
+    def _tier_slots(self, tier: str) -> Any:
         """At most the tier's concurrency requests in flight (per event loop), for stores
-        that do not queue for their own channels."""
+        that do not queue for their own channels. With prefetch, one `_LoopChannel` per tier
+        shared by every loop (demand and prefetch requests alike, demand first)."""
+        shared = self._loop_channels.get(tier)
+        if shared is not None:
+            return shared
         loop = asyncio.get_running_loop()
         slots = self._slots.get(loop)
         if slots is None:
@@ -916,8 +924,9 @@ class ServedBank:
             sem = slots[tier] = asyncio.Semaphore(self.profile.tier(tier).concurrency)
         return sem
 
-    async def _read_block(self, loc: Location) -> _Read:
-        """One block's bytes as an array of the bank's dtype, checked if due."""
+    async def _read_block(self, loc: Location, prefetch: bool = False) -> _Read:
+        """One block's bytes as an array of the bank's dtype, checked if due (`prefetch`: a
+        prefetch read, taking the tier's channel after queued demand requests)."""
         store = self.stores[loc.tier]
         nbytes = loc.nbytes
         first = loc.ranges[0][0]
@@ -929,7 +938,8 @@ class ServedBank:
                 loop.run_in_executor(pool, _channel_pread, channel, store, loc.key, buf, base,
                                      s, n) for s, n in loc.ranges)))
             return self._finish_block(loc, buf, base, done)
-        async with self._tier_slots(loc.tier):
+        slots = self._tier_slots(loc.tier)
+        async with (slots.prefetch() if prefetch else slots):
             if len(loc.ranges) == 1:
                 data = await store.read_range(loc.key, first, nbytes)
                 done = time.perf_counter()
@@ -1106,6 +1116,89 @@ class _PriorityChannel:
             self.cond.notify_all()
 
 
+class _LoopChannel:
+    """A tier's channels for stores read on event loops, when prefetch is on: shared by
+    every loop and thread, a freed channel handed to the first queued demand request, else
+    to the first queued prefetch (`async with channel` for demand, `channel.prefetch()`)."""
+
+    def __init__(self, slots: int) -> None:
+        self.free = slots
+        self.lock = threading.Lock()
+        self.demand: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self.prefetching: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self.log: list[str] | None = None  # a list: each grant, "demand" or "prefetch"
+
+    async def _acquire(self, kind: str) -> None:
+        loop = asyncio.get_running_loop()
+        with self.lock:
+            if self.free > 0 and not self.demand and (kind == "demand"
+                                                      or not self.prefetching):
+                self.free -= 1
+                if self.log is not None:
+                    self.log.append(kind)
+                return
+            fut: asyncio.Future[None] = loop.create_future()
+            entry = (loop, fut)
+            (self.demand if kind == "demand" else self.prefetching).append(entry)
+        try:
+            await fut
+        except BaseException:
+            with self.lock:
+                queue_ = self.demand if kind == "demand" else self.prefetching
+                if entry in queue_:  # not granted: just leave the queue
+                    queue_.remove(entry)
+                    raise
+            if fut.done() and not fut.cancelled():  # granted, then cancelled: pass it on
+                self.release()
+            raise
+
+    def release(self) -> None:
+        """Free a channel: to the first queued demand request, else prefetch, else free."""
+        with self.lock:
+            for kind, queue_ in (("demand", self.demand), ("prefetch", self.prefetching)):
+                if queue_:
+                    loop, fut = queue_.pop(0)
+                    if self.log is not None:
+                        self.log.append(kind)
+                    break
+            else:
+                self.free += 1
+                return
+
+        def grant() -> None:
+            if fut.cancelled():
+                self.release()
+            else:
+                fut.set_result(None)
+
+        try:
+            loop.call_soon_threadsafe(grant)
+        except RuntimeError:  # that loop is closed: its waiter is gone
+            self.release()
+
+    async def __aenter__(self) -> None:
+        await self._acquire("demand")
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release()
+
+    def prefetch(self) -> _LoopPrefetch:
+        return _LoopPrefetch(self)
+
+
+class _LoopPrefetch:
+    """`async with channel.prefetch()`: hold one of the tier's channels as a prefetch."""
+
+    def __init__(self, channel: _LoopChannel) -> None:
+        self.channel = channel
+
+    async def __aenter__(self) -> None:
+        await self.channel._acquire("prefetch")
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.channel.release()
+
+
 def _prefetch_pread(channel: _PriorityChannel, store: LocalByteStore, key: str,
                     buf: np.ndarray, base: int, start: int, length: int) -> float:
     """`_pread_into` holding a channel taken as a prefetch (after every queued demand)."""
@@ -1249,7 +1342,7 @@ class _Prefetcher:
             return bank._finish_block(loc, buf, base, done)
         if isinstance(store, MemoryByteStore):
             return bank._finish_block(loc, *bank._memory_read(loc))
-        return asyncio.run(bank._read_block(loc))
+        return asyncio.run(bank._read_block(loc, prefetch=True))
 
     def _done(self, job: Future[_Read], key: tuple[int, int], claim: Claim) -> None:
         """A prefetch read finished, failed or was cancelled: fill or fail its claim."""
