@@ -125,6 +125,24 @@ def test_prefetch_needs_a_cache(prof) -> None:
                   prefetch=PrefetchConfig("children"))
     with pytest.raises(InputError, match="prefetch policy must be"):
         PrefetchConfig("sideways")  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="needs trace="):
+        PrefetchConfig("trace")
+    for trace, message in [(np.zeros((2, 2), dtype=int), "3 ids per path"),
+                           (np.array([[0, 0, 0], [0, 5, 20]]), "query 1: block 5 at depth 2"),
+                           (np.array([[0, 0, 64]]), "block 64 at depth 3")]:
+        with pytest.raises(InputError, match=message) as err:
+            open_bank(LAYOUT, profile=prof, bank=BANK, cache=CacheConfig(budget=10**6),
+                      prefetch=PrefetchConfig("trace", trace=trace))
+        assert "\n" not in str(err.value)
+
+
+def test_trace_policy_reads_a_trace_file(tmp_path) -> None:
+    from memsim.trace import write_trace
+
+    paths = np.array([leaf_path(x) for x in (3, 9, 60)])
+    file = write_trace(tmp_path / "t.parquet", np.arange(3, dtype=float), paths)
+    policy = make_policy(PrefetchConfig("trace", trace=file, lookahead=2), BANK)
+    assert policy.step([keys_of(3)]) == keys_of(9) + keys_of(60)
 
 
 def replay(leaves: list[int], budget: int, max_bytes: int, slots: int, next_keys

@@ -187,7 +187,19 @@ def trace_keys(trace: Any, bank: Bank, levels: Sequence[int]) -> list[list[Key]]
     else:
         raise InputError(f"a prefetch trace has {depths} ids per path (one per depth), got "
                          f"{m.shape[1]}", field="prefetch.trace")
-    return [list(zip(levels, row, strict=True)) for row in m[:, cols].tolist()]
+    m = m[:, cols]
+    b, prev = bank.branching, None
+    for j, d in enumerate(levels):  # as a fetch checks a path: ids in range, under the parent
+        bad = (m[:, j] < 0) | (m[:, j] >= b ** d)
+        if prev is not None:
+            bad |= m[:, j] // b ** (d - levels[prev]) != m[:, prev]
+        if bad.any():
+            q = int(np.flatnonzero(bad)[0])
+            raise InputError(f"prefetch trace query {q}: block {int(m[q, j])} at depth {d} is "
+                             f"not a cluster of bank '{bank.name}' under the query's path",
+                             field="prefetch.trace")
+        prev = j
+    return [list(zip(levels, row, strict=True)) for row in m.tolist()]
 
 
 def make_policy(config: PrefetchConfig, bank: Bank) -> PrefetchPolicy:
