@@ -18,7 +18,7 @@ from realio_helpers import fresh_memory  # noqa: F401 (an autouse fixture)
 import memsim
 from memsim.blockmap import Subtree
 from memsim.client import bank as client_bank
-from memsim.client.bank import _PriorityChannel, open_bank
+from memsim.client.bank import ServedBank, _PriorityChannel, open_bank
 from memsim.client.prefetch import (
     ChildrenPrefetch,
     PrefetchConfig,
@@ -106,7 +106,7 @@ def test_trace_successor() -> None:
     assert ahead.step([keys_of(0)]) == keys_of(17) + keys_of(40)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.lists(st.tuples(st.integers(1, 3), st.integers(0, 63)), max_size=20),
        st.integers(0, 5), st.integers(0, 40000), st.sets(st.integers(0, 63), max_size=8))
 def test_select_keeps_the_budget(cands, slots, free, skipped) -> None:
@@ -264,10 +264,14 @@ def test_async_and_batches_prefetch(prof) -> None:
         async with open_bank(LAYOUT, profile=prof, bank=BANK, cache=CacheConfig(budget=10**6),
                              prefetch=PrefetchConfig("trace", trace=trace)) as served:
             await served.afetch(trace[0])
-            served.wait_prefetches()
+            assert served.prefetcher.tasks  # type: ignore[union-attr]  (tasks on this loop)
+            with pytest.raises(InputError, match="await_prefetches"):
+                served.wait_prefetches()  # would block the loop its tasks need
+            await served.await_prefetches()
             await served.afetch_many(trace[1:3])
-            served.wait_prefetches()
+            await served.await_prefetches()
             await served.afetch(trace[3])
+            await served.await_prefetches()
             return served.stats.prefetch_issued, served.stats.prefetch_hits
 
     # issued: after query 0, query 1's new block (3,1); after the batch (queries 1, 2),
@@ -306,6 +310,29 @@ def test_close_leaves_no_prefetch_threads(prof) -> None:
     assert not [v for v in pending if isinstance(v, Future) and not v.done()]
     served.prefetcher.trigger([keys_of(0)])  # type: ignore[union-attr]  (a no-op once closed)
     served.close()
+
+
+def test_async_close_cancels_prefetch_tasks(prof) -> None:
+    """Leaving `async with` with prefetch tasks in flight: cancelled or finished, none left
+    pending, nobody left waiting on one, no prefetch thread left."""
+    import asyncio
+
+    trace = np.array([leaf_path(x) for x in range(0, 64, 3)])
+
+    async def run() -> ServedBank:
+        async with open_bank(LAYOUT, profile=prof, bank=BANK, cache=CacheConfig(budget=10**6),
+                             prefetch=PrefetchConfig("trace", trace=trace, lookahead=8,
+                                                     max_inflight=6)) as served:
+            await served.afetch(trace[0])
+            assert len(served.prefetcher.tasks) == 6  # type: ignore[union-attr]
+        assert not served.prefetcher.tasks  # type: ignore[union-attr]
+        return served
+
+    served = asyncio.run(run())
+    pending = served.cache._values.values()  # type: ignore[union-attr]
+    assert not [v for v in pending if isinstance(v, Future) and not v.done()]
+    assert served.stats.prefetch_issued == 6
+    assert not [t for t in threading.enumerate() if t.name.startswith("memsim-prefetch")]
 
 
 def _until(condition, what: str) -> None:
@@ -427,9 +454,14 @@ def test_bank_prefetch_waits_for_queued_demand(prof, monkeypatch) -> None:
         assert served.cache.holds(3, 63)  # type: ignore[union-attr]
 
 
-def test_prefetch_from_s3_is_exact_and_never_requests_blocked_blocks(s3, clean_s3, tmp_path):
-    """S3 (the emulator) through the prefetch thread's own loop: prefetched blocks are the
-    bytes materialized, and a blocked one never reaches the store (proxy log)."""
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_prefetch_from_s3_is_exact_and_never_requests_blocked_blocks(s3, clean_s3, tmp_path,
+                                                                     mode):
+    """S3 (the emulator), from a prefetch thread's own loop (sync) or as tasks on the
+    caller's (async): prefetched blocks are the bytes materialized, and a blocked one never
+    reaches the store (proxy log)."""
+    import asyncio
+
     from memsim.materialize import SyntheticContent
 
     prof = memsim.profile_from_dict({"name": "p", "tiers": [
@@ -448,15 +480,23 @@ def test_prefetch_from_s3_is_exact_and_never_requests_blocked_blocks(s3, clean_s
                    cache=CacheConfig(budget=10**6),
                    prefetch=PrefetchConfig("trace", trace=trace, lookahead=3)) as served:
         s3.proxy.clear_log()
-        served.fetch(trace[0])
-        served.wait_prefetches()
+        if mode == "async":
+            async def go() -> dict:
+                await served.afetch(trace[0])
+                await served.await_prefetches()
+                return await served.afetch(trace[1])
+
+            got = asyncio.run(go())
+        else:
+            served.fetch(trace[0])
+            served.wait_prefetches()
         # (3,17); for leaf 20 (2,5), (3,20) are blocked; (1,2), (2,8), (3,33)
         assert served.stats.prefetch_issued == 4
         assert len(s3.proxy.requests) == 1 + 2  # leaf 16's block, then (3,17) and (3,33)
         assert served.stats.requests["cloud"] == 3
-        before = served.stats.requests["cloud"]
-        got = served.fetch(trace[1])
-        assert served.stats.requests["cloud"] == before  # a prefetch hit: no request
+        if mode == "sync":
+            got = served.fetch(trace[1])
+        assert served.stats.requests["cloud"] == 3  # a prefetch hit: no request
         assert served.stats.prefetch_hits == 1
     for depth, block in zip((1, 2, 3), trace[1].tolist(), strict=True):
         want = SyntheticContent(BANK).blocks(depth, np.array([block]))[0]

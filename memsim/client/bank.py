@@ -444,9 +444,15 @@ class ServedBank:
             self._loop = None
 
     def wait_prefetches(self) -> None:
-        """Block until no prefetch read is in flight (at once without prefetch)."""
+        """Block until no prefetch read is in flight (at once without prefetch); inside an
+        event loop that runs prefetch tasks, use `await await_prefetches()`."""
         if self.prefetcher is not None:
             self.prefetcher.wait()
+
+    async def await_prefetches(self) -> None:
+        """`wait_prefetches` on the running event loop."""
+        if self.prefetcher is not None:
+            await self.prefetcher.await_idle()
 
     def __enter__(self) -> ServedBank:
         return self
@@ -458,6 +464,8 @@ class ServedBank:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        if self.prefetcher is not None:
+            await self.prefetcher.cancel_tasks()
         self.close()
 
     def __repr__(self) -> str:
@@ -557,7 +565,7 @@ class ServedBank:
         keys = self._one_keys(path, as_)
         out = self._one_result(keys, await self._get(keys), start, timed, as_)
         if self.prefetcher is not None:
-            self.prefetcher.trigger([keys])
+            self.prefetcher.trigger([keys], asyncio.get_running_loop())
         return out
 
     def _one_keys(self, path: Any, as_: str) -> list[tuple[int, int]]:
@@ -640,7 +648,7 @@ class ServedBank:
         batch = self._begin(paths, timed, as_)
         out = self._finish(batch, await self._get(batch.wanted))
         if self.prefetcher is not None:
-            self.prefetcher.trigger(_batch_paths(batch))
+            self.prefetcher.trigger(_batch_paths(batch), asyncio.get_running_loop())
         return out
 
     def _begin(self, paths: Any, timed: bool, as_: str) -> _Batch:
@@ -1232,6 +1240,7 @@ class _Prefetcher:
         self.closed = False
         self.pool = ThreadPoolExecutor(max_workers=max(1, config.max_inflight),
                                        thread_name_prefix="memsim-prefetch")
+        self.tasks: set[asyncio.Task[_Read]] = set()  # prefetches started by async fetches
 
     def _skip(self, key: tuple[int, int]) -> bool:
         depth, block = key
@@ -1275,8 +1284,10 @@ class _Prefetcher:
                 self.bank.stats.prefetch_hits += hits
                 self.bank.stats.prefetch_wasted += wasted
 
-    def trigger(self, paths: list[list[tuple[int, int]]]) -> None:
-        """After a fetch: ask the policy, admit what fits the budget, start the reads."""
+    def trigger(self, paths: list[list[tuple[int, int]]],
+                loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """After a fetch: ask the policy, admit what fits the budget, start the reads (on the
+        prefetch threads; after an async fetch, as tasks on its event loop `loop`)."""
         from memsim.client.cache import Claim
         from memsim.client.prefetch import select
 
@@ -1314,6 +1325,11 @@ class _Prefetcher:
                 stats.prefetch_wasted += self._sweep()  # this admission's own evictions
                 stats.cache_bytes = policy.used
         for key, claim in started:
+            if loop is not None:
+                task = loop.create_task(self._aread(key))
+                self.tasks.add(task)
+                task.add_done_callback(lambda j, k=key, c=claim: self._done(j, k, c))
+                continue
             try:
                 job = self.pool.submit(self._read, key)
             except RuntimeError:  # closed meanwhile: never read
@@ -1344,8 +1360,51 @@ class _Prefetcher:
             return bank._finish_block(loc, *bank._memory_read(loc))
         return asyncio.run(bank._read_block(loc, prefetch=True))
 
-    def _done(self, job: Future[_Read], key: tuple[int, int], claim: Claim) -> None:
-        """A prefetch read finished, failed or was cancelled: fill or fail its claim."""
+    async def _aread(self, key: tuple[int, int]) -> _Read:
+        """`_read` as a task on the event loop of the async fetch that started it (local
+        reads still on the prefetch threads, through the tier's channels as a prefetch)."""
+        bank = self.bank
+        loc = bank._locations.get(key) or await bank.reader.locate(*key)
+        if loc is None:
+            raise LookupError("the block is not placed")
+        store = bank.stores[loc.tier]
+        if isinstance(store, LocalByteStore) and loc.tier in bank._channels:
+            buf, base = bank._buffer(loc)
+            loop = asyncio.get_running_loop()
+            done = max(await asyncio.gather(*(
+                loop.run_in_executor(self.pool, _prefetch_pread, bank._channels[loc.tier],
+                                     store, loc.key, buf, base, s, n) for s, n in loc.ranges)))
+            return bank._finish_block(loc, buf, base, done)
+        if isinstance(store, MemoryByteStore):
+            return bank._finish_block(loc, *bank._memory_read(loc))
+        return await bank._read_block(loc, prefetch=True)
+
+    async def await_idle(self) -> None:
+        """Until no prefetch read is in flight, on the running loop (its tasks progress)."""
+        while True:
+            mine = [t for t in self.tasks if not t.done()]
+            if mine:
+                await asyncio.wait(mine)
+                continue
+            with self.lock:
+                if not self.inflight:
+                    return
+            await asyncio.get_running_loop().run_in_executor(None, self.wait)
+
+    async def cancel_tasks(self) -> None:
+        """Cancel the prefetch tasks of this loop and wait until they are gone."""
+        loop = asyncio.get_running_loop()
+        mine = [t for t in self.tasks if t.get_loop() is loop]
+        for task in mine:
+            task.cancel()
+        if mine:
+            await asyncio.wait(mine)
+
+    def _done(self, job: Any, key: tuple[int, int], claim: Claim) -> None:
+        """A prefetch read (thread or task) finished, failed or was cancelled: fill or fail
+        its claim."""
+        if isinstance(job, asyncio.Task):
+            self.tasks.discard(job)
         error = None if job.cancelled() else job.exception()
         if job.cancelled() or error is not None:
             self.cache.fail(claim, error if error is not None else
@@ -1362,12 +1421,24 @@ class _Prefetcher:
             self.idle.notify_all()
 
     def wait(self) -> None:
-        """Until no prefetch read is in flight."""
+        """Until no prefetch read is in flight (not on a loop running prefetch tasks)."""
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is not None and any(t.get_loop() is running and not t.done()
+                                       for t in list(self.tasks)):
+            raise InputError("prefetch tasks run on this event loop: use "
+                             "`await bank.await_prefetches()`", field="prefetch")
         with self.lock:
             while self.inflight:
                 self.idle.wait()
 
     def close(self) -> None:
-        """Cancel prefetches not started, wait for those reading, stop the threads."""
+        """Cancel prefetches not started, wait for those reading, stop the threads; prefetch
+        tasks are cancelled (`async with` / `__aexit__` also waits for them)."""
         self.closed = True
+        for task in list(self.tasks):
+            if not task.get_loop().is_closed():
+                task.get_loop().call_soon_threadsafe(task.cancel)
         self.pool.shutdown(wait=True, cancel_futures=True)
