@@ -26,7 +26,8 @@ hands out the very array the cache holds.
 With `prefetch=` (`memsim.client.prefetch`), each fetch ends by asking the policy for likely
 next blocks; those that fit the budget (`max_inflight` reads, `max_bytes` of prefetched blocks
 not yet used) are admitted to the cache at once as pending reads, in the simulator's order,
-and read on the bank's prefetch threads. A demand lookup that finds one is a cache hit (it
+and read on the bank's prefetch threads (after an async fetch, as tasks on its loop). A
+demand lookup that finds one is a cache hit (it
 waits for the read if still in flight) and a prefetch hit; one evicted unused is wasted.
 Every tier's channels then serve demand first: local tiers use `_PriorityChannel`s (a
 prefetch read takes a free channel only while no demand read waits for one), tiers read on
@@ -235,9 +236,11 @@ def open_bank(layout: Layout | str | Path, *, profile: Profile | str | Path | No
 
     `prefetch` reads likely next blocks into that cache after each fetch (a
     `memsim.client.prefetch.PrefetchConfig`; "layout": the layout's `prefetch:` if it has one;
-    None: no prefetch); it needs a cache with a budget. Prefetch reads run on background
-    threads (`max_inflight` of them) and never take a local tier's channel while a demand
-    read waits for one.
+    None: no prefetch); it needs a cache with a budget. After a sync fetch prefetch reads run
+    on background threads, after an async one as tasks on its loop (`max_inflight` at most);
+    on every tier a queued demand request takes a freed channel before any prefetch.
+    `wait_prefetches()` (or `await await_prefetches()`) waits for them; close() cancels those
+    not started and waits for those reading.
     """
     prof, bk, lay = _resolve(layout, profile, bank)
     config, levels = _cache_choice(lay, cache, resident)
