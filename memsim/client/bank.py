@@ -1306,27 +1306,18 @@ class _Prefetcher:
                 stats.prefetch_wasted += self._sweep()
                 chosen = select(candidates, self.config.max_inflight - self.inflight,
                                 self.config.max_bytes - self.unused_bytes, sizes, self._skip)
-                policy = cache.policy
-                for key in chosen:
-                    depth, block = key
-                    evicted = policy.insert(depth, block, sizes[depth])
-                    for gone in evicted:
-                        del cache._values[gone]
-                    stats.cache_evictions += len(evicted)
-                    if not policy.holds(depth, block):
-                        continue
-                    claim = Claim()
-                    fut: Future[Any] = Future()
-                    cache._values[key] = fut
-                    claim.owned[key] = fut
-                    claim.misses.append(key)
-                    self.unused[key] = sizes[depth]
-                    self.unused_bytes += sizes[depth]
-                    self.inflight += 1
-                    stats.prefetch_issued += 1
-                    started.append((key, claim))
+            admitted = cache.admit(chosen)  # pending reads, as a demand miss's (no lookup)
+            for key in admitted.misses:
+                claim = Claim()  # one per read: each fills or fails on its own
+                claim.misses.append(key)
+                claim.owned[key] = admitted.owned[key]
+                self.unused[key] = sizes[key[0]]
+                self.unused_bytes += sizes[key[0]]
+                self.inflight += 1
+                started.append((key, claim))
+            with cache.lock:
+                stats.prefetch_issued += len(admitted.misses)
                 stats.prefetch_wasted += self._sweep()  # this admission's own evictions
-                stats.cache_bytes = policy.used
         for key, claim in started:
             if loop is not None:
                 task = loop.create_task(self._aread(key))

@@ -132,6 +132,30 @@ class ClientCache:
             stats.cache_bytes = policy.used
         return out
 
+    def admit(self, keys: Iterable[Key]) -> Claim:
+        """Admit each key in order as a read the caller owns, without counting a lookup (a
+        prefetch: the policy's `insert`, evicting as it says); a key the policy does not keep
+        (too big, a level it does not admit) or already holds is left out of the claim."""
+        out = Claim()
+        policy, values, sizes = self.policy, self._values, self.block_bytes
+        with self.lock:
+            for key in keys:
+                depth, block = key
+                if depth in policy.resident or policy.holds(depth, block):
+                    continue
+                evicted = policy.insert(depth, block, sizes[depth])
+                for gone in evicted:
+                    del values[gone]
+                self.stats.cache_evictions += len(evicted)
+                if not policy.holds(depth, block):
+                    continue
+                fut: Future[Any] = Future()
+                values[key] = fut
+                out.owned[key] = fut
+                out.misses.append(key)
+            self.stats.cache_bytes = policy.used
+        return out
+
     def fill(self, claim: Claim, values: Mapping[Key, Any]) -> None:
         """The owner's reads of `claim.misses` finished: each value whose key is still
         admitted is cached, and every waiter gets it (evicted meanwhile or not); a key with
