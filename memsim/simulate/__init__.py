@@ -21,7 +21,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -36,6 +36,9 @@ from memsim.simulate.engine import Engine, saturation_rate, tier_load
 from memsim.simulate.stats import PERCENTILES, BatchedSeries
 from memsim.trace import write_trace
 from memsim.workload import PathSampler, Workload
+
+if TYPE_CHECKING:
+    from memsim.client.prefetch import PrefetchConfig
 
 __all__ = ["QueryPlan", "ServedCounters", "SimulationResult", "plan_queries", "simulate",
            "saturation_rate", "tier_load"]
@@ -256,6 +259,7 @@ def simulate(
     trace_out: str | Path | None = None,
     progress: Callable[[int], None] | None = None,
     batch: int = 1,
+    prefetch: PrefetchConfig | None = None,
 ) -> SimulationResult:
     """Simulate `queries` queries of `workload` (or replay `trace`: arrival times and paths).
 
@@ -268,6 +272,10 @@ def simulate(
     the client's `fetch_many` (memsim.simulate.batch: a batch is released when its last query
     has arrived; a closed loop needs at least as many clients as a batch holds). `served`
     counts what the client's stats would; with batch=1 the run is the unbatched one.
+
+    `prefetch` models the client's `open_bank(prefetch=...)` with the same parameters
+    (memsim.simulate.prefetch); it needs the layout's cache with a budget. None (or policy
+    "none"): no prefetch, exactly the run without it.
     """
     if isinstance(batch, bool) or not isinstance(batch, int | np.integer) or batch < 1:
         raise InputError(f"batch must be a whole number of queries, at least 1, got "
@@ -285,6 +293,15 @@ def simulate(
     engine = Engine(profile, bank, layout, queries=queries, warmup=warm, rng=plan.engine_rng,
                     on_progress=progress)
     engine.batch = batch
+    if prefetch is not None and prefetch.policy != "none":
+        from memsim.client.prefetch import make_policy
+        from memsim.simulate.prefetch import SimPrefetcher
+
+        if engine.cache is None or engine.cache.budget <= 0:
+            raise InputError("prefetch needs a RAM cache to prefetch into: give the layout a "
+                             "cache: section with a budget", field="prefetch")
+        engine.prefetcher = SimPrefetcher(engine, make_policy(prefetch, bank), prefetch)
+        engine.stats.served.prefetching = True
     # Bound the run before it starts: every query may read every level (a miss), each level
     # as its requests on the slowest placement of it.
     per_query = sum(max(len(parts) for (d, _t), parts in engine.parts.items() if d == depth)

@@ -41,6 +41,11 @@ class ServedCounters:
     cache_misses: int = 0
     resident_hits: int = 0  # a resident level's current block was the one asked for
     resident_misses: int = 0
+    prefetch_issued: int = 0  # prefetch reads started (memsim.simulate.prefetch)
+    prefetch_hits: int = 0  # prefetched blocks a later demand lookup found (first use)
+    prefetch_wasted: int = 0  # prefetched blocks evicted (or looked up as a miss) unused
+    prefetching: bool = field(default=False, repr=False)  # a prefetch policy ran: the
+    # prefetch_* counters are in to_json (without one, the JSON is the run without prefetch's)
 
     def read(self, tier: str, parts: int, nbytes: int) -> None:
         """One distinct block requested from `tier` in `parts` requests."""
@@ -56,6 +61,9 @@ class ServedCounters:
 
     def to_json(self) -> dict[str, Any]:
         out = dict(vars(self))
+        if not out.pop("prefetching"):
+            for name in ("prefetch_issued", "prefetch_hits", "prefetch_wasted"):
+                del out[name]
         out["requests"], out["bytes"] = dict(self.requests), dict(self.bytes)
         out["blocked"] = {str(d): n for d, n in self.blocked.items()}
         out["cache_hit_ratio"] = self.cache_hit_ratio

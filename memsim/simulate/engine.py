@@ -27,6 +27,7 @@ from memsim.limits import MAX_STALLED_QUERIES
 from memsim.profile import Profile
 from memsim.simulate.batch import ServedCounters
 from memsim.simulate.cache import BlockCache
+from memsim.simulate.prefetch import PENDING, SimPrefetcher, WaitServer
 from memsim.simulate.stats import BatchedSeries, Series
 from memsim.simulate.tiers import TierServer
 
@@ -174,6 +175,8 @@ class Engine:
         tier_rngs = rng.spawn(len(profile.tiers))
         self.tiers = {t.name: TierServer(self.env, t, r)
                       for t, r in zip(profile.tiers, tier_rngs, strict=True)}
+        self.servers: dict[str, Any] = {**self.tiers, PENDING: WaitServer()}
+        self.prefetcher: SimPrefetcher | None = None  # memsim.simulate.prefetch
         ram = profile.ram
         self.ram = self.tiers[ram.name] if ram is not None else None
         self.levels = [(lv.depth, lv.depth - 1, lv.block_bytes, layout.placement[lv.depth])
@@ -212,6 +215,27 @@ class Engine:
         if self.block_level:
             self._setup_blocks(block_map)
             self._plan = self._plan_blocks
+
+    def where(self, depth: int, block: int) -> str | None:
+        """The tier a block is read from (None: in a blocked subtree)."""
+        if not self.block_level:
+            return self.layout.placement[depth]
+        for d, _col, _nbytes, tier, lookup, guards in self.block_levels:
+            if d == depth:
+                if guards and any(block // div in roots for div, roots in guards):
+                    return None
+                return lookup.get(block, tier) if lookup is not None else tier
+        raise KeyError(depth)
+
+    def path_keys(self, path: Sequence[int]) -> list[tuple[int, int]]:
+        """A path's (level, block)s as the client hands them to its prefetch policy: one per
+        non-empty level, blocked ones left out."""
+        keys = []
+        for depth, col, *_ in self.levels:
+            block = int(path[col])
+            if not self.block_level or self.where(depth, block) is not None:
+                keys.append((depth, block))
+        return keys
 
     def mark_measured(self) -> None:
         """Note each tier's counters as the first measured query starts: what the measured
@@ -283,6 +307,9 @@ class Engine:
                 self.stats.served.read(tier, len(parts), nbytes)
             return depth, tier, parts
         hit = cache.lookup(depth, block)
+        prefetcher = self.prefetcher
+        waiting = prefetcher.looked_up((depth, block), hit, measured) \
+            if prefetcher is not None else None
         if measured and cache.covers(depth):
             stats = self.stats
             stats.lookups[depth] = stats.lookups.get(depth, 0) + 1
@@ -298,11 +325,15 @@ class Engine:
             else:
                 served.cache_misses += 1
         if hit:
+            if waiting is not None:  # a prefetch read in flight: wait for it
+                return depth, PENDING, [waiting]  # type: ignore[list-item]
             if depth in cache.resident or self.ram is None:
                 return depth, None, []
             ram = self.ram.tier.name
             return depth, ram, self.parts[(depth, ram)]
-        cache.insert(depth, block, nbytes)
+        evicted = cache.insert(depth, block, nbytes)
+        if prefetcher is not None and evicted:
+            prefetcher.evicted(evicted, measured)
         parts = self.parts[(depth, tier)]
         if measured:
             self.stats.served.read(tier, len(parts), nbytes)
@@ -346,6 +377,9 @@ class Engine:
 
         def finished() -> None:
             self._record(index, env.now - start, times)
+            if self.prefetcher is not None:
+                self.prefetcher.trigger([self.path_keys(path)],
+                                        index >= self.stats.measured_from)
             if on_done is not None:
                 on_done()
 
@@ -366,7 +400,7 @@ class Engine:
                         times[i] = env.now - level_start
                         run(k + 1)
 
-                server = self.tiers[tier]
+                server = self.servers[tier]
                 for part in parts:
                     server.fetch(part, part_done)
 
@@ -390,7 +424,7 @@ class Engine:
                 if outstanding[0] == 0:
                     finished()
 
-            server = self.tiers[tier]
+            server = self.servers[tier]
             for part in parts:
                 server.fetch(part, part_done)
 
@@ -424,7 +458,7 @@ class Engine:
     def _requests_of(self, depth: int, source: str | None, parts: list[float]) -> int:
         """Requests one read of a block takes where the client would say it came from (a
         hit: RAM, resident or not), as ClientStats.dedup_requests_saved counts them."""
-        if source is not None:
+        if source is not None and source != PENDING:
             return len(parts)
         if self.ram is None:
             return 1
@@ -492,9 +526,15 @@ class Engine:
         if counted:
             served.fetches += n
 
+        unfinished = [n]
+
         def finish(q: int) -> None:
             index, _path, arrived, on_done = pending[q]
             self._record(index, env.now - arrived, times[q])
+            unfinished[0] -= 1
+            if unfinished[0] == 0 and self.prefetcher is not None:  # the batch is done
+                self.prefetcher.trigger([self.path_keys(p) for _i, p, _a, _d in pending],
+                                        counted)
             if on_done is not None:
                 on_done()
 
@@ -528,7 +568,7 @@ class Engine:
                         if level_left[0] == 0:
                             run(k + 1)
 
-                    server = self.tiers[source]
+                    server = self.servers[source]
                     for part in parts:
                         server.fetch(part, part_done)
 
@@ -545,7 +585,7 @@ class Engine:
                     if left[0] == 0:
                         arrived_block(i, queries, None)
 
-                server = self.tiers[source]
+                server = self.servers[source]
                 for part in parts:
                     server.fetch(part, part_done)
 

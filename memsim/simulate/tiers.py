@@ -98,7 +98,9 @@ class SharedLink:
 
 
 class Channels:
-    """FCFS service channels: a request holds one from grant to last byte.
+    """FCFS service channels: a request holds one from grant to last byte. Prefetch requests
+    (`low=True`) have a non-preemptive lower priority: a freed channel goes to the first
+    queued demand request, else to the first queued prefetch (FIFO within each class).
 
     Grants happen synchronously (no SimPy event) because a grant at the current time is
     exactly what an immediately triggered `simpy.Resource` request would give, at a third of
@@ -108,12 +110,15 @@ class Channels:
     def __init__(self, capacity: int) -> None:
         self.free = capacity
         self.queue: deque[Callable[[], None]] = deque()
+        self.low: deque[Callable[[], None]] = deque()  # queued prefetch requests
         self.longest_queue = 0
 
-    def acquire(self, granted: Callable[[], None]) -> None:
+    def acquire(self, granted: Callable[[], None], low: bool = False) -> None:
         if self.free:
             self.free -= 1
             granted()
+        elif low:
+            self.low.append(granted)
         else:
             self.queue.append(granted)
             if len(self.queue) > self.longest_queue:
@@ -122,6 +127,8 @@ class Channels:
     def release(self) -> None:
         if self.queue:
             self.queue.popleft()()  # hand the channel straight to the next in line
+        elif self.low:
+            self.low.popleft()()
         else:
             self.free += 1
 
@@ -147,8 +154,9 @@ class TierServer:
         self.requests = 0
         self.bytes = 0.0
 
-    def fetch(self, nbytes: float, done: Callable[[], None]) -> None:
-        """Request `nbytes`; `done()` runs when the last byte has arrived.
+    def fetch(self, nbytes: float, done: Callable[[], None], prefetch: bool = False) -> None:
+        """Request `nbytes`; `done()` runs when the last byte has arrived. A `prefetch`
+        request waits for a channel behind every queued demand request.
 
         Written as a chain of event callbacks rather than a SimPy process: a request is the
         hot path of every run, and callbacks save the process's own events.
@@ -183,4 +191,4 @@ class TierServer:
             else:
                 transfer()
 
-        self.channels.acquire(granted)
+        self.channels.acquire(granted, prefetch)
