@@ -201,3 +201,34 @@ def test_prefetch_needs_a_cache():
     with pytest.raises(InputError) as info:
         run(layout(None), trace, PrefetchConfig("trace", trace=trace[1]))
     assert info.value.field == "prefetch"
+
+
+def test_cli_prefetch_options(cli, tmp_path):
+    import json
+
+    import yaml
+
+    from memsim.trace import write_trace
+
+    trace = local_trace(40, seed=2, spacing=20e-3)
+    write_trace(tmp_path / "q.parquet", *trace)
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(PROFILE_DICT))
+    (tmp_path / "b.yaml").write_text(yaml.safe_dump({"name": "tiny", "branching": 4,
+                                                     "levels": [4, 2, 1], "anchor": ANCHOR}))
+    (tmp_path / "l.yaml").write_text(layout(24 * 1024).to_yaml())
+    args = ["simulate", "--profile", str(tmp_path / "p.yaml"), "--bank",
+            str(tmp_path / "b.yaml"), "--layout", str(tmp_path / "l.yaml"), "--trace",
+            str(tmp_path / "q.parquet"), "--warmup", "0"]
+    plain = cli(*args)
+    assert plain.exit_code == 0, plain.stderr
+    assert "prefetch (" not in plain.stdout
+    on = cli(*args, "--prefetch", "trace", "--prefetch-inflight", "2",
+             "--prefetch-bytes", "20 KiB")
+    assert on.exit_code == 0, on.stderr
+    assert "prefetch (trace):" in on.stdout
+    data = json.loads(cli(*args, "--prefetch", "trace", "--json").stdout)
+    cfg = PrefetchConfig("trace", trace=trace[1])
+    assert data["served"]["prefetch_issued"] == run(layout(24 * 1024), trace, cfg
+                                                    ).served.prefetch_issued > 0
+    bad = cli(*args, "--prefetch", "children", "--prefetch-bytes", "lots")
+    assert bad.exit_code != 0 and "prefetch-bytes" in bad.stderr

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import click
 
 from memsim.bank import Bank
@@ -23,6 +25,9 @@ from memsim.simulate import SimulationResult, progress_bar, simulate
 from memsim.trace import read_trace
 from memsim.workload import Workload, load_workload
 
+if TYPE_CHECKING:
+    from memsim.client.prefetch import PrefetchConfig
+
 
 @click.command("simulate")
 @layout_options()
@@ -42,6 +47,15 @@ from memsim.workload import Workload, load_workload
 @click.option("--batch", type=click.IntRange(1, MAX_QUERIES), default=1, show_default=True,
               help="Queries per batch: each batch fetches its distinct blocks once, as the "
                    "client's fetch_many (released when its last query has arrived).")
+@click.option("--prefetch", "prefetch_policy", type=click.Choice(["none", "children", "trace"]),
+              default="none", show_default=True,
+              help="Model the client's prefetch (needs a cache): 'children' reads the hottest "
+                   "children of each served path (by the workload's routing, or learned from "
+                   "the trace), 'trace' the next query of the --trace file.")
+@click.option("--prefetch-inflight", type=click.IntRange(0), default=4, show_default=True,
+              help="Prefetch reads in flight at most (PrefetchConfig.max_inflight).")
+@click.option("--prefetch-bytes", metavar="SIZE", default="64 MiB", show_default=True,
+              help="Prefetched, not yet used bytes at most (PrefetchConfig.max_bytes).")
 @click.option("--trace-out", metavar="FILE", type=OutputFile(),
               help="Write every query (arrival, path, fetch and level times) to Parquet.")
 @json_option
@@ -49,6 +63,7 @@ from memsim.workload import Workload, load_workload
 def simulate_cmd(profile_ref: str | None, bank_ref: str | None, layout_ref: str,
                  workload_ref: str | None, trace_in: str | None, queries: int, warmup: float,
                  cache_budget: str | None, cache_policy: str | None, seed: int, batch: int,
+                 prefetch_policy: str, prefetch_inflight: int, prefetch_bytes: str,
                  trace_out: str | None, as_json: bool) -> None:
     """Fetch-time distribution under load: queueing, shared bandwidth, caching.
 
@@ -57,6 +72,8 @@ def simulate_cmd(profile_ref: str | None, bank_ref: str | None, layout_ref: str,
     flight. Prints mean and percentiles with 95% batch-means confidence intervals, per-level
     and per-tier times, utilisation and the cache hit ratio. With --batch N, consecutive
     queries are served N at a time, each distinct block once, and what that saved is shown.
+    With --prefetch, the client's prefetch policy runs after each fetch (or batch) with the
+    same budget, its reads behind demand on every tier, and its counters are shown.
     """
     if (workload_ref is None) == (trace_in is None):
         raise InputError("give --workload or --trace (one of them)", field="workload")
@@ -69,11 +86,15 @@ def simulate_cmd(profile_ref: str | None, bank_ref: str | None, layout_ref: str,
         raise InputError("--cache-policy needs --cache-budget", field="cache-policy")
     wl = load_workload(workload_ref) if workload_ref else None
     trace = read_trace(trace_in, b) if trace_in else None
+    prefetch = prefetch_config(prefetch_policy, prefetch_inflight, prefetch_bytes, wl, trace)
     update, close = progress_bar(queries)
     try:
         result = simulate(p, b, lay, wl, trace=trace, queries=queries, seed=seed,
-                          warmup=warmup, trace_out=trace_out, progress=update, batch=batch)
+                          warmup=warmup, trace_out=trace_out, progress=update, batch=batch,
+                          prefetch=prefetch)
     except InputError as exc:
+        if exc.field == "prefetch":
+            raise InputError(f"option --prefetch: {exc.message}") from None
         if exc.field in ("queries", "batch"):  # a bound on the run: the option sets it
             raise InputError(f"option --{exc.field}: {exc.message}") from None
         if exc.field and exc.field.startswith("arrivals") and exc.file is None and wl:
@@ -89,6 +110,26 @@ def simulate_cmd(profile_ref: str | None, bank_ref: str | None, layout_ref: str,
                                        f"{b.name}, workload {wl.name if wl else trace_in}"))
     if result.batch > 1:
         click.echo(dedup_text(result))
+    if prefetch is not None:
+        served = result.served
+        click.echo(f"prefetch ({prefetch.policy}): {served.prefetch_issued:,} issued, "
+                   f"{served.prefetch_hits:,} hits, {served.prefetch_wasted:,} wasted")
+
+
+def prefetch_config(policy: str, inflight: int, size: str, wl: Workload | None,
+                    trace: tuple[Any, Any] | None) -> PrefetchConfig | None:
+    """The --prefetch options as the client's PrefetchConfig (None: no prefetch)."""
+    if policy == "none":
+        return None
+    from memsim.client.prefetch import PrefetchConfig
+
+    max_bytes = size_option(size, "prefetch-bytes")
+    if policy == "trace" and trace is None:
+        raise InputError("--prefetch trace replays the --trace file's paths: give --trace",
+                         field="prefetch")
+    return PrefetchConfig(policy, max_inflight=inflight, max_bytes=int(max_bytes or 0),
+                          trace=trace[1] if policy == "trace" and trace else None,
+                          workload=wl if policy == "children" else None)
 
 
 def dedup_text(result: SimulationResult) -> str:
