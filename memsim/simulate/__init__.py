@@ -306,6 +306,9 @@ def simulate(
     # as its requests on the slowest placement of it.
     per_query = sum(max(len(parts) for (d, _t), parts in engine.parts.items() if d == depth)
                     for depth, *_ in engine.levels)
+    if engine.prefetcher is not None:  # each fetch may start up to max_inflight block reads
+        per_query += engine.prefetcher.config.max_inflight * max(
+            len(parts) for parts in engine.parts.values())
     limits.check_at_most(queries * per_query, limits.MAX_SIM_REQUESTS,
                          f"the block requests of {queries:,} queries ({per_query:,} per query)",
                          field="queries")
