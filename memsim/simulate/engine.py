@@ -7,7 +7,8 @@ level's tier, or the block map's). A block in a blocked subtree is never request
 nor served: the query gets nothing for that level. Levels are fetched all at once (parallel)
 or one after another (sequential). With batches (`Engine.batch` > 1, memsim.simulate.batch),
 consecutive queries are released together and each distinct block of a batch is looked up and
-requested once.
+requested once. With a prefetcher (`Engine.prefetcher`, memsim.simulate.prefetch), each fetch
+or batch ends by reading the policy's blocks ahead into the cache, behind demand on each tier.
 """
 
 from __future__ import annotations
