@@ -9,7 +9,10 @@ is materialized into a temporary directory (removed at the end; --dir to choose 
 accept O_DIRECT). For each concurrency C (--concurrency) these programs read --mib-per-run MiB
 of blocks, each block equally often in a shuffled order (the same order for all programs):
 
-* `preadv`: C threads, each with its own preallocated page-aligned mmap buffer, `os.preadv`
+* `preadv`: C threads, each with its own preallocated page-aligned private mmap buffer
+  (advised MADV_HUGEPAGE: numpy advises its arrays of 4 MiB and more so, hence the client's
+  16 MiB buffers are transparent huge pages; `preadv_4k`, printed for information, is the same
+  with 4 KiB pages, which cost the kernel more to pin per O_DIRECT read), `os.preadv`
   on O_DIRECT descriptors opened beforehand, of the very ranges the client reads (found with
   `BankReader.locate`, widened to 4 KiB pages as the client widens them);
 * `fetch`: C threads calling `ServedBank.fetch([block])` on one bank opened cold (O_DIRECT, the
@@ -233,7 +236,9 @@ class Bench:
                 hi = -(-(start + length) // ALIGN) * ALIGN
                 jobs.append((fds[loc.key], lo, hi - lo, length))
             biggest = max(j[2] for j in jobs)
-            buffers = [mmap.mmap(-1, biggest) for _ in range(conc)]
+            # private: an anonymous mmap is shared by default, and shared memory gets no THP
+            buffers = [mmap.mmap(-1, biggest, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+                       for _ in range(conc)]
             if huge and hasattr(mmap, "MADV_HUGEPAGE"):
                 for b in buffers:
                     b.madvise(mmap.MADV_HUGEPAGE)
