@@ -113,7 +113,7 @@ def test_cli_verify_then_repair(tmp_path):
         in out.output
     assert runner.invoke(main, ["verify", *base]).exit_code == 0
     out = runner.invoke(main, ["materialize", *base, "--repair", "--json"])
-    doc = json.loads(out.output)
+    doc = json.loads(out.stdout)  # stdout only: a warning of a loaded machine goes to stderr
     assert doc["tiers"]["disk"]["objects_repaired"] == 0 and doc["bytes_written"] == 0
     out = runner.invoke(main, ["materialize", *base, "--repair", "--overwrite"])
     assert out.exit_code == 2 and "not both" in out.output

@@ -304,13 +304,13 @@ def test_command_text_json_plot_and_errors(tmp_path, monkeypatch):
     assert (tmp_path / "cdf.png").read_bytes()[:4] == b"\x89PNG"
     out = runner.invoke(_group(), [*args, "--queries", "150", "--json", "--seed", "3"])
     assert out.exit_code == 0, out.output
-    data = json.loads(out.output)
+    data = json.loads(out.stdout)  # stdout only: a warning of a loaded machine goes to stderr
     assert {"per_tier", "per_level", "fetch", "utilization", "real", "simulated"} <= set(data)
     assert data["queries"] == 135 and data["seed"] == 3 and data["plot"] is None
     assert data["recalibrated"] == {} and isinstance(data["diagnostics"], list)
     out = runner.invoke(_group(), [*args, "--queries", "60", "--recalibrate", "--json"])
     assert out.exit_code == 0, out.output
-    data = json.loads(out.output)
+    data = json.loads(out.stdout)  # stdout only: a warning of a loaded machine goes to stderr
     assert set(data["recalibrated"]) == {"flash", "disk"}
     assert all(v["reads"] > 0 and v["service_p50_s"] > 0 for v in data["recalibrated"].values())
     assert list(scratch.iterdir()) == []  # the temporary traces are gone
