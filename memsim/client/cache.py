@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
-from memsim.simulate.cache import BlockCache, Key
+from memsim.simulate.cache import BlockCache, Key, count_lookup
 
 if TYPE_CHECKING:
     from memsim.client.bank import ClientStats
@@ -100,15 +100,7 @@ class ClientCache:
                 if policy.covers(depth):
                     stats.cache_lookups[depth] = stats.cache_lookups.get(depth, 0) + 1
                     stats.cache_level_hits[depth] = stats.cache_level_hits.get(depth, 0) + hit
-                    if is_resident:
-                        if hit:
-                            stats.resident_hits += 1
-                        else:
-                            stats.resident_misses += 1
-                    elif hit:
-                        stats.cache_hits += 1
-                    else:
-                        stats.cache_misses += 1
+                    count_lookup(stats, hit, is_resident)
                 if hit:
                     value = resident[depth][1] if is_resident else values[key]
                     if isinstance(value, Future):

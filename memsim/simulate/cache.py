@@ -17,6 +17,7 @@ import heapq
 import itertools
 from collections import OrderedDict
 from collections.abc import Iterable
+from typing import Any
 
 Key = tuple[int, int]
 
@@ -135,3 +136,18 @@ class BlockCache:
     def hit_ratio(self) -> float:
         total = self.hits + self.misses
         return self.hits / total if total else 0.0
+
+
+def count_lookup(counters: Any, hit: bool, resident: bool) -> None:
+    """Tally one lookup of a level the cache covers, as the client (`ClientStats`) and the
+    simulator (`ServedCounters`) both count it: resident or cache, hit or miss."""
+    if resident:
+        if hit:
+            counters.resident_hits += 1
+        else:
+            counters.resident_misses += 1
+    elif hit:
+        counters.cache_hits += 1
+    else:
+        counters.cache_misses += 1
+

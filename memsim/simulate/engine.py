@@ -27,7 +27,7 @@ from memsim.layout import Layout
 from memsim.limits import MAX_STALLED_QUERIES
 from memsim.profile import Profile
 from memsim.simulate.batch import ServedCounters
-from memsim.simulate.cache import BlockCache
+from memsim.simulate.cache import BlockCache, count_lookup
 from memsim.simulate.prefetch import PENDING, SimPrefetcher, WaitServer
 from memsim.simulate.stats import BatchedSeries, Series
 from memsim.simulate.tiers import TierServer
@@ -315,16 +315,7 @@ class Engine:
             stats = self.stats
             stats.lookups[depth] = stats.lookups.get(depth, 0) + 1
             stats.hits[depth] = stats.hits.get(depth, 0) + hit
-            served = stats.served
-            if depth in cache.resident:
-                if hit:
-                    served.resident_hits += 1
-                else:
-                    served.resident_misses += 1
-            elif hit:
-                served.cache_hits += 1
-            else:
-                served.cache_misses += 1
+            count_lookup(stats.served, hit, depth in cache.resident)
         if hit:
             if waiting is not None:  # a prefetch read in flight: wait for it
                 return depth, PENDING, [waiting]  # type: ignore[list-item]
