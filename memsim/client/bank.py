@@ -745,11 +745,7 @@ class ServedBank:
         cache = self.cache
         if cache is None or not keys:
             return self._read_sync(keys)
-        at = time.perf_counter()
-        claim = cache.claim(keys)
-        if self.prefetcher is not None:
-            self.prefetcher.demand(claim)
-        got = self._hits(claim.ready, at)
+        at, claim, got = self._claim(cache, keys)
         if claim.misses:
             try:
                 reads = self._read_sync(claim.misses)
@@ -782,11 +778,7 @@ class ServedBank:
         cache = self.cache
         if cache is None or not keys:
             return await self._read_distinct(keys)
-        at = time.perf_counter()
-        claim = cache.claim(keys)
-        if self.prefetcher is not None:
-            self.prefetcher.demand(claim)
-        got = self._hits(claim.ready, at)
+        at, claim, got = self._claim(cache, keys)
         if claim.misses:
             try:
                 reads = await self._read_distinct(claim.misses)
@@ -813,6 +805,16 @@ class ServedBank:
         if reads is None:
             reads = self._run(self._read_distinct(keys))
         return reads
+
+    def _claim(self, cache: ClientCache, keys: list[tuple[int, int]]
+               ) -> tuple[float, Claim, dict[tuple[int, int], _Read]]:
+        """Look `keys` up (the lookup's time, the claim, and its hits as reads), telling the
+        prefetcher what demand found: the part of a fetch its sync and async paths share."""
+        at = time.perf_counter()
+        claim = cache.claim(keys)
+        if self.prefetcher is not None:
+            self.prefetcher.demand(claim)
+        return at, claim, self._hits(claim.ready, at)
 
     def _hits(self, ready: dict[tuple[int, int], _Read], at: float
               ) -> dict[tuple[int, int], _Read]:
