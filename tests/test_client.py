@@ -9,6 +9,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 from realio_helpers import fresh_memory  # noqa: F401 (an autouse fixture)
+from tiny_bank import ANCHOR, BANK
 
 import memsim
 from memsim.aio import run_sync
@@ -20,10 +21,7 @@ from memsim.materialize import SyntheticContent, materialize
 from memsim.replay.reader import BankReader
 from memsim.stores import tier_stores
 
-ANCHOR = {"name": "tiny", "layers": 1, "d_model": 512, "d_ff": 1, "heads": 1, "head_dim": 1}
 # blocks: level 1 12 KiB (4 of them), level 2 6 KiB (16), level 3 3 KiB (64), bf16
-BANK = memsim.bank_from_dict({"name": "tiny", "branching": 4, "levels": [4, 2, 1],
-                              "anchor": ANCHOR})
 LAYOUT = memsim.layout_from_dict({"name": "l", "placement": {1: "ram", 2: "flash", 3: "disk"},
                                   "chunking": {3: 16}})
 

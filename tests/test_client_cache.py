@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from realio_helpers import fresh_memory  # noqa: F401 (an autouse fixture)
+from tiny_bank import BANK
 
 import memsim
 from memsim.client import bank as client_bank
@@ -26,10 +27,7 @@ from memsim.layout import CacheConfig
 from memsim.materialize import SyntheticContent, materialize
 from memsim.simulate.engine import Engine
 
-ANCHOR = {"name": "tiny", "layers": 1, "d_model": 512, "d_ff": 1, "heads": 1, "head_dim": 1}
 # blocks: level 1 12 KiB (4 of them), level 2 6 KiB (16), level 3 3 KiB (64), bf16
-BANK = memsim.bank_from_dict({"name": "tiny", "branching": 4, "levels": [4, 2, 1],
-                              "anchor": ANCHOR})
 SIZES = {1: 12288, 2: 6144, 3: 3072}
 # nothing placed on RAM: a block served from RAM is a cache (or residency) hit
 LAYOUT = memsim.layout_from_dict({"name": "l", "placement": {1: "flash", 2: "flash",

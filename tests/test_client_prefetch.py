@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from realio_helpers import fresh_memory  # noqa: F401 (an autouse fixture)
+from tiny_bank import BANK
 
 import memsim
 from memsim.blockmap import Subtree
@@ -31,9 +32,6 @@ from memsim.layout import CacheConfig
 from memsim.materialize import materialize
 from memsim.workload import ZipfRouting
 
-ANCHOR = {"name": "tiny", "layers": 1, "d_model": 512, "d_ff": 1, "heads": 1, "head_dim": 1}
-BANK = memsim.bank_from_dict({"name": "tiny", "branching": 4, "levels": [4, 2, 1],
-                              "anchor": ANCHOR})
 SIZES = {1: 12288, 2: 6144, 3: 3072}
 LAYOUT = memsim.layout_from_dict({"name": "l", "placement": {1: "flash", 2: "flash",
                                                              3: "disk"},

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from realio_helpers import fresh_memory  # noqa: F401 (an autouse fixture)
+from tiny_bank import BANK
 
 import memsim
 from memsim.cli import main
@@ -21,10 +22,7 @@ from memsim.materialize import materialize
 from memsim.trace import read_trace, write_trace
 from memsim.workload import load_workload
 
-ANCHOR = {"name": "tiny", "layers": 1, "d_model": 512, "d_ff": 1, "heads": 1, "head_dim": 1}
 # blocks: level 1 12 KiB (4 of them), level 2 6 KiB (16), level 3 3 KiB (64), bf16
-BANK = memsim.bank_from_dict({"name": "tiny", "branching": 4, "levels": [4, 2, 1],
-                              "anchor": ANCHOR})
 # level 1 in a memory store, levels 2 and 3 in local directories
 LAYOUT = memsim.layout_from_dict({"name": "l", "placement": {1: "ram", 2: "flash", 3: "disk"},
                                   "chunking": {3: 16}})

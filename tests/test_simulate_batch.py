@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from realio_helpers import fresh_memory  # noqa: F401 (an autouse fixture)
+from tiny_bank import BANK, BANK_DICT
 
 import memsim
 from memsim.client.bank import open_bank
@@ -24,10 +25,7 @@ from memsim.simulate.engine import Engine
 from memsim.trace import write_trace
 from memsim.workload import workload_from_dict
 
-ANCHOR = {"name": "tiny", "layers": 1, "d_model": 512, "d_ff": 1, "heads": 1, "head_dim": 1}
 # blocks: level 1 12 KiB (4 of them), level 2 6 KiB (16), level 3 3 KiB (64), bf16
-BANK_DICT = {"name": "tiny", "branching": 4, "levels": [4, 2, 1], "anchor": ANCHOR}
-BANK = memsim.bank_from_dict(BANK_DICT)
 # every tier a memory store: the client's bank is materialized in milliseconds
 PROFILE_DICT = {"name": "pb", "tiers": [
     {"name": "ram", "kind": "ram", "bandwidth": "10 GB/s", "capacity": "1 GB"},

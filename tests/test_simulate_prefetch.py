@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from realio_helpers import fresh_memory  # noqa: F401 (an autouse fixture)
+from tiny_bank import ANCHOR, BANK
 
 import memsim
 from memsim.client.bank import open_bank
@@ -18,10 +19,7 @@ from memsim.materialize import materialize
 from memsim.simulate import simulate
 from memsim.simulate.tiers import TierServer
 
-ANCHOR = {"name": "tiny", "layers": 1, "d_model": 512, "d_ff": 1, "heads": 1, "head_dim": 1}
 # blocks: level 1 12 KiB (4 of them), level 2 6 KiB (16), level 3 3 KiB (64), bf16
-BANK = memsim.bank_from_dict({"name": "tiny", "branching": 4, "levels": [4, 2, 1],
-                              "anchor": ANCHOR})
 SIZES = {lv.depth: lv.block_bytes for lv in BANK.active_levels}
 PROFILE_DICT = {"name": "pp", "tiers": [
     {"name": "ram", "kind": "ram", "bandwidth": "10 GB/s", "capacity": "1 GB"},
