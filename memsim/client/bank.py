@@ -63,8 +63,9 @@ from memsim.blockmap import Subtree, in_any
 from memsim.errors import DataError, InputError, OverloadWarning
 from memsim.layout import CacheConfig, Layout
 from memsim.profile import Profile
+from memsim.replay import fill_memory_tiers
 from memsim.replay.reader import BadBlock, BankReader, Location
-from memsim.stores import ByteStore, LocalByteStore, MemoryByteStore, tier_stores
+from memsim.stores import LocalByteStore, MemoryByteStore, tier_stores
 from memsim.stores.local import ALIGN
 
 if TYPE_CHECKING:
@@ -271,7 +272,7 @@ def open_bank(layout: Layout | str | Path, *, profile: Profile | str | Path | No
     plan = placement_plan(prof, bk, lay)
     opened = tier_stores(prof, plan, stores, cold=cold, seed=seed)
     try:
-        _fill_memory_tiers(prof, bk, lay, plan, opened, weights)
+        fill_memory_tiers(prof, bk, lay, opened, weights, invent=False)
         reader = BankReader(prof, bk, lay, opened, blocked=blocked, check_rate=rate, seed=seed)
         reader.open(plan)
         run_sync(reader.preload_indexes())
@@ -309,26 +310,6 @@ def _cache_choice(layout: Layout, cache: Any, resident: Any) -> tuple[CacheConfi
         raise InputError(f"resident must be 'layout' or a list of levels, got {resident!r}",
                          field="resident") from None
     return cache, levels
-
-
-def _fill_memory_tiers(profile: Profile, bank: Bank, layout: Layout, plan: dict[str, Any],
-                       stores: dict[str, ByteStore], weights: str | Path | None) -> None:
-    """Load memory:// tiers this process has not filled, from the content source recorded in
-    the persistent stores (never invented: with none recorded, the tier is unmaterialized)."""
-    empty = [name for name, s in stores.items()
-             if not s.persistent and "zarr.json" not in getattr(s, "data", {})]
-    if not empty:
-        return
-    from memsim.materialize import load_content, materialize_plan
-
-    content = load_content(stores, bank, weights)
-    if content is None:
-        name = empty[0]
-        raise DataError(f"tier '{name}' ({stores[name].url}) is empty and no other store "
-                        "records the bank's content: run `memsim.materialize` in this process "
-                        "first")
-    materialize_plan(profile, bank, layout, {t: plan[t] for t in empty if t in plan},
-                     {t: stores[t] for t in empty}, content)
 
 
 def _pread_into(store: LocalByteStore, key: str, buf: np.ndarray, base: int, start: int,

@@ -292,9 +292,12 @@ def _prewarm(profile: Profile, bank: Bank, layout: Layout, stores: dict[str, Byt
             store.prewarm(sizes, 2 * tier.concurrency + 2)
 
 
-def _fill_memory_tiers(profile: Profile, bank: Bank, layout: Layout,
-                       stores: dict[str, ByteStore], weights: str | Path | None) -> None:
-    """Load RAM (memory://) tiers that this process has not filled yet."""
+def fill_memory_tiers(profile: Profile, bank: Bank, layout: Layout,
+                      stores: dict[str, ByteStore], weights: str | Path | None, *,
+                      invent: bool = True) -> None:
+    """Load RAM (memory://) tiers that this process has not filled yet, from the content
+    source the persistent stores record; with none recorded, synthetic content (`invent`,
+    what a timing run needs) or a DataError (the client, which must serve the real bank)."""
     empty = [name for name, s in stores.items()
              if not s.persistent and "zarr.json" not in getattr(s, "data", {})]
     if not empty:
@@ -303,6 +306,11 @@ def _fill_memory_tiers(profile: Profile, bank: Bank, layout: Layout,
 
     content = load_content(stores, bank, weights)
     if content is None:
+        if not invent:
+            name = empty[0]
+            raise DataError(f"tier '{name}' ({stores[name].url}) is empty and no other store "
+                            "records the bank's content: run `memsim.materialize` in this "
+                            "process first")
         content = SyntheticContent(bank)
     plan = placement_plan(profile, bank, layout)
     materialize_plan(profile, bank, layout, {t: plan[t] for t in empty if t in plan},
@@ -341,7 +349,7 @@ def replay(
     plan = placement_plan(profile, bank, layout)
     opened = tier_stores(profile, plan, stores, cold=cold, seed=seed)
     try:
-        _fill_memory_tiers(profile, bank, layout, opened, weights)
+        fill_memory_tiers(profile, bank, layout, opened, weights)
         reader = BankReader(profile, bank, layout, opened, blocked=blocked,
                             check_rate=check_rate, seed=seed).open(plan)
         warm = int(queries * warmup)
