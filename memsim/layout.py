@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 import yaml
@@ -30,6 +30,9 @@ from memsim.errors import InputError
 from memsim.profile import Profile
 from memsim.units import format_size, parse_size
 from memsim.yamlio import validate_model
+
+if TYPE_CHECKING:
+    from memsim.client.prefetch import PrefetchConfig
 
 FetchMode = Literal["parallel", "sequential"]
 
@@ -72,6 +75,54 @@ class CacheConfig(BaseModel):
         return self
 
 
+PREFETCH_POLICIES = ("none", "children", "trace")
+MAX_PREFETCH_INFLIGHT = 4096  # prefetch reads in flight (the client's prefetch threads)
+MAX_PREFETCH_LOOKAHEAD = 4096  # trace policy: queries proposed after each one (work per fetch)
+
+
+class PrefetchSection(BaseModel):
+    """The client's prefetch (`memsim.client.prefetch`), for `open_bank`, `simulate` and
+    `replay`: what to read ahead into the RAM cache after each fetch, within a budget."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    policy: Literal["none", "children", "trace"] = Field(
+        description="none; children (the hottest children of each served path, by the "
+        "workload's routing, else learned online); trace (the run's next queries).")
+    max_inflight: int = Field(default=4, ge=0, le=MAX_PREFETCH_INFLIGHT,
+                              description="Prefetch reads in flight at most.")
+    max_bytes: Annotated[int, BeforeValidator(parse_size)] = Field(
+        default=64 << 20, description='Prefetched-but-unused bytes at most, e.g. "64 MB".')
+    lookahead: int = Field(default=1, ge=0, le=MAX_PREFETCH_LOOKAHEAD,
+                           description="trace policy: following queries to prefetch.")
+
+    @field_validator("max_inflight", "lookahead", mode="before")
+    @classmethod
+    def _whole(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError(f"expected a whole number, got {value!r}")
+        return value
+
+    def config(self, *, workload: Any = None, trace: Any = None) -> PrefetchConfig:
+        """The client's `PrefetchConfig` for a run: children scores from `workload` (a
+        Workload, file or shipped name; None: learned online); the trace policy follows
+        `trace` (an (n, depths) array of paths, (arrivals, paths), or a trace file), which
+        it needs. Inputs the policy does not use are left out."""
+        from memsim.client.prefetch import PrefetchConfig
+
+        if self.policy == "trace":
+            if trace is None:
+                raise InputError("the trace prefetch policy follows a trace of the run's "
+                                 "paths, and this run has none: replay a trace, or choose "
+                                 "policy children or none", field="prefetch.policy")
+            if isinstance(trace, tuple) and len(trace) == 2:  # (arrivals, paths)
+                trace = trace[1]
+        return PrefetchConfig(self.policy, max_inflight=self.max_inflight,
+                              max_bytes=self.max_bytes, lookahead=self.lookahead,
+                              trace=trace if self.policy == "trace" else None,
+                              workload=workload if self.policy == "children" else None)
+
+
 class SubtreeRef(BaseModel):
     """A subtree of the bank: the cluster `block` at depth `level` and all below it."""
 
@@ -104,6 +155,9 @@ class Layout(BaseModel):
 
     cache: CacheConfig | None = Field(
         default=None, description="RAM cache of fetched blocks, for the simulator.")
+    prefetch: PrefetchSection | None = Field(
+        default=None, description="Blocks the client reads ahead into the RAM cache after "
+        "each fetch (needs a cache with a budget).")
     blocks: str | None = Field(
         default=None, description="Parquet file (relative to this layout) listing blocks that "
         "live on another tier than their level's placement: columns level, block, tier.")
@@ -221,6 +275,11 @@ class Layout(BaseModel):
                 raise self._error(("resident", i),
                                   f"resident level {depth} is not a non-empty level of bank "
                                   f"'{bank.name}'")
+        if self.prefetch is not None and self.prefetch.policy != "none" and (
+                self.cache is None or self.cache.budget <= 0):
+            raise self._error(("prefetch",), f"prefetch policy {self.prefetch.policy} reads "
+                              "blocks ahead into the RAM cache, but this layout has no cache "
+                              "with a budget: add a cache: section or set policy: none")
         if self.cache is not None:
             for i, depth in enumerate(self.cache.levels or []):
                 if depth not in active:
@@ -244,6 +303,19 @@ class Layout(BaseModel):
             raise self._error(("resident",),
                               f"resident levels need a tier of kind ram; profile "
                               f"'{profile.name}' has none")
+
+    def prefetch_config(self, *, workload: Any = None, trace: Any = None
+                        ) -> PrefetchConfig | None:
+        """`prefetch.config(...)` (None without a `prefetch:` section), its errors naming
+        this layout's file and line."""
+        if self.prefetch is None:
+            return None
+        try:
+            return self.prefetch.config(workload=workload, trace=trace)
+        except InputError as exc:
+            if exc.file is not None or not (exc.field or "").startswith("prefetch"):
+                raise
+            raise self._error(tuple(exc.field.split(".")), exc.message) from None
 
     def overfilled(self, bank: Bank, profile: Profile) -> list[str]:
         """Tiers this layout overfills (levels, plus the anchor and resident blocks in RAM)."""
@@ -272,6 +344,8 @@ class Layout(BaseModel):
         data["resident"] = sorted(self.resident)
         if self.cache is not None:
             data["cache"] = self.cache.model_dump(exclude_none=True)
+        if self.prefetch is not None:
+            data["prefetch"] = self.prefetch.model_dump()
         for key in ("blocks", "chunking"):
             if getattr(self, key):
                 data[key] = getattr(self, key)
