@@ -31,8 +31,10 @@ PROFILE_DICT = {"name": "pp", "tiers": [
 PROFILE = memsim.profile_from_dict(PROFILE_DICT)
 
 
-def layout(budget: int | None = 30000) -> memsim.Layout:
+def layout(budget: int | None = 30000, prefetch: dict | None = None) -> memsim.Layout:
     extra = {"cache": {"budget": budget, "policy": "lru"}} if budget else {}
+    if prefetch is not None:
+        extra["prefetch"] = prefetch
     return memsim.layout_from_dict({"name": "l", "placement": {1: "flash", 2: "flash",
                                                                3: "disk"},
                                     "chunking": {3: 16}, **extra})
@@ -223,10 +225,133 @@ def test_cli_prefetch_options(cli, tmp_path):
     on = cli(*args, "--prefetch", "trace", "--prefetch-inflight", "2",
              "--prefetch-bytes", "20 KiB")
     assert on.exit_code == 0, on.stderr
-    assert "prefetch (trace):" in on.stdout
+    assert "prefetch (trace, 2 in flight, 20.48 kB unused at most, 1 ahead):" in on.stdout
     data = json.loads(cli(*args, "--prefetch", "trace", "--json").stdout)
     cfg = PrefetchConfig("trace", trace=trace[1])
     assert data["served"]["prefetch_issued"] == run(layout(24 * 1024), trace, cfg
                                                     ).served.prefetch_issued > 0
     bad = cli(*args, "--prefetch", "children", "--prefetch-bytes", "lots")
     assert bad.exit_code != 0 and "prefetch-bytes" in bad.stderr
+
+
+# ----------------------------------------------------------------------------- the layout's
+
+def test_the_layouts_section_is_the_default_and_an_argument_overrides_it():
+    """simulate(prefetch="layout") runs the section's policy, with the trace's paths for
+    the trace policy: the run of the same PrefetchConfig given explicitly; None (or an
+    explicit config) replaces the section, and the run is then the one without it."""
+    trace = local_trace(60, seed=6, spacing=5e-3)
+    section = {"policy": "trace", "max_inflight": 2, "max_bytes": "12 KiB", "lookahead": 2}
+    lay = layout(24 * 1024, section)
+    explicit = PrefetchConfig("trace", max_inflight=2, max_bytes=12 * 1024, lookahead=2,
+                              trace=trace[1])
+    by_default = run(lay, trace, "layout")
+    assert comparable(by_default) == comparable(run(layout(24 * 1024), trace, explicit))
+    assert by_default.served.prefetch_issued > 0 and by_default.prefetch == {
+        "policy": "trace", "max_inflight": 2, "max_bytes": 12 * 1024, "lookahead": 2}
+    assert comparable(simulate(PROFILE, BANK, lay, trace=trace, queries=60, warmup=0.0,
+                               seed=3)) == comparable(by_default)
+    plain = comparable(run(layout(24 * 1024), trace, None))
+    assert comparable(run(lay, trace, None)) == plain and "prefetch" not in plain
+    assert comparable(run(lay, trace, PrefetchConfig("none"))) == plain
+    other = PrefetchConfig("children", max_inflight=8)
+    assert comparable(run(lay, trace, other)) == comparable(run(layout(24 * 1024), trace, other))
+    with pytest.raises(InputError) as info:
+        run(lay, trace, "children")
+    assert info.value.field == "prefetch"
+
+
+def test_the_layouts_children_and_trace_policies_on_a_workload():
+    """A workload run: children scores from the workload's routing; the trace policy
+    follows the run's own drawn paths (those `trace_out` records, for the seed)."""
+    workload = memsim.workload_from_dict({"arrivals": {"kind": "poisson", "rate": "100/s"},
+                                          "routing": {"kind": "zipf", "s": 1.2, "seed": 2},
+                                          "locality": {"p": 0.7}})
+    kwargs = {"queries": 150, "seed": 4, "warmup": 0.1}
+    children = simulate(PROFILE, BANK, layout(20000, {"policy": "children"}), workload,
+                        **kwargs)
+    assert comparable(children) == comparable(simulate(
+        PROFILE, BANK, layout(20000), workload,
+        prefetch=PrefetchConfig("children", workload=workload), **kwargs))
+    assert children.served.prefetch_issued > 0
+
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        simulate(PROFILE, BANK, layout(20000), workload, trace_out=f"{tmp}/t.parquet",
+                 prefetch=None, **kwargs)
+        drawn = memsim.read_trace(f"{tmp}/t.parquet", BANK)[1]
+    follows = simulate(PROFILE, BANK, layout(20000, {"policy": "trace"}), workload, **kwargs)
+    assert comparable(follows) == comparable(simulate(
+        PROFILE, BANK, layout(20000), workload, prefetch=PrefetchConfig("trace", trace=drawn),
+        **kwargs))
+    assert follows.served.prefetch_hits > 0
+
+
+def test_a_layout_prefetch_without_a_cache_names_the_field():
+    lay = memsim.layout_from_dict({"name": "l", "placement": {1: "flash", 2: "flash",
+                                                              3: "disk"},
+                                   "prefetch": {"policy": "children"}}, file="l.yaml")
+    with pytest.raises(InputError) as info:
+        run(lay, local_trace(4, seed=0), "layout")
+    assert info.value.field == "prefetch" and info.value.file == "l.yaml"
+    # an explicit None replaces the section: the layout is then fine
+    assert run(lay, local_trace(4, seed=0), None).served.prefetch_issued == 0
+
+
+def test_cli_applies_the_layouts_section_and_the_options_change_it(cli, tmp_path):
+    import json
+
+    import yaml
+
+    from memsim.trace import write_trace
+
+    trace = local_trace(40, seed=2, spacing=20e-3)
+    write_trace(tmp_path / "q.parquet", *trace)
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(PROFILE_DICT))
+    (tmp_path / "b.yaml").write_text(yaml.safe_dump({"name": "tiny", "branching": 4,
+                                                     "levels": [4, 2, 1], "anchor": ANCHOR}))
+    (tmp_path / "plain.yaml").write_text(layout(24 * 1024).to_yaml())
+    (tmp_path / "l.yaml").write_text(layout(24 * 1024, {"policy": "trace", "max_inflight": 3,
+                                                         "max_bytes": "9 KiB"}).to_yaml())
+    base = ["simulate", "--profile", str(tmp_path / "p.yaml"), "--bank",
+            str(tmp_path / "b.yaml"), "--trace", str(tmp_path / "q.parquet"), "--warmup", "0",
+            "--seed", "3", "--json"]
+
+    def data(name: str, *args: str) -> dict:
+        out = cli(*base, "--layout", str(tmp_path / name), *args)
+        assert out.exit_code == 0, out.stderr
+        got = json.loads(out.stdout)
+        got.pop("layout")
+        return got
+
+    def expected(cfg: PrefetchConfig | None) -> dict:
+        return json.loads(json.dumps(comparable(run(layout(24 * 1024), trace, cfg))))
+
+    section = data("l.yaml")
+    assert section["prefetch"] == {"policy": "trace", "max_inflight": 3, "max_bytes": 9216,
+                                   "lookahead": 1}
+    cfg = PrefetchConfig("trace", max_inflight=3, max_bytes=9216, trace=trace[1])
+    want = expected(cfg)
+    assert section["served"]["prefetch_issued"] > 0
+    assert {k: v for k, v in section.items() if k in want} == want
+    # --prefetch none: the run without the section, byte for byte
+    assert data("l.yaml", "--prefetch", "none") == data("plain.yaml")
+    changed = data("l.yaml", "--prefetch-inflight", "1", "--prefetch-bytes", "64 KiB")
+    assert changed["prefetch"] == {"policy": "trace", "max_inflight": 1, "max_bytes": 65536,
+                                   "lookahead": 1}
+    children = data("l.yaml", "--prefetch", "children")
+    assert children["prefetch"]["policy"] == "children"
+    assert children["prefetch"]["max_inflight"] == 3  # the section's budget is kept
+    for args, words in [(["--prefetch-inflight", "2"], "--prefetch-inflight is a prefetch "
+                         "budget")]:
+        out = cli(*base, "--layout", str(tmp_path / "plain.yaml"), *args)
+        assert out.exit_code == 2 and words in out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1
+    (tmp_path / "nocache.yaml").write_text(
+        "placement: {1: flash, 2: flash, 3: disk}\nprefetch: {policy: children}\n")
+    out = cli(*base, "--layout", str(tmp_path / "nocache.yaml"))
+    assert out.exit_code == 2 and out.stderr.startswith(
+        f"memsim: error: {tmp_path / 'nocache.yaml'}:2: field 'prefetch': ")
+    out = cli(*base, "--layout", str(tmp_path / "nocache.yaml"), "--prefetch", "none")
+    assert out.exit_code == 0, out.stderr

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -18,15 +19,63 @@ from memsim.cli.common import (
 )
 from memsim.cli.tables import simulation_text
 from memsim.errors import InputError
-from memsim.layout import CacheConfig, Layout
+from memsim.layout import MAX_PREFETCH_INFLIGHT, CacheConfig, Layout
 from memsim.limits import MAX_QUERIES
 from memsim.profile import Profile
 from memsim.simulate import SimulationResult, progress_bar, simulate
 from memsim.trace import read_trace
+from memsim.units import format_size
 from memsim.workload import Workload, load_workload
 
-if TYPE_CHECKING:
-    from memsim.client.prefetch import PrefetchConfig
+
+def prefetch_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--prefetch, --prefetch-inflight, --prefetch-bytes: the layout's `prefetch:` section
+    applies unless they change it (`layout_with_prefetch`)."""
+    options = [
+        click.option("--prefetch", "prefetch_policy",
+                     type=click.Choice(["none", "children", "trace"]), default=None,
+                     help="The client's prefetch policy (needs a cache), replacing the "
+                          "layout's prefetch: section ('none': no prefetch): 'children' reads "
+                          "the hottest children of each served path (by the workload's "
+                          "routing, or learned online), 'trace' the run's next queries "
+                          "[default: the layout's]."),
+        click.option("--prefetch-inflight", type=click.IntRange(0, MAX_PREFETCH_INFLIGHT),
+                     default=None, help="Prefetch reads in flight at most [default: the "
+                     "layout's, else 4]."),
+        click.option("--prefetch-bytes", metavar="SIZE", default=None,
+                     help="Prefetched, not yet used bytes at most [default: the layout's, "
+                     "else 64 MiB]."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def layout_with_prefetch(lay: Layout, policy: str | None, inflight: int | None,
+                         size: str | None) -> tuple[Layout, bool]:
+    """The layout with its `prefetch:` section as the --prefetch options change it, and
+    whether they changed it (then a prefetch error is the options', not the file's)."""
+    from memsim.layout import PrefetchSection
+
+    section = lay.prefetch
+    if policy is not None:
+        section = None if policy == "none" else PrefetchSection(policy=policy) \
+            if section is None else section.model_copy(update={"policy": policy})
+    budget: dict[str, int] = {}
+    if inflight is not None:
+        budget["max_inflight"] = inflight
+    if size is not None:
+        budget["max_bytes"] = int(size_option(size, "prefetch-bytes") or 0)
+    if budget:
+        if section is None or section.policy == "none":
+            name = "prefetch-inflight" if inflight is not None else "prefetch-bytes"
+            raise InputError(f"--{name} is a prefetch budget, and no prefetch runs: give "
+                             "--prefetch children or trace (or a layout with a prefetch: "
+                             "section)", field=name)
+        section = section.model_copy(update=budget)
+    if section is lay.prefetch:
+        return lay, False
+    return lay.model_copy(update={"prefetch": section}), True  # keeps the file, block map
 
 
 @click.command("simulate")
@@ -47,15 +96,7 @@ if TYPE_CHECKING:
 @click.option("--batch", type=click.IntRange(1, MAX_QUERIES), default=1, show_default=True,
               help="Queries per batch: each batch fetches its distinct blocks once, as the "
                    "client's fetch_many (released when its last query has arrived).")
-@click.option("--prefetch", "prefetch_policy", type=click.Choice(["none", "children", "trace"]),
-              default="none", show_default=True,
-              help="Model the client's prefetch (needs a cache): 'children' reads the hottest "
-                   "children of each served path (by the workload's routing, or learned from "
-                   "the trace), 'trace' the next query of the --trace file.")
-@click.option("--prefetch-inflight", type=click.IntRange(0), default=4, show_default=True,
-              help="Prefetch reads in flight at most (PrefetchConfig.max_inflight).")
-@click.option("--prefetch-bytes", metavar="SIZE", default="64 MiB", show_default=True,
-              help="Prefetched, not yet used bytes at most (PrefetchConfig.max_bytes).")
+@prefetch_options
 @click.option("--trace-out", metavar="FILE", type=OutputFile(),
               help="Write every query (arrival, path, fetch and level times) to Parquet.")
 @json_option
@@ -63,7 +104,8 @@ if TYPE_CHECKING:
 def simulate_cmd(profile_ref: str | None, bank_ref: str | None, layout_ref: str,
                  workload_ref: str | None, trace_in: str | None, queries: int, warmup: float,
                  cache_budget: str | None, cache_policy: str | None, seed: int, batch: int,
-                 prefetch_policy: str, prefetch_inflight: int, prefetch_bytes: str,
+                 prefetch_policy: str | None, prefetch_inflight: int | None,
+                 prefetch_bytes: str | None,
                  trace_out: str | None, as_json: bool) -> None:
     """Fetch-time distribution under load: queueing, shared bandwidth, caching.
 
@@ -72,8 +114,9 @@ def simulate_cmd(profile_ref: str | None, bank_ref: str | None, layout_ref: str,
     flight. Prints mean and percentiles with 95% batch-means confidence intervals, per-level
     and per-tier times, utilisation and the cache hit ratio. With --batch N, consecutive
     queries are served N at a time, each distinct block once, and what that saved is shown.
-    With --prefetch, the client's prefetch policy runs after each fetch (or batch) with the
-    same budget, its reads behind demand on every tier, and its counters are shown.
+    The layout's prefetch: section (or --prefetch) runs the client's prefetch policy after
+    each fetch (or batch) with the same budget, its reads behind demand on every tier, and
+    its counters are shown.
     """
     if (workload_ref is None) == (trace_in is None):
         raise InputError("give --workload or --trace (one of them)", field="workload")
@@ -86,14 +129,14 @@ def simulate_cmd(profile_ref: str | None, bank_ref: str | None, layout_ref: str,
         raise InputError("--cache-policy needs --cache-budget", field="cache-policy")
     wl = load_workload(workload_ref) if workload_ref else None
     trace = read_trace(trace_in, b) if trace_in else None
-    prefetch = prefetch_config(prefetch_policy, prefetch_inflight, prefetch_bytes, wl, trace)
+    lay, by_options = layout_with_prefetch(lay, prefetch_policy, prefetch_inflight,
+                                           prefetch_bytes)
     update, close = progress_bar(queries)
     try:
         result = simulate(p, b, lay, wl, trace=trace, queries=queries, seed=seed,
-                          warmup=warmup, trace_out=trace_out, progress=update, batch=batch,
-                          prefetch=prefetch)
+                          warmup=warmup, trace_out=trace_out, progress=update, batch=batch)
     except InputError as exc:
-        if exc.field == "prefetch":
+        if (exc.field or "").startswith("prefetch") and (by_options or exc.file is None):
             raise InputError(f"option --prefetch: {exc.message}") from None
         if exc.field in ("queries", "batch"):  # a bound on the run: the option sets it
             raise InputError(f"option --{exc.field}: {exc.message}") from None
@@ -110,26 +153,20 @@ def simulate_cmd(profile_ref: str | None, bank_ref: str | None, layout_ref: str,
                                        f"{b.name}, workload {wl.name if wl else trace_in}"))
     if result.batch > 1:
         click.echo(dedup_text(result))
-    if prefetch is not None:
+    if result.prefetch is not None:
         served = result.served
-        click.echo(f"prefetch ({prefetch.policy}): {served.prefetch_issued:,} issued, "
-                   f"{served.prefetch_hits:,} hits, {served.prefetch_wasted:,} wasted")
+        click.echo(f"prefetch ({prefetch_text(result.prefetch)}): "
+                   f"{served.prefetch_issued:,} issued, {served.prefetch_hits:,} hits, "
+                   f"{served.prefetch_wasted:,} wasted")
 
 
-def prefetch_config(policy: str, inflight: int, size: str, wl: Workload | None,
-                    trace: tuple[Any, Any] | None) -> PrefetchConfig | None:
-    """The --prefetch options as the client's PrefetchConfig (None: no prefetch)."""
-    if policy == "none":
-        return None
-    from memsim.client.prefetch import PrefetchConfig
-
-    max_bytes = size_option(size, "prefetch-bytes")
-    if policy == "trace" and trace is None:
-        raise InputError("--prefetch trace replays the --trace file's paths: give --trace",
-                         field="prefetch")
-    return PrefetchConfig(policy, max_inflight=inflight, max_bytes=int(max_bytes or 0),
-                          trace=trace[1] if policy == "trace" and trace else None,
-                          workload=wl if policy == "children" else None)
+def prefetch_text(parameters: dict[str, Any]) -> str:
+    """A prefetch policy's parameters (`memsim.simulate.prefetch_parameters`), in words."""
+    text = (f"{parameters['policy']}, {parameters['max_inflight']:,} in flight, "
+            f"{format_size(parameters['max_bytes'])} unused at most")
+    if parameters["policy"] == "trace":
+        text += f", {parameters['lookahead']:,} ahead"
+    return text
 
 
 def dedup_text(result: SimulationResult) -> str:

@@ -40,8 +40,8 @@ from memsim.workload import PathSampler, Workload
 if TYPE_CHECKING:
     from memsim.client.prefetch import PrefetchConfig
 
-__all__ = ["QueryPlan", "ServedCounters", "SimulationResult", "plan_queries", "simulate",
-           "saturation_rate", "tier_load"]
+__all__ = ["QueryPlan", "ServedCounters", "SimulationResult", "plan_queries",
+           "prefetch_parameters", "simulate", "saturation_rate", "tier_load"]
 
 CHUNK = 1 << 16
 
@@ -75,6 +75,9 @@ class SimulationResult:
     # for the measured batches: requests per tier, reads, and what deduplication saved.
     batch: int = 1
     served: ServedCounters = field(default_factory=ServedCounters)
+    # The prefetch policy's parameters (policy, max_inflight, max_bytes, lookahead) when one
+    # ran; None (and no "prefetch" key in to_json) without.
+    prefetch: dict[str, Any] | None = None
 
     @property
     def mean_s(self) -> float:
@@ -104,6 +107,7 @@ class SimulationResult:
             "batch": self.batch, "dedup_blocks_saved": self.dedup_blocks_saved,
             "dedup_requests_saved": self.dedup_requests_saved,
             "served": self.served.to_json(),
+            **({"prefetch": dict(self.prefetch)} if self.prefetch is not None else {}),
         }
 
 
@@ -236,6 +240,27 @@ def _check_trace(bank: Bank, trace: tuple[np.ndarray, np.ndarray]
     return arrivals, paths
 
 
+def _layout_prefetch(layout: Layout, bank: Bank, workload: Workload | None, plan: QueryPlan
+                     ) -> PrefetchConfig | None:
+    """The layout's `prefetch:` section as this run's PrefetchConfig: children with the
+    workload's routing; trace following the run's own paths (drawn here, then handed out from
+    the same array, so the run and the policy see the same sequence)."""
+    section = layout.prefetch
+    if section is None:
+        return None
+    trace = None
+    if section.policy == "trace":
+        fixed = plan.paths.fixed
+        if fixed is None:
+            limits.check_at_most(plan.queries * len(bank.levels), limits.MAX_TRACE_CELLS,
+                                 f"the paths of {plan.queries:,} queries the trace prefetch "
+                                 "policy follows (cells)", field="queries")
+            fixed = np.stack([plan.paths(i) for i in range(plan.queries)])
+            plan.paths = _Paths(None, fixed)
+        trace = fixed[:plan.queries]
+    return layout.prefetch_config(workload=workload, trace=trace)
+
+
 def _caller_level() -> int:
     """The `stacklevel` of the first frame outside memsim: a warning names the user's line."""
     package = str(Path(__file__).resolve().parents[1])
@@ -259,7 +284,7 @@ def simulate(
     trace_out: str | Path | None = None,
     progress: Callable[[int], None] | None = None,
     batch: int = 1,
-    prefetch: PrefetchConfig | None = None,
+    prefetch: PrefetchConfig | None | str = "layout",
 ) -> SimulationResult:
     """Simulate `queries` queries of `workload` (or replay `trace`: arrival times and paths).
 
@@ -274,15 +299,32 @@ def simulate(
     counts what the client's stats would; with batch=1 the run is the unbatched one.
 
     `prefetch` models the client's `open_bank(prefetch=...)` with the same parameters
-    (memsim.simulate.prefetch); it needs the layout's cache with a budget. None (or policy
-    "none"): no prefetch, exactly the run without it.
+    (memsim.simulate.prefetch); it needs the layout's cache with a budget. "layout" (the
+    default): the layout's `prefetch:` section, built with this run's workload (children) or
+    this run's own paths (trace: the trace's, or those drawn from the workload), as `replay`
+    builds it; a `PrefetchConfig` or None overrides it. None, policy "none" or no section:
+    no prefetch, exactly the run without it.
     """
     if isinstance(batch, bool) or not isinstance(batch, int | np.integer) or batch < 1:
         raise InputError(f"batch must be a whole number of queries, at least 1, got "
                          f"{batch!r}", field="batch")
     batch = int(batch)
-    layout.check(bank, profile)
+    from_layout = isinstance(prefetch, str)
+    if from_layout and prefetch != "layout":
+        raise InputError(f"prefetch must be 'layout', a PrefetchConfig or None, got "
+                         f"{prefetch!r}", field="prefetch")
+    if not from_layout and prefetch is not None:
+        from memsim.client.prefetch import PrefetchConfig
+
+        if not isinstance(prefetch, PrefetchConfig):
+            raise InputError(f"prefetch must be 'layout', a PrefetchConfig or None, got "
+                             f"{prefetch!r}", field="prefetch")
+    # an explicit prefetch (or None) replaces the layout's section, which is then not checked
+    (layout if from_layout or layout.prefetch is None else
+     layout.model_copy(update={"prefetch": None})).check(bank, profile)
     plan = plan_queries(bank, workload, trace, queries, seed, warmup)
+    if from_layout:
+        prefetch = _layout_prefetch(layout, bank, workload, plan)
     if plan.closed and batch > plan.clients:
         raise InputError(f"a closed loop of {plan.clients:,} clients never fills a batch of "
                          f"{batch:,} queries (each client waits for its answer): use a batch "
@@ -293,6 +335,7 @@ def simulate(
     engine = Engine(profile, bank, layout, queries=queries, warmup=warm, rng=plan.engine_rng,
                     on_progress=progress)
     engine.batch = batch
+    assert not isinstance(prefetch, str)
     if prefetch is not None and prefetch.policy != "none":
         from memsim.client.prefetch import make_policy
         from memsim.simulate.prefetch import SimPrefetcher
@@ -416,8 +459,16 @@ def simulate(
         per_tier=per_tier, utilization=utilization, offered_load=offered,
         cache_hit_ratio=hit_ratio, unstable=unstable, trace_out=out_path,
         fetch_stats=stats.fetch, capacity_warnings=capacity, energy=energy, batch=batch,
-        served=stats.served,
+        served=stats.served, prefetch=prefetch_parameters(engine.prefetcher.config)
+        if engine.prefetcher is not None else None,
     )
+
+
+def prefetch_parameters(config: PrefetchConfig) -> dict[str, Any]:
+    """A prefetch configuration's parameters as plain data (its inputs, workload and trace,
+    left out): what a simulated and a measured run report, to be compared."""
+    return {"policy": config.policy, "max_inflight": int(config.max_inflight),
+            "max_bytes": int(config.max_bytes), "lookahead": int(config.lookahead)}
 
 
 PROGRESS_INTERVAL = 0.2  # seconds of wall time between redraws of the progress bar
