@@ -1,10 +1,12 @@
 """Batches in the simulator: batch=1 is the unbatched run exactly (and so is the batch code
 path with batches of one), a batch's reads, requests, hits and deduplication savings equal a
 brute-force count over its distinct (level, block)s with the cache driven in the client's
-order, and equal the client's own `ServedBank.stats` for the same batches of the same trace."""
+order, and equal the client's own `ServedBank.stats` for the same batches of the same trace;
+a closed loop's clients each take the next batch of the sequence and wait for all of it."""
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -92,11 +94,14 @@ def test_batch_1_and_batches_of_one_are_the_unbatched_run(case, fetch, monkeypat
     assert comparable(simulate(PROFILE, BANK, layout, workload, **kwargs)) == comparable(today)
 
 
-def brute_force(layout: memsim.Layout, paths: np.ndarray, batch: int) -> dict:
-    """The client's counters from their definitions: per batch, the set of (level, block)
-    (blocked ones refused per query), looked up level by level in increasing id in a fresh
-    BlockCache; a miss is read from its tier in its request parts, a hit costs no request;
-    a block shared by c queries saves c - 1 reads of the requests it came in."""
+def brute_force(layout: memsim.Layout, paths: np.ndarray, batch: int,
+                batches: list[range] | None = None, counted_from: int = 0) -> dict:
+    """The client's counters from their definitions: per batch (consecutive chunks of
+    `batch`, or `batches`), the set of (level, block) (blocked ones refused per query),
+    looked up level by level in increasing id in one BlockCache; a miss is read from its
+    tier in its request parts, a hit costs no request; a block shared by c queries saves
+    c - 1 reads of the requests it came in. Batches starting before `counted_from` drive
+    the cache but are not counted."""
     cache = None
     if layout.cache is not None or layout.resident:
         config = layout.cache
@@ -105,16 +110,20 @@ def brute_force(layout: memsim.Layout, paths: np.ndarray, batch: int) -> dict:
                            levels=config.levels if config else [], resident=layout.resident)
     blocked = {(t.level, t.block) for t in layout.blocked}
     tiers = {t.name: t for t in PROFILE.tiers}
-    out = {"fetches": len(paths), "blocks": 0, "reads": 0, "requests": {}, "bytes": {},
-           "dedup_blocks_saved": 0, "dedup_requests_saved": 0, "blocked": {},
-           "cache_hits": 0, "cache_misses": 0, "resident_hits": 0, "resident_misses": 0}
+    totals = {"fetches": len(paths) - counted_from, "blocks": 0, "reads": 0, "requests": {},
+              "bytes": {}, "dedup_blocks_saved": 0, "dedup_requests_saved": 0, "blocked": {},
+              "cache_hits": 0, "cache_misses": 0, "resident_hits": 0, "resident_misses": 0}
+    ignored = copy.deepcopy(totals)
 
     def refused(depth: int, block: int) -> bool:
         return any((d, block // 4 ** (depth - d)) in blocked for d in range(1, depth + 1))
 
-    for start in range(0, len(paths), batch):
+    if batches is None:
+        batches = [range(lo, min(lo + batch, len(paths))) for lo in range(0, len(paths), batch)]
+    for chunk in batches:
+        out = totals if chunk.start >= counted_from else ignored
         users: dict[tuple[int, int], int] = {}
-        for path in paths[start:start + batch].tolist():
+        for path in paths[chunk.start:chunk.stop].tolist():
             for depth, block in enumerate(path, start=1):
                 if refused(depth, block):
                     out["blocked"][str(depth)] = out["blocked"].get(str(depth), 0) + 1
@@ -140,6 +149,7 @@ def brute_force(layout: memsim.Layout, paths: np.ndarray, batch: int) -> dict:
             out["blocks"] += count
             out["dedup_blocks_saved"] += count - 1
             out["dedup_requests_saved"] += (count - 1) * parts
+    out = totals
     lookups = out["cache_hits"] + out["cache_misses"]
     out["cache_hit_ratio"] = out["cache_hits"] / lookups if lookups else None
     return out
@@ -206,14 +216,71 @@ def test_bad_batches_are_refused():
         with pytest.raises(InputError) as info:
             run(layout_for("plain"), trace, bad)
         assert info.value.field == "batch"
+    # a closed loop takes batches bigger than its clients (each client issues a whole batch)
     closed = workload_from_dict({"arrivals": {"kind": "closed", "clients": 2,
                                               "think_time": "1 ms"}})
-    with pytest.raises(InputError, match="never fills a batch of 3"):
-        simulate(PROFILE, BANK, layout_for("plain"), closed, queries=10, batch=3)
-    # as many clients as a batch holds: every batch fills, the run ends
-    result = simulate(PROFILE, BANK, layout_for("plain"), closed, queries=10, batch=2,
+    result = simulate(PROFILE, BANK, layout_for("plain"), closed, queries=10, batch=3,
                       warmup=0.0)
-    assert result.served.fetches == 10 and result.dedup_blocks_saved >= 0
+    assert result.served.fetches == 10 and result.queries == 10
+
+
+def closed_batches(n: int, warm: int, batch: int) -> list[range]:
+    """The batches a closed loop's clients take: the next `batch` queries of the sequence,
+    the warm-up's and the measured ones apart (each set's last may be short)."""
+    return [range(lo, min(lo + batch, hi)) for start, hi in ((0, warm), (warm, n))
+            for lo in range(start, hi, batch)]
+
+
+@pytest.mark.parametrize(("clients", "batch", "warmup"), [(1, 4, 0.0), (3, 5, 0.25),
+                                                          (2, 12, 0.1), (4, 1, 0.2)])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_a_closed_loops_batches_count_as_a_brute_force_count(case, clients, batch, warmup,
+                                                             tmp_path):
+    """Each client takes the next batch of the sequence: the batches start in sequence
+    order, so the served counters are the brute-force count over those batches with one
+    cache driven through all of them (the warm-up's uncounted)."""
+    layout = layout_for(case)
+    workload = workload_from_dict({"arrivals": {"kind": "closed", "clients": clients,
+                                                "think_time": "2 ms"},
+                                   "routing": {"kind": "zipf", "s": 1.1, "seed": 3},
+                                   "locality": {"p": 0.5}})
+    n = 90
+    out = tmp_path / "t.parquet"
+    result = simulate(PROFILE, BANK, layout, workload, queries=n, seed=4, warmup=warmup,
+                      batch=batch, trace_out=out)
+    issued, paths = memsim.read_trace(out, BANK)
+    warm = int(n * warmup)
+    batches = closed_batches(n, warm, batch)
+    expected = brute_force(layout, paths, batch, batches=batches, counted_from=warm)
+    assert result.served.to_json() == expected
+    assert result.queries == n - warm
+    if batch > 1:
+        assert result.dedup_blocks_saved > 0  # the batches did share blocks
+    for b in batches:  # a batch's queries are issued together
+        assert (issued[b.start:b.stop] == issued[b.start]).all()
+
+
+@pytest.mark.parametrize("fetch", ["parallel", "sequential"])
+def test_a_closed_loop_client_waits_for_its_whole_batch_then_thinks(fetch, tmp_path):
+    """One client, think time 3 ms: each batch is issued 3 ms after the last answer of the
+    one before (its slowest query), and the last batch is short."""
+    layout = layout_for("plain", fetch=fetch)
+    workload = workload_from_dict({"arrivals": {"kind": "closed", "clients": 1,
+                                                "think_time": "3 ms"}})
+    out = tmp_path / "t.parquet"
+    simulate(PROFILE, BANK, layout, workload, queries=23, seed=1, warmup=0.0, batch=5,
+             trace_out=out)
+    table = pq.read_table(out)
+    issued = table.column("arrival_s").to_numpy()
+    done = issued + table.column("fetch_time_s").to_numpy()
+    batches = closed_batches(23, 0, 5)
+    assert [len(b) for b in batches] == [5, 5, 5, 5, 3]
+    assert issued[0] == pytest.approx(3e-3)
+    for prev, b in zip(batches, batches[1:], strict=False):
+        assert (issued[b.start:b.stop] == issued[b.start]).all()
+        assert issued[b.start] == pytest.approx(done[prev.start:prev.stop].max() + 3e-3,
+                                                rel=1e-9)
+    assert len(set(issued.tolist())) == len(batches)
 
 
 def test_cli_shows_the_savings_when_batching(cli, tmp_path):

@@ -95,7 +95,8 @@ def layout_with_prefetch(lay: Layout, policy: str | None, inflight: int | None,
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--batch", type=click.IntRange(1, MAX_QUERIES), default=1, show_default=True,
               help="Queries per batch: each batch fetches its distinct blocks once, as the "
-                   "client's fetch_many (released when its last query has arrived).")
+                   "client's fetch_many (open loop: released when its last query has "
+                   "arrived; closed loop: each client issues the next N queries together).")
 @prefetch_options
 @click.option("--trace-out", metavar="FILE", type=OutputFile(),
               help="Write every query (arrival, path, fetch and level times) to Parquet.")

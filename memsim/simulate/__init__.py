@@ -294,9 +294,11 @@ def simulate(
     steady state or an overfilled tier comes with an `OverloadWarning` per problem.
 
     `batch` groups consecutive queries into batches that fetch each distinct block once, as
-    the client's `fetch_many` (memsim.simulate.batch: a batch is released when its last query
-    has arrived; a closed loop needs at least as many clients as a batch holds). `served`
-    counts what the client's stats would; with batch=1 the run is the unbatched one.
+    the client's `fetch_many` (memsim.simulate.batch): open loop, a batch is released when
+    its last query has arrived; closed loop, each client takes the next `batch` queries of
+    the sequence, issues them together and waits for all of them before it thinks again (as
+    serve-bench's callers do). `served` counts what the client's stats would; with batch=1
+    the run is the unbatched one.
 
     `prefetch` models the client's `open_bank(prefetch=...)` with the same parameters
     (memsim.simulate.prefetch); it needs the layout's cache with a budget. "layout" (the
@@ -325,10 +327,6 @@ def simulate(
     plan = plan_queries(bank, workload, trace, queries, seed, warmup)
     if from_layout:
         prefetch = _layout_prefetch(layout, bank, workload, plan)
-    if plan.closed and batch > plan.clients:
-        raise InputError(f"a closed loop of {plan.clients:,} clients never fills a batch of "
-                         f"{batch:,} queries (each client waits for its answer): use a batch "
-                         f"of at most {plan.clients:,}", field="batch")
     queries, closed, arrivals, paths = plan.queries, plan.closed, plan.arrivals, plan.paths
     warm = int(queries * warmup)
     keep = trace_out is not None

@@ -1,16 +1,21 @@
 """What the simulator counts as the client's `ServedBank.stats` would, batch by batch.
 
-`simulate(..., batch=B)` groups consecutive queries into batches of B, as a server that
-batches its callers does: a batch is released when its last query has arrived (or the run's
-last query has), and then does what `ServedBank.fetch_many` does with those paths. Each
-distinct (level, block) of the batch is looked up once in the RAM cache (or residency), level
-by level and each level's distinct blocks in increasing id, the client's order; only the
-misses are requested from their tiers, all at once (level after level with
-`fetch: sequential`). A query's fetch time runs from its own arrival (so it includes its
-wait for the batch to fill) until all its blocks are in RAM. Hit ratios (`cache_hit_ratio`,
-per level) are then over a batch's distinct lookups, as the client's are. A closed loop needs
-at least B clients (each waits for its answer). With B = 1 this is exactly the simulator
-without batches.
+`simulate(..., batch=B)` serves queries B at a time, as a server that batches does, and each
+batch then does what `ServedBank.fetch_many` does with its paths. Open loop: consecutive
+queries are grouped as they arrive, and a batch is released when its last query has arrived
+(or the run's last query has); a query's fetch time runs from its own arrival, so it includes
+its wait for the batch to fill. Closed loop (what serve-bench measures): each client takes
+the next B consecutive queries of the sequence (one counter shared by the clients), issues
+them as one batch, waits until all B are answered, thinks, and repeats; the last batch may be
+short, and no batch spans the end of the warm-up. Its queries' fetch times run from the
+batch's issue.
+
+Each distinct (level, block) of a batch is looked up once in the RAM cache (or residency),
+level by level and each level's distinct blocks in increasing id, the client's order; only
+the misses are requested from their tiers, all at once (level after level with
+`fetch: sequential`). Hit ratios (`cache_hit_ratio`, per level) are then over a batch's
+distinct lookups, as the client's are. With B = 1 this is exactly the simulator without
+batches.
 
 `ServedCounters` holds the counters, named and meant as `memsim.client.bank.ClientStats`'s,
 over the batches with at least one measured query, so that a run with no warm-up can be

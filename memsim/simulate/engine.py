@@ -6,9 +6,11 @@ level's current block costs nothing; anything else is requested from the block's
 level's tier, or the block map's). A block in a blocked subtree is never requested, cached
 nor served: the query gets nothing for that level. Levels are fetched all at once (parallel)
 or one after another (sequential). With batches (`Engine.batch` > 1, memsim.simulate.batch),
-consecutive queries are released together and each distinct block of a batch is looked up and
-requested once. With a prefetcher (`Engine.prefetcher`, memsim.simulate.prefetch), each fetch
-or batch ends by reading the policy's blocks ahead into the cache, behind demand on each tier.
+consecutive queries are released together (open loop: when the batch's last query has
+arrived; closed loop: a client takes the next `batch` queries and issues them at once) and
+each distinct block of a batch is looked up and requested once. With a prefetcher
+(`Engine.prefetcher`, memsim.simulate.prefetch), each fetch or batch ends by reading the
+policy's blocks ahead into the cache, behind demand on each tier.
 """
 
 from __future__ import annotations
@@ -598,6 +600,12 @@ class Engine:
                     ) -> list[simpy.Process]:
         """Start `clients` processes that think, query, and repeat until the budget is spent.
 
+        With batches (`batch` > 1) a client takes the next `batch` queries of the sequence
+        (one counter shared by all clients, as serve-bench's callers share theirs), issues
+        them as one batch (`start_batch`), waits until all are answered, thinks, repeats; the
+        last batch may be short, and no batch spans the end of the warm-up (serve-bench runs
+        the warm-up's batches first, then the measured ones).
+
         A loop whose clock stops (zero think time and queries that take no time, e.g. every
         level resident or blocked) would issue its queries at one instant: past
         limits.MAX_STALLED_QUERIES of them it is refused rather than spun through.
@@ -605,14 +613,19 @@ class Engine:
         env = self.env
         issued = [0]
         stalled = [0, -1.0]  # queries issued at the instant stalled[1]
+        warm = self.stats.measured_from
 
         def client() -> Generator[Any, Any, None]:
             while True:
                 yield env.timeout(think())
-                if issued[0] >= self.queries:
+                i = issued[0]
+                if i >= self.queries:
                     return
+                end = min(i + self.batch, self.queries)
+                if i < warm < end:
+                    end = warm
                 if env.now == stalled[1]:
-                    stalled[0] += 1
+                    stalled[0] += end - i
                     if stalled[0] > MAX_STALLED_QUERIES:
                         raise InputError(
                             f"the closed loop makes no progress in simulated time: "
@@ -621,13 +634,25 @@ class Engine:
                             "time (every level resident or blocked?): give the workload a "
                             "think time above 0", field="arrivals.think_time")
                 else:
-                    stalled[0], stalled[1] = 1, env.now
-                i = issued[0]
-                issued[0] += 1
+                    stalled[0], stalled[1] = end - i, env.now
+                issued[0] = end
                 if arrivals_out is not None:
-                    arrivals_out[i] = env.now
+                    arrivals_out[i:end] = env.now
                 answered = env.event()
-                self.submit(i, paths(i), answered.succeed)
+                if self.batch == 1:
+                    self.submit(i, paths(i), answered.succeed)
+                else:
+                    left = [end - i]
+
+                    def one_answered(left: list[int] = left, answered: Any = answered
+                                     ) -> None:
+                        left[0] -= 1
+                        if left[0] == 0:
+                            answered.succeed()
+
+                    now = env.now
+                    self.start_batch([(k, paths(k), now, one_answered)
+                                      for k in range(i, end)])
                 yield answered
 
         return [env.process(client()) for _ in range(clients)]
