@@ -40,6 +40,7 @@ prefetch; one already reading keeps its channel until done.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import operator
 import os
 import queue
@@ -72,8 +73,8 @@ if TYPE_CHECKING:
     from memsim.client.cache import Claim, ClientCache
     from memsim.client.prefetch import PrefetchConfig, PrefetchPolicy
 
-__all__ = ["BlockArrays", "ClientStats", "FetchTimings", "ServedBank", "TimedFetch",
-           "open_bank"]
+__all__ = ["BlockArrays", "ClientStats", "FetchTimings", "RequestLog", "ServedBank",
+           "TimedFetch", "open_bank"]
 
 BlockArrays = dict[int, Any]  # level -> np.ndarray (or torch.Tensor with as_="torch")
 _FORMATS = ("numpy", "torch")
@@ -141,17 +142,48 @@ class FetchTimings:
     """One query's timing: `levels[d]` is the seconds from `start` (time.perf_counter())
     until level d's bytes were in memory, stamped where they arrived (a local store's reading
     thread), as replay's TimedRead does. A block shared in a batch carries its one read's
-    stamp for every query that needs it."""
+    stamp for every query that needs it. `started[d]` is the seconds from `start` until level
+    d's read began: 0.0 for every level of a parallel fetch; in a sequential one (the
+    layout's `fetch: sequential`) 0.0 for the first level read, and for each later level the
+    moment its turn came, just after the previous level's reads completed (so level d took
+    `levels[d] - started[d]`)."""
 
     start: float
     levels: dict[int, float]
     tiers: dict[int, str]  # level -> the tier it was read from (RAM's for a cached block)
     cached: tuple[int, ...] = ()  # levels served by the RAM cache or residency
+    started: dict[int, float] = field(default_factory=dict)
 
     @property
     def fetch_time_s(self) -> float:
         """Until all of the query's blocks were in memory (0 when none was read)."""
         return max(self.levels.values(), default=0.0)
+
+
+@dataclass
+class RequestLog:
+    """One tier's byte-range requests (`ServedBank.log_requests()`), one entry per request,
+    demand and prefetch, in the order they finished: `wait` the seconds from asking for one
+    of the tier's channels (a local reading slot, an S3 request slot) until getting it (0 on
+    memory stores, which have none), `service` from then until the bytes were in memory,
+    `nbytes` the range's length, `prefetch` whether a prefetch read made it."""
+
+    wait: list[float] = field(default_factory=list)
+    service: list[float] = field(default_factory=list)
+    nbytes: list[int] = field(default_factory=list)
+    prefetch: list[bool] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, wait: float, service: float, nbytes: int, prefetch: bool) -> None:
+        """Append one request (thread-safe: the four lists stay aligned)."""
+        with self._lock:
+            self.wait.append(wait)
+            self.service.append(service)
+            self.nbytes.append(nbytes)
+            self.prefetch.append(prefetch)
+
+    def __len__(self) -> int:
+        return len(self.nbytes)
 
 
 class TimedFetch(NamedTuple):
@@ -377,6 +409,10 @@ class ServedBank:
         self.dtype = np.dtype(DTYPES[self.bank.dtype][0])
         self.stats = ClientStats()
         self.check_rate = check_rate
+        # levels one after another (the layout's fetch: sequential), as the simulator reads them
+        self.sequential = self.layout.fetch == "sequential"
+        # per-request timings, tier -> RequestLog, once log_requests() turns them on
+        self.request_log: dict[str, RequestLog] | None = None
         self._rng = random.Random(seed)
         self._depths = len(self.bank.levels)
         self._active = [lv.depth for lv in self.bank.active_levels]
@@ -426,6 +462,18 @@ class ServedBank:
         if self._loop is not None:
             self._loop.close()
             self._loop = None
+
+    def log_requests(self) -> dict[str, RequestLog]:
+        """Turn on the per-request log (off by default) and return it: tier -> `RequestLog`,
+        one entry per byte-range request from now on (demand and prefetch)."""
+        if self.request_log is None:
+            self.request_log = {name: RequestLog() for name in self.stores}
+        return self.request_log
+
+    def _log(self, tier: str) -> RequestLog | None:
+        """The tier's request log, or None while the log is off."""
+        logs = self.request_log
+        return None if logs is None else logs.get(tier)
 
     def wait_prefetches(self) -> None:
         """Block until no prefetch read is in flight (at once without prefetch); inside an
@@ -524,7 +572,7 @@ class ServedBank:
         trace row has them): {level: array}, blocked levels absent."""
         start = time.perf_counter()
         keys = self._one_keys(path, as_)
-        out = self._one_result(keys, self._get_sync(keys), start, timed, as_)
+        out = self._one_result(keys, *self._levels_sync(keys, start), start, timed, as_)
         if self.prefetcher is not None:
             self.prefetcher.trigger([keys])
         return out
@@ -537,7 +585,7 @@ class ServedBank:
         Blocks on local stores are read without an event loop: the first in this thread, the
         others by the tiers' reading threads; any other store goes through the event loop."""
         batch = self._begin(paths, timed, as_)
-        out = self._finish(batch, self._get_sync(batch.wanted))
+        out = self._finish(batch, *self._levels_sync(batch.wanted, batch.start))
         if self.prefetcher is not None:
             self.prefetcher.trigger(_batch_paths(batch))
         return out
@@ -547,7 +595,7 @@ class ServedBank:
         """`fetch` on the running event loop."""
         start = time.perf_counter()
         keys = self._one_keys(path, as_)
-        out = self._one_result(keys, await self._get(keys), start, timed, as_)
+        out = self._one_result(keys, *await self._levels(keys, start), start, timed, as_)
         if self.prefetcher is not None:
             self.prefetcher.trigger([keys], asyncio.get_running_loop())
         return out
@@ -609,7 +657,8 @@ class ServedBank:
         return keys
 
     def _one_result(self, keys: list[tuple[int, int]], reads: dict[tuple[int, int], _Read],
-                    start: float, timed: bool, as_: str) -> BlockArrays | TimedFetch:
+                    began: dict[int, float], start: float, timed: bool, as_: str
+                    ) -> BlockArrays | TimedFetch:
         convert = _torch_converter() if as_ == "torch" else None
         out: BlockArrays = {}
         for key in keys:
@@ -620,17 +669,18 @@ class ServedBank:
             self.stats.blocks += len(keys)
         if not timed:
             return out
-        return TimedFetch(out, FetchTimings(start, {d: reads[(d, x)].done - start
-                                                    for d, x in keys},
-                                            {d: reads[(d, x)].tier for d, x in keys},
-                                            tuple(d for d, x in keys if reads[(d, x)].cached)))
+        return TimedFetch(out, FetchTimings(
+            start, {d: reads[(d, x)].done - start for d, x in keys},
+            {d: reads[(d, x)].tier for d, x in keys},
+            tuple(d for d, x in keys if reads[(d, x)].cached),
+            {d: began[d] - start if began else 0.0 for d, _x in keys}))
 
     async def afetch_many(self, paths: Sequence[Sequence[int]] | np.ndarray, *,
                           timed: bool = False, as_: str = "numpy"
                           ) -> list[BlockArrays] | TimedFetch:
         """`fetch_many` on the running event loop."""
         batch = self._begin(paths, timed, as_)
-        out = self._finish(batch, await self._get(batch.wanted))
+        out = self._finish(batch, *await self._levels(batch.wanted, batch.start))
         if self.prefetcher is not None:
             self.prefetcher.trigger(_batch_paths(batch), asyncio.get_running_loop())
         return out
@@ -668,8 +718,8 @@ class ServedBank:
             plan.append((d, uniq, inverse, refused))
         return _Batch(start, m.shape[0], plan, wanted, convert, timed)
 
-    def _finish(self, batch: _Batch, reads: dict[tuple[int, int], _Read]
-                ) -> list[BlockArrays] | TimedFetch:
+    def _finish(self, batch: _Batch, reads: dict[tuple[int, int], _Read],
+                began: dict[int, float]) -> list[BlockArrays] | TimedFetch:
         """Hand each query its levels' arrays (shared between queries), and count."""
         n, start, timed, convert, stats = batch.n, batch.start, batch.timed, batch.convert, \
             self.stats
@@ -711,14 +761,43 @@ class ServedBank:
             stats.fetches += n
         if not timed:
             return per_query
-        return TimedFetch(per_query, [FetchTimings(start, s, t, tuple(c))
-                                      for s, t, c in zip(stamps, tiers, cached, strict=True)])
+        return TimedFetch(per_query, [
+            FetchTimings(start, s, t, tuple(c),
+                         {d: began[d] - start if began else 0.0 for d in s})
+            for s, t, c in zip(stamps, tiers, cached, strict=True)])
 
     def _requests_of(self, tier: str, depth: int) -> int:
         """Requests one read of a level-`depth` block on `tier` takes (max request size)."""
         size = self.bank.level(depth).block_bytes
         limit = self.profile.tier(tier).max_request_size
         return -(-size // int(limit)) if limit else 1
+
+    # ------------------------------------------------------------------ level order
+    def _levels_sync(self, keys: list[tuple[int, int]], start: float
+                     ) -> tuple[dict[tuple[int, int], _Read], dict[int, float]]:
+        """The distinct blocks `keys` (in level order): all at once (parallel), or level
+        after level for a sequential layout, each level's blocks at once; and when each
+        level's turn came (sequential only: the first at `start`)."""
+        if not self.sequential:
+            return self._get_sync(keys), {}
+        got: dict[tuple[int, int], _Read] = {}
+        began: dict[int, float] = {}
+        for depth, group in itertools.groupby(keys, key=operator.itemgetter(0)):
+            began[depth] = time.perf_counter() if began else start
+            got.update(self._get_sync(list(group)))
+        return got, began
+
+    async def _levels(self, keys: list[tuple[int, int]], start: float
+                      ) -> tuple[dict[tuple[int, int], _Read], dict[int, float]]:
+        """`_levels_sync` on the running event loop."""
+        if not self.sequential:
+            return await self._get(keys), {}
+        got: dict[tuple[int, int], _Read] = {}
+        began: dict[int, float] = {}
+        for depth, group in itertools.groupby(keys, key=operator.itemgetter(0)):
+            began[depth] = time.perf_counter() if began else start
+            got.update(await self._get(list(group)))
+        return got, began
 
     # ------------------------------------------------------------------ the RAM cache
     def _get_sync(self, keys: list[tuple[int, int]]) -> dict[tuple[int, int], _Read]:
@@ -864,7 +943,8 @@ class ServedBank:
                     inline = (i, s, n)
                     continue
                 futures.append((i, store._executor_().submit(
-                    _channel_pread, self._channels[loc.tier], store, loc.key, buf, base, s, n)))
+                    _channel_pread, self._channels[loc.tier], store, loc.key, buf, base, s, n,
+                    self._log(loc.tier))))
         got_memory = [self._finish_block(loc, *self._memory_read(loc)) for loc in memory]
         done = [0.0] * len(locs)
         try:
@@ -872,7 +952,8 @@ class ServedBank:
                 i, s, n = inline
                 loc = locs[i]
                 done[i] = _channel_pread(self._channels[loc.tier], self.stores[loc.tier],
-                                         loc.key, bufs[i][0], bufs[i][1], s, n)
+                                         loc.key, bufs[i][0], bufs[i][1], s, n,
+                                         self._log(loc.tier))
         finally:
             for i, fut in futures:  # every read finished (or failed) before going on
                 done[i] = max(done[i], fut.result())
@@ -883,11 +964,20 @@ class ServedBank:
         return {(loc.depth, loc.block): r for loc, r in zip([*locs, *memory],
                                                             [*got, *got_memory], strict=True)}
 
-    def _memory_read(self, loc: Location) -> tuple[np.ndarray, int, float]:
+    def _memory_read(self, loc: Location, prefetch: bool = False
+                     ) -> tuple[np.ndarray, int, float]:
         """A block of a memory store, read without an event loop (its reads never wait):
         (bytes, file offset of byte 0, when they were in memory)."""
         store = self.stores[loc.tier]
-        parts = [_drive(store.read_range(loc.key, s, n)) for s, n in loc.ranges]
+        log = self._log(loc.tier)
+        if log is None:
+            parts = [_drive(store.read_range(loc.key, s, n)) for s, n in loc.ranges]
+        else:
+            parts = []
+            for s, n in loc.ranges:
+                asked = time.perf_counter()
+                parts.append(_drive(store.read_range(loc.key, s, n)))
+                log.add(0.0, time.perf_counter() - asked, n, prefetch)
         done = time.perf_counter()
         if len(parts) == 1:
             return np.frombuffer(parts[0], dtype=np.uint8), loc.ranges[0][0], done
@@ -928,19 +1018,32 @@ class ServedBank:
             buf, base = self._buffer(loc)
             loop = asyncio.get_running_loop()
             pool, channel = store._executor_(), self._channels[loc.tier]
+            log = self._log(loc.tier)
             done = max(await asyncio.gather(*(
                 loop.run_in_executor(pool, _channel_pread, channel, store, loc.key, buf, base,
-                                     s, n) for s, n in loc.ranges)))
+                                     s, n, log) for s, n in loc.ranges)))
             return self._finish_block(loc, buf, base, done)
+        if isinstance(store, MemoryByteStore):  # never waits: no slot, no loop round
+            return self._finish_block(loc, *self._memory_read(loc, prefetch))
         slots = self._tier_slots(loc.tier)
+        log = self._log(loc.tier)
+        asked = time.perf_counter()
         async with (slots.prefetch() if prefetch else slots):
+            got = time.perf_counter()
             if len(loc.ranges) == 1:
                 data = await store.read_range(loc.key, first, nbytes)
                 done = time.perf_counter()
+                if log is not None:
+                    log.add(got - asked, done - got, nbytes, prefetch)
                 raw = np.frombuffer(data, dtype=np.uint8)
             else:
-                parts = await asyncio.gather(*(store.read_range(loc.key, s, n)
-                                               for s, n in loc.ranges))
+                async def part(s: int, n: int) -> Any:
+                    data = await store.read_range(loc.key, s, n)
+                    if log is not None:
+                        log.add(got - asked, time.perf_counter() - got, n, prefetch)
+                    return data
+
+                parts = await asyncio.gather(*(part(s, n) for s, n in loc.ranges))
                 done = time.perf_counter()
                 raw = np.empty(nbytes, dtype=np.uint8)
                 at = 0
@@ -1016,14 +1119,26 @@ def _channel(slots: int) -> queue.SimpleQueue[None]:
 
 
 def _channel_pread(channel: queue.SimpleQueue[None], store: LocalByteStore, key: str,
-                   buf: np.ndarray, base: int, start: int, length: int) -> float:
+                   buf: np.ndarray, base: int, start: int, length: int,
+                   log: RequestLog | None = None) -> float:
     """`_pread_into` holding one of the tier's channels (its reading threads, or the caller's
-    own thread for the first read of a sync fetch): at most `concurrency` reads at once."""
+    own thread for the first read of a sync fetch): at most `concurrency` reads at once.
+    With a `log`, the request's wait for the channel and its service are appended."""
+    if log is None:
+        channel.get()
+        try:
+            return _pread_into(store, key, buf, base, start, length)
+        finally:
+            channel.put(None)
+    asked = time.perf_counter()
     channel.get()
     try:
-        return _pread_into(store, key, buf, base, start, length)
+        got = time.perf_counter()
+        done = _pread_into(store, key, buf, base, start, length)
     finally:
         channel.put(None)
+    log.add(got - asked, done - got, length, False)
+    return done
 
 
 def _torch_converter() -> Any:
@@ -1194,13 +1309,19 @@ class _LoopPrefetch:
 
 
 def _prefetch_pread(channel: _PriorityChannel, store: LocalByteStore, key: str,
-                    buf: np.ndarray, base: int, start: int, length: int) -> float:
+                    buf: np.ndarray, base: int, start: int, length: int,
+                    log: RequestLog | None = None) -> float:
     """`_pread_into` holding a channel taken as a prefetch (after every queued demand)."""
+    asked = time.perf_counter()
     channel.get_prefetch()
     try:
-        return _pread_into(store, key, buf, base, start, length)
+        got = time.perf_counter()
+        done = _pread_into(store, key, buf, base, start, length)
     finally:
         channel.put(None)
+    if log is not None:
+        log.add(got - asked, done - got, length, True)
+    return done
 
 
 class _Prefetcher:
@@ -1330,11 +1451,12 @@ class _Prefetcher:
         store = bank.stores[loc.tier]
         if isinstance(store, LocalByteStore) and loc.tier in bank._channels:
             buf, base = bank._buffer(loc)
+            log = bank._log(loc.tier)
             done = max(_prefetch_pread(bank._channels[loc.tier], store, loc.key, buf, base,
-                                       s, n) for s, n in loc.ranges)
+                                       s, n, log) for s, n in loc.ranges)
             return bank._finish_block(loc, buf, base, done)
         if isinstance(store, MemoryByteStore):
-            return bank._finish_block(loc, *bank._memory_read(loc))
+            return bank._finish_block(loc, *bank._memory_read(loc, True))
         return asyncio.run(bank._read_block(loc, prefetch=True))
 
     async def _aread(self, key: tuple[int, int]) -> _Read:
@@ -1348,12 +1470,14 @@ class _Prefetcher:
         if isinstance(store, LocalByteStore) and loc.tier in bank._channels:
             buf, base = bank._buffer(loc)
             loop = asyncio.get_running_loop()
+            log = bank._log(loc.tier)
             done = max(await asyncio.gather(*(
                 loop.run_in_executor(self.pool, _prefetch_pread, bank._channels[loc.tier],
-                                     store, loc.key, buf, base, s, n) for s, n in loc.ranges)))
+                                     store, loc.key, buf, base, s, n, log)
+                for s, n in loc.ranges)))
             return bank._finish_block(loc, buf, base, done)
         if isinstance(store, MemoryByteStore):
-            return bank._finish_block(loc, *bank._memory_read(loc))
+            return bank._finish_block(loc, *bank._memory_read(loc, True))
         return await bank._read_block(loc, prefetch=True)
 
     async def await_idle(self) -> None:

@@ -1,0 +1,220 @@
+"""The client's read path: sequential layouts read level after level (checked against the
+reads' own begin and end stamps), parallel ones overlap levels, FetchTimings.started, and
+the per-request log (one entry per request counted in stats.requests)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+from realio_helpers import fresh_memory  # noqa: F401 (an autouse fixture)
+from test_client import LAYOUT, S3_LAYOUT, assert_exact, leaf_path, local_profile, s3_profile
+from tiny_bank import BANK
+
+from memsim.client import bank as client_bank
+from memsim.client.bank import FetchTimings, RequestLog, TimedFetch, open_bank
+from memsim.client.prefetch import PrefetchConfig
+from memsim.layout import CacheConfig
+from memsim.materialize import materialize
+
+SEQUENTIAL = LAYOUT.model_copy(update={"fetch": "sequential"})
+CALLS = ("fetch", "fetch_many", "afetch", "afetch_many")
+
+
+@pytest.fixture
+def local_bank(tmp_path):
+    """RAM (memory), flash (4 KiB requests: a level-2 block is two) and disk."""
+    prof = local_profile(tmp_path, max_request_size="4 KiB")
+    materialize(prof, BANK, LAYOUT)
+    return prof
+
+
+class Recorder:
+    """Every byte-range read's level, begin and end (perf_counter), local and memory."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.reads: list[tuple[int, float, float]] = []
+        self.lock = threading.Lock()
+        original = client_bank._pread_into
+
+        def pread(store: Any, key: str, *args: Any) -> float:
+            began = time.perf_counter()
+            done = original(store, key, *args)
+            self.add(key, began)
+            return done
+
+        monkeypatch.setattr(client_bank, "_pread_into", pread)
+
+    def add(self, key: str, began: float) -> None:
+        with self.lock:
+            self.reads.append((int(key.split("/")[0][1:]), began, time.perf_counter()))
+
+    def watch_memory(self, store: Any) -> None:
+        original = store.read_range
+
+        async def read_range(key: str, start: int, length: int) -> bytes:
+            began = time.perf_counter()
+            data = await original(key, start, length)
+            self.add(key, began)
+            return data
+
+        store.read_range = read_range
+
+    def take(self) -> list[tuple[int, float, float]]:
+        with self.lock:
+            out, self.reads = self.reads, []
+        return out
+
+
+def call(served: Any, how: str, paths: list[list[int]]) -> list[TimedFetch]:
+    """Fetch `paths` one way, timed: a TimedFetch per query."""
+    if how == "fetch":
+        return [served.fetch(paths[0], timed=True)]
+    if how == "afetch":
+        return [asyncio.run(served.afetch(paths[0], timed=True))]
+    got = served.fetch_many(paths, timed=True) if how == "fetch_many" else \
+        asyncio.run(served.afetch_many(paths, timed=True))
+    return [TimedFetch(b, t) for b, t in zip(got.blocks, got.timings, strict=True)]
+
+
+def assert_level_after_level(reads: list[tuple[int, float, float]],
+                             timings: FetchTimings) -> None:
+    """No read of a level began before every read of the level before it had ended, and
+    `started` says when each level's turn came."""
+    levels = sorted(timings.levels)
+    assert timings.started[levels[0]] == 0.0
+    for a, b in itertools.pairwise(levels):
+        assert timings.levels[a] <= timings.started[b] <= timings.levels[b]
+        ended = max(end for d, _b, end in reads if d == a)
+        began = min(begin for d, begin, _e in reads if d == b)
+        assert ended <= began
+        assert timings.start + timings.started[b] <= began
+
+
+@pytest.mark.parametrize("how", CALLS)
+def test_a_sequential_layout_reads_level_after_level(local_bank, monkeypatch, how):
+    recorder = Recorder(monkeypatch)
+    with open_bank(SEQUENTIAL, profile=local_bank, bank=BANK) as served:
+        assert served.sequential
+        recorder.watch_memory(served.stores["ram"])
+        batches = ([7], [5, 6, 40, 41, 63]) if how.endswith("_many") else ([7], [40], [63])
+        for leaves in batches:
+            paths = [leaf_path(x) for x in leaves]
+            got = call(served, how, paths)
+            reads = recorder.take()
+            assert {d for d, _b, _e in reads} == {1, 2, 3}
+            for path, one in zip(paths, got, strict=True):
+                assert_exact(one.blocks, path)
+                assert sorted(one.timings.started) == [1, 2, 3]
+                assert_level_after_level(reads, one.timings)
+
+
+@pytest.mark.parametrize("how", ["fetch", "afetch"])
+def test_a_sequential_layout_with_a_cache_keeps_level_order(local_bank, monkeypatch, how):
+    recorder = Recorder(monkeypatch)
+    with open_bank(SEQUENTIAL, profile=local_bank, bank=BANK,
+                   cache=CacheConfig(budget="1 MB")) as served:
+        recorder.watch_memory(served.stores["ram"])
+        call(served, how, [leaf_path(8)])
+        recorder.take()
+        (again,) = call(served, how, [leaf_path(9)])  # levels 1 and 2 are cache hits
+        reads = recorder.take()
+        assert [d for d, _b, _e in reads] == [3]
+        assert again.timings.cached == (1, 2)
+        t = again.timings
+        assert t.started[1] == 0.0 <= t.levels[1] <= t.started[2] <= t.levels[2] \
+            <= t.started[3] <= t.levels[3]
+        assert t.start + t.started[3] <= reads[0][1]
+
+
+@pytest.mark.parametrize("how", ["fetch", "afetch"])
+def test_a_parallel_layout_reads_levels_at_once(local_bank, monkeypatch, how):
+    """A level-2 read that waits for a level-3 read to begin finishes only if both are in
+    flight together (a sequential read would never start level 3: the wait would time out)."""
+    level3_began = threading.Event()
+    original = client_bank._pread_into
+
+    def pread(store: Any, key: str, *args: Any) -> float:
+        if key.startswith("L3/"):
+            level3_began.set()
+        elif key.startswith("L2/"):
+            assert level3_began.wait(timeout=30), "level 3 never began while level 2 read"
+        return original(store, key, *args)
+
+    monkeypatch.setattr(client_bank, "_pread_into", pread)
+    with open_bank(LAYOUT, profile=local_bank, bank=BANK) as served:
+        assert not served.sequential
+        (got,) = call(served, how, [leaf_path(11)])
+    assert_exact(got.blocks, leaf_path(11))
+    assert got.timings.started == {1: 0.0, 2: 0.0, 3: 0.0}
+
+
+def assert_log_matches(logs: dict[str, RequestLog], stats: Any) -> None:
+    assert set(logs) == {"ram", "flash", "disk"} or "cloud" in logs
+    for tier, log in logs.items():
+        n = stats.requests.get(tier, 0)
+        assert len(log) == len(log.wait) == len(log.service) == len(log.prefetch) == n
+        assert sum(log.nbytes) == stats.bytes.get(tier, 0)
+        assert all(w >= 0 for w in log.wait) and all(s > 0 for s in log.service)
+
+
+def test_the_request_log_has_one_entry_per_request(local_bank):
+    with open_bank(LAYOUT, profile=local_bank, bank=BANK) as served:
+        assert served.request_log is None
+        served.fetch(leaf_path(0))  # not logged
+        served.stats.reset()
+        logs = served.log_requests()
+        assert served.log_requests() is logs and served.request_log is logs
+        for leaf in (1, 2, 30):
+            served.fetch(leaf_path(leaf))
+        served.fetch_many([leaf_path(x) for x in (3, 3, 17, 63)])
+        asyncio.run(served.afetch(leaf_path(44)))
+        asyncio.run(served.afetch_many([leaf_path(x) for x in (45, 46, 46)]))
+        stats = served.stats
+        assert stats.requests == {"ram": 8, "flash": 2 * 8, "disk": 9}
+        assert_log_matches(logs, stats)
+        assert logs["ram"].wait == [0.0] * 8
+        assert not any(p for log in logs.values() for p in log.prefetch)
+        assert sorted(set(logs["flash"].nbytes)) == [2048, 4096]  # a 6 KiB block: 4 + 2
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_the_request_log_counts_prefetch_reads(local_bank, mode):
+    trace = np.array([leaf_path(x) for x in (0, 21, 42, 63)])
+    with open_bank(LAYOUT, profile=local_bank, bank=BANK, cache=CacheConfig(budget="1 MB"),
+                   prefetch=PrefetchConfig("trace", trace=trace, lookahead=2)) as served:
+        logs = served.log_requests()
+
+        async def run() -> None:
+            for path in trace:
+                await served.afetch(path)
+            await served.await_prefetches()
+
+        if mode == "sync":
+            for path in trace:
+                served.fetch(path)
+            served.wait_prefetches()
+        else:
+            asyncio.run(run())
+        stats = served.stats
+        assert stats.prefetch_issued == 9 and stats.prefetch_hits == 9  # 3 queries x 3
+        assert_log_matches(logs, stats)
+        # prefetched: 3 blocks on each tier (ram 1 request, flash 2, disk 1 each)
+        assert [sum(logs[t].prefetch) for t in ("ram", "flash", "disk")] == [3, 6, 3]
+
+
+def test_the_request_log_from_s3(s3, clean_s3, tmp_path):
+    prof = s3_profile(tmp_path, "readpath")
+    materialize(prof, BANK, S3_LAYOUT)
+    with open_bank(S3_LAYOUT, profile=prof, bank=BANK) as served:
+        logs = served.log_requests()
+        served.fetch(leaf_path(3))
+        served.fetch_many([leaf_path(x) for x in (4, 5, 5)])
+        asyncio.run(served.afetch(leaf_path(50)))
+        assert served.stats.requests["cloud"] == 4
+        assert_log_matches(logs, served.stats)
