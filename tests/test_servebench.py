@@ -1,6 +1,9 @@
 """serve-bench: the client in a closed loop of callers. The counters add up, deduplication saves
 exactly what a brute-force count over the same seeded batches says, batching saves requests on
-a workload with locality, and the command's JSON and one-line errors."""
+a workload with locality, and the command's JSON and one-line errors. With --simulate, the
+simulator's closed loop over the same paths and batches predicts exactly the measured requests
+per tier and deduplication (no cache; local and memory stores), and with prefetch both sides
+report the same policy."""
 
 from __future__ import annotations
 
@@ -177,3 +180,140 @@ def test_cli_json_text_and_one_line_errors(files, tmp_path):
         lines = out.output.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("memsim: error:"), out.output
         assert message in lines[0]
+
+
+# ----------------------------------------------------------------------------- --simulate
+
+def memory_profile(name: str) -> memsim.Profile:
+    """Every tier a memory store (the bank is written in milliseconds)."""
+    return memsim.profile_from_dict({"name": name, "tiers": [
+        {"name": "ram", "kind": "ram", "bandwidth": "10 GB/s", "capacity": "1 GB"},
+        {"name": "flash", "kind": "flash", "bandwidth": "1 GB/s", "latency": "100 us",
+         "concurrency": 4, "store": f"memory://{name}-flash", "max_request_size": "4 KiB"},
+        {"name": "disk", "kind": "disk", "bandwidth": "100 MB/s", "latency": "5 ms",
+         "concurrency": 2, "store": f"memory://{name}-disk"},
+    ]})
+
+
+@pytest.mark.parametrize("store", ["local", "memory"])
+def test_without_a_cache_predicted_requests_and_dedup_equal_the_measured(store, tmp_path):
+    """Requests per tier and deduplication depend only on the batches: the simulator's
+    closed loop takes the same batches of the same paths, so they are equal, whatever the
+    callers, batch (above the callers too), warm-up and mode; and equal the brute force."""
+    if store == "local":
+        prof = local_profile(tmp_path)
+    else:
+        prof = memory_profile("sbm")
+    materialize(prof, BANK, LAYOUT)
+    paths = simulated_paths(prof, "zipf-topic", 97, 5, tmp_path)
+    for callers, batch, warmup, mode in [(1, 1, 0.0, "async"), (3, 4, 0.1, "async"),
+                                         (2, 7, 0.2, "threads"), (4, 2, 0.1, "async")]:
+        r = serve_bench(LAYOUT, profile=prof, bank=BANK, workload="zipf-topic",
+                        callers=callers, batch=batch, queries=97, warmup=warmup, seed=5,
+                        cache=None, mode=mode, simulate=True)
+        pred = r.predicted
+        assert pred is not None and r.simulated is not None
+        assert (pred["queries"], pred["warmup"]) == (r.queries, r.warmup)
+        assert pred["requests"] == r.requests and pred["bytes"] == r.bytes
+        assert pred["dedup_requests_saved"] == r.dedup_requests_saved
+        assert pred["dedup_blocks_saved"] == r.dedup_blocks_saved
+        assert (pred["blocks"], pred["reads"]) == (r.blocks, r.reads)
+        assert (r.requests, r.dedup_requests_saved) == brute_force(paths, r.warmup, batch)
+        if batch > 1:
+            assert r.dedup_requests_saved > 0  # the test can fail
+        assert pred["hit_ratio"] is None and pred["prefetch_hit_ratio"] is None
+        assert pred["prefetch"] is None and r.prefetch is None
+        ft = pred["fetch_time_s"]
+        assert 0 < ft["p50"] <= ft["p99"] <= ft["max"]
+        assert r.to_json()["predicted"]["requests"] == r.requests
+
+
+def test_the_simulator_serves_the_very_paths_given(prof, tmp_path):
+    """simulate(paths=...) runs its closed loop over those paths in order (its trace says
+    so), the ones serve-bench serves for the seed (what `memsim simulate` draws)."""
+    paths = simulated_paths(prof, "zipf-topic", 40, 8, tmp_path)
+    loop = memsim.workload_from_dict({"arrivals": {"kind": "closed", "clients": 3,
+                                                   "think_time": 0}})
+    out = tmp_path / "given.parquet"
+    memsim.simulate(prof, BANK, LAYOUT, loop, paths=paths, queries=100, warmup=0.0,
+                    batch=4, trace_out=str(out))
+    assert np.array_equal(read_trace(out, BANK)[1], paths)
+    with pytest.raises(InputError) as info:
+        memsim.simulate(prof, BANK, LAYOUT, loop, paths=paths[:, :2], queries=10)
+    assert info.value.field == "paths"
+
+
+@pytest.mark.parametrize("policy", ["children", "trace"])
+def test_with_prefetch_both_sides_report_the_same_policy(policy):
+    """The layout's prefetch section is the client's and the simulator's, with the same
+    parameters (the trace policy following the served sequence on both sides)."""
+    prof = memory_profile(f"sbp{policy}")
+    lay = memsim.layout_from_dict({**LAYOUT.model_dump(exclude_none=True),
+                                   "cache": {"budget": "30 KiB", "policy": "lru"},
+                                   "prefetch": {"policy": policy, "max_inflight": 2,
+                                                "max_bytes": "12 KiB", "lookahead": 2}})
+    materialize(prof, BANK, lay)
+    r = serve_bench(lay, profile=prof, bank=BANK, workload="zipf-topic", callers=2, batch=3,
+                    queries=60, seed=2, simulate=True)
+    expected = {"policy": policy, "max_inflight": 2, "max_bytes": 12 * 1024, "lookahead": 2}
+    assert r.prefetch == expected and r.predicted["prefetch"] == expected
+    assert r.client["prefetch_issued"] > 0 and r.predicted["served"]["prefetch_issued"] > 0
+    assert r.hit_ratio is not None and r.predicted["hit_ratio"] is not None
+    assert r.predicted["prefetch_hit_ratio"] is not None
+    # an explicit None: neither side prefetches
+    off = serve_bench(lay, profile=prof, bank=BANK, workload="zipf-topic", callers=2,
+                      batch=3, queries=30, seed=2, simulate=True, prefetch=None)
+    assert off.prefetch is None and off.predicted["prefetch"] is None
+    assert off.client["prefetch_issued"] == 0
+
+
+def test_cli_simulate_shows_predicted_beside_measured(files, tmp_path):
+    runner = CliRunner()
+    out = runner.invoke(main, ["serve-bench", *files, "--workload", "zipf-topic",
+                               "--callers", "2", "--batch", "5", "--queries", "40",
+                               "--simulate", "--json"])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.stdout)
+    assert data["predicted"]["requests"] == data["requests"]
+    assert data["predicted"]["dedup_requests_saved"] == data["dedup_requests_saved"] > 0
+    assert set(data["predicted"]["fetch_time_s"]) == {"mean", "p50", "p95", "p99", "max"}
+    out = runner.invoke(main, ["serve-bench", *files, "--queries", "20", "--simulate"])
+    assert out.exit_code == 0, out.output
+    assert "predicted by the simulator: a closed loop of 1 client" in out.stdout
+    for row in ("fetch time mean", "fetch time p99", "hit ratio", "prefetch-hit ratio",
+                "requests flash", "dedup requests saved"):
+        assert row in out.stdout, row
+    plain = runner.invoke(main, ["serve-bench", *files, "--queries", "20", "--json"])
+    assert "predicted" not in json.loads(plain.stdout)
+
+
+def test_cli_prefetch_options_and_no_cache(prof, tmp_path):
+    lay = memsim.layout_from_dict({**LAYOUT.model_dump(exclude_none=True),
+                                   "cache": {"budget": "30 KiB"},
+                                   "prefetch": {"policy": "children", "max_inflight": 3}})
+    lay.save(tmp_path / "pre.yaml")
+    (tmp_path / "p.yaml").write_text(json.dumps(prof.model_dump(mode="json",
+                                                                exclude_none=True)))
+    (tmp_path / "b.yaml").write_text(json.dumps(BANK.model_dump(mode="json")))
+    args = ["serve-bench", "--layout", str(tmp_path / "pre.yaml"), "--profile",
+            str(tmp_path / "p.yaml"), "--bank", str(tmp_path / "b.yaml"), "--queries", "30",
+            "--workload", "zipf-topic", "--simulate", "--json"]
+    runner = CliRunner()
+
+    def data(*extra: str) -> dict:
+        out = runner.invoke(main, [*args, *extra])
+        assert out.exit_code == 0, out.output
+        return json.loads(out.stdout)
+
+    section = data()
+    assert section["prefetch"] == section["predicted"]["prefetch"] == {
+        "policy": "children", "max_inflight": 3, "max_bytes": 64 << 20, "lookahead": 1}
+    changed = data("--prefetch", "trace", "--prefetch-bytes", "20 KiB")
+    assert changed["prefetch"] == changed["predicted"]["prefetch"] == {
+        "policy": "trace", "max_inflight": 3, "max_bytes": 20480, "lookahead": 1}
+    for extra in (["--prefetch", "none"], ["--no-cache"]):
+        off = data(*extra)
+        assert off["prefetch"] is None and off["predicted"]["prefetch"] is None
+    out = runner.invoke(main, [*args, "--no-cache", "--prefetch", "children"])
+    assert out.exit_code == 2 and out.output.startswith("memsim: error: option --prefetch: ")
+    assert len(out.output.strip().splitlines()) == 1

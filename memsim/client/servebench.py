@@ -20,6 +20,14 @@ existed before it is frozen (as replay does).
 The warm-up queries (the first `int(queries * warmup)` of the sequence) run to completion
 first; then the client's counters are reset and the rest are measured, so every counter
 (requests, bytes, deduplication, hits) and the wall time are those of the measured queries.
+
+`prefetch` is the client's (the layout's `prefetch:` section by default, built with the
+workload, or with the served path sequence for the trace policy). With `simulate=True` the
+simulator then predicts the same run: a closed loop of `callers` clients without think time
+over the very same path sequence, in the same batches (`memsim.simulate.batch`), with the
+same cache, resident levels and prefetch; `predicted` holds what it reports beside what was
+measured. Requests per tier and deduplication depend only on the batches, so without a RAM
+cache (and resident levels) the two sides count them exactly alike.
 """
 
 from __future__ import annotations
@@ -44,6 +52,8 @@ from memsim.workload import Workload
 
 if TYPE_CHECKING:
     from memsim.client.bank import ServedBank
+    from memsim.client.prefetch import PrefetchConfig
+    from memsim.simulate import SimulationResult
 
 __all__ = ["MODES", "ServeBenchResult", "serve_bench"]
 
@@ -77,6 +87,12 @@ class ServeBenchResult:
     mode: str = "async"  # callers as asyncio tasks ("async") or threads ("threads")
     client: dict[str, Any] = field(default_factory=dict)  # the client's ClientStats.to_json()
     fetch_times: np.ndarray = field(default_factory=lambda: np.empty(0), repr=False)
+    # the client's prefetch parameters (memsim.simulate.prefetch_parameters), None: none
+    prefetch: dict[str, Any] | None = None
+    # simulate=True: the simulator's run of the same closed loop, and its figures keyed as
+    # the measured ones (`predicted_figures`)
+    simulated: SimulationResult | None = field(default=None, repr=False)
+    predicted: dict[str, Any] | None = None
 
     @property
     def throughput_qps(self) -> float:
@@ -101,8 +117,27 @@ class ServeBenchResult:
             "bytes": dict(self.bytes), "bytes_total": sum(self.bytes.values()),
             "dedup_requests_saved": self.dedup_requests_saved,
             "dedup_blocks_saved": self.dedup_blocks_saved, "blocks": self.blocks,
-            "reads": self.reads, "client": self.client,
+            "reads": self.reads, "prefetch": self.prefetch, "client": self.client,
+            **({"predicted": self.predicted} if self.predicted is not None else {}),
         }
+
+
+def predicted_figures(sim: SimulationResult) -> dict[str, Any]:
+    """A simulation's figures under the keys serve-bench measures (seconds, bytes)."""
+    served = sim.served
+    prefetch_ratio = (served.prefetch_hits / served.prefetch_issued
+                      if served.prefetching and served.prefetch_issued else None)
+    return {
+        "queries": sim.queries, "warmup": sim.warmup, "simulated_s": sim.simulated_s,
+        "fetch_time_s": {k: sim.fetch_time_s[k] for k in ("mean", "p50", "p95", "p99", "max")},
+        "hit_ratio": served.cache_hit_ratio, "prefetch_hit_ratio": prefetch_ratio,
+        "requests": dict(served.requests), "requests_total": sum(served.requests.values()),
+        "bytes": dict(served.bytes), "bytes_total": sum(served.bytes.values()),
+        "dedup_requests_saved": served.dedup_requests_saved,
+        "dedup_blocks_saved": served.dedup_blocks_saved, "blocks": served.blocks,
+        "reads": served.reads, "prefetch": sim.prefetch, "unstable": list(sim.unstable),
+        "served": served.to_json(),
+    }
 
 
 def _whole(value: Any, name: str, lowest: int, highest: int) -> int:
@@ -140,7 +175,9 @@ def serve_bench(layout: Layout | str | Path, *, profile: Profile | str | Path | 
                 callers: int = 1, batch: int = 1, queries: int = 1000, warmup: float = 0.1,
                 seed: int = 0, cache: CacheConfig | None | str = "layout",
                 check: bool | float = True, cold: bool = True, mode: str = "async",
-                progress: Callable[[int], None] | None = None) -> ServeBenchResult:
+                progress: Callable[[int], None] | None = None,
+                prefetch: PrefetchConfig | None | str = "layout",
+                simulate: bool = False) -> ServeBenchResult:
     """Run `queries` queries of `workload` through the client, `callers` at once in batches
     of `batch`, and report fetch-time percentiles, throughput, hits, requests and bytes.
 
@@ -151,10 +188,14 @@ def serve_bench(layout: Layout | str | Path, *, profile: Profile | str | Path | 
     its order. `mode` is "async" (callers are tasks over `afetch_many` on one event loop) or
     "threads" (callers are threads over `fetch_many`: the sync path, which reads local and
     memory stores without an event loop but runs other stores' reads one caller at a time).
-    `progress(n)` is told of every n finished queries, warm-up included.
+    `progress(n)` is told of every n finished queries, warm-up included. `prefetch` is the
+    client's ("layout": the layout's `prefetch:` section, built with the workload, or with
+    the served paths for the trace policy; a `PrefetchConfig`; None: none). `simulate=True`
+    also runs the simulator on the same closed loop, paths, batches, cache, resident levels
+    and prefetch, and reports it in `predicted` (and `simulated`).
     """
-    from memsim.client.bank import open_bank
-    from memsim.simulate import plan_queries
+    from memsim.client.bank import _cache_choice, _resolve, open_bank
+    from memsim.simulate import plan_queries, prefetch_parameters
     from memsim.trace import read_trace
     from memsim.workload import load_workload, workload_from_dict
 
@@ -169,17 +210,21 @@ def serve_bench(layout: Layout | str | Path, *, profile: Profile | str | Path | 
         wl = workload if isinstance(workload, Workload) else \
             load_workload(workload) if workload is not None else \
             workload_from_dict({"name": "uniform", "arrivals": {"kind": "closed", "clients": 1}})
-    with open_bank(layout, profile=profile, bank=bank, stores=stores, check=check,
-                   cold=cold, seed=seed, cache=cache) as served:
-        prof, bk, lay = served.profile, served.bank, served.layout
-        source = wl.name if wl is not None else \
-            str(trace) if isinstance(trace, str | Path) else "trace"
-        if isinstance(trace, str | Path):
-            trace = read_trace(trace, bk)
-        plan = plan_queries(bk, wl, trace, queries, seed, warmup)
-        total = plan.queries
-        paths = np.stack([plan.paths(i) for i in range(total)])  # drawn before the clock
-        warm = int(total * warmup)
+    prof, bk, lay = _resolve(layout, profile, bank)
+    source = wl.name if wl is not None else \
+        str(trace) if isinstance(trace, str | Path) else "trace"
+    if isinstance(trace, str | Path):
+        trace = read_trace(trace, bk)
+    plan = plan_queries(bk, wl, trace, queries, seed, warmup)
+    total = plan.queries
+    paths = np.stack([plan.paths(i) for i in range(total)])  # drawn before the clock
+    warm = int(total * warmup)
+    config = _prefetch_choice(prefetch, lay, wl, paths)
+    cache_config, resident = _cache_choice(lay, cache, "layout")
+    # the prefetch is resolved here: the layout the client opens keeps no section of its own
+    opened = lay if lay.prefetch is None else lay.model_copy(update={"prefetch": None})
+    with open_bank(opened, profile=prof, bank=bk, stores=stores, check=check, cold=cold,
+                   seed=seed, cache=cache, prefetch=config) as served:
         times = np.full(total, np.nan)
         run = _async_phase if mode == "async" else _thread_phase
 
@@ -193,7 +238,8 @@ def serve_bench(layout: Layout | str | Path, *, profile: Profile | str | Path | 
             wall = phases()
         stats = served.stats
         measured = times[warm:]
-        return ServeBenchResult(
+        used = served.prefetcher.config if served.prefetcher is not None else None
+        result = ServeBenchResult(
             layout=lay.name or str(layout), bank=bk.name, profile=prof.name,
             workload=source, callers=callers, batch=batch, queries=total - warm,
             warmup=warm, seed=seed, wall_s=wall, fetch_time_s=_summary(measured),
@@ -202,7 +248,42 @@ def serve_bench(layout: Layout | str | Path, *, profile: Profile | str | Path | 
             bytes={t: stats.bytes[t] for t in prof.tier_names if t in stats.bytes},
             dedup_requests_saved=stats.dedup_requests_saved,
             dedup_blocks_saved=stats.dedup_blocks_saved, blocks=stats.blocks,
-            reads=stats.reads, mode=mode, client=stats.to_json(), fetch_times=measured)
+            reads=stats.reads, mode=mode, client=stats.to_json(), fetch_times=measured,
+            prefetch=prefetch_parameters(used) if used is not None else None)
+    if simulate:
+        sim_layout = opened.model_copy(update={"cache": cache_config, "resident": resident})
+        result.simulated = simulate_bench(prof, bk, sim_layout, paths, callers=callers,
+                                          batch=batch, warmup=warmup, seed=seed,
+                                          prefetch=used)
+        result.predicted = predicted_figures(result.simulated)
+    return result
+
+
+def simulate_bench(profile: Profile, bank: Bank, layout: Layout, paths: np.ndarray, *,
+                   callers: int, batch: int, warmup: float, seed: int,
+                   prefetch: PrefetchConfig | None) -> SimulationResult:
+    """The simulator's run of a serve-bench: a closed loop of `callers` clients without think
+    time over `paths` in order, `batch` at a time, on `layout` (cache and resident levels
+    as the client's) with `prefetch`; the same warm-up."""
+    from memsim.simulate import simulate
+    from memsim.workload import workload_from_dict
+
+    loop = workload_from_dict({"name": "serve-bench", "arrivals": {
+        "kind": "closed", "clients": callers, "think_time": 0}})
+    return simulate(profile, bank, layout, loop, paths=paths, queries=len(paths), seed=seed,
+                    warmup=warmup, batch=batch, prefetch=prefetch)
+
+
+def _prefetch_choice(prefetch: Any, layout: Layout, workload: Workload | None,
+                     paths: np.ndarray) -> PrefetchConfig | None:
+    """The client's prefetch: "layout" is the layout's section, built with the workload
+    (children) or the served path sequence (trace); a PrefetchConfig or None as given."""
+    if isinstance(prefetch, str):
+        if prefetch != "layout":
+            raise InputError(f"prefetch must be 'layout', a PrefetchConfig or None, got "
+                             f"{prefetch!r}", field="prefetch")
+        return layout.prefetch_config(workload=workload, trace=paths)
+    return prefetch
 
 
 def _async_phase(served: ServedBank, paths: np.ndarray, times: np.ndarray, lo: int, hi: int,

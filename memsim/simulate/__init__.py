@@ -143,15 +143,19 @@ class QueryPlan:
 
 def plan_queries(bank: Bank, workload: Workload | None,
                  trace: tuple[np.ndarray, np.ndarray] | None, queries: int, seed: int,
-                 warmup: float) -> QueryPlan:
+                 warmup: float, paths: np.ndarray | None = None) -> QueryPlan:
     """Check the run's arguments and draw its queries from `seed`.
 
     Refuses (InputError naming the argument) a query count outside 1..limits.MAX_QUERIES, a
     warm-up outside [0, 1), and a trace that is not sorted finite non-negative arrival times
-    with one path of the bank's blocks per arrival.
+    with one path of the bank's blocks per arrival. `paths` (with a workload) are the
+    queries' paths in order instead of the workload's draws; its arrivals still apply.
     """
     if (workload is None) == (trace is None):
         raise InputError("give a workload or a trace (not both)", field="workload")
+    if paths is not None and trace is not None:
+        raise InputError("give paths or a trace, not both (a trace has its paths)",
+                         field="paths")
     if isinstance(queries, bool) or not isinstance(queries, int | np.integer):
         raise InputError(f"queries must be a whole number, got {queries!r}", field="queries")
     queries = int(queries)
@@ -172,6 +176,10 @@ def plan_queries(bank: Bank, workload: Workload | None,
     closed = workload is not None and workload.arrivals.kind == "closed"
     arrivals: np.ndarray | None = None
     fixed_paths: np.ndarray | None = None
+    if paths is not None:
+        fixed_paths = _check_paths(bank, paths, "paths")
+        queries = min(queries, len(fixed_paths))
+        fixed_paths = fixed_paths[:queries]
     if trace is not None:
         arrivals, fixed_paths = trace
         queries = min(queries, len(arrivals))
@@ -220,24 +228,40 @@ def _check_trace(bank: Bank, trace: tuple[np.ndarray, np.ndarray]
         raise InputError(f"paths must have one row per arrival and one column per level of "
                          f"bank '{bank.name}', shape ({arrivals.size}, {depths}); got "
                          f"{paths.shape}", field="trace")
-    if not (np.issubdtype(paths.dtype, np.integer)
-            or (np.issubdtype(paths.dtype, np.floating) and np.isfinite(paths).all()
-                and (paths == np.floor(paths)).all())):
-        raise InputError(f"paths must hold whole block numbers, got {paths.dtype}",
-                         field="trace")
-    paths = paths.astype(np.int64)
+    paths = _check_paths(bank, paths, "trace")
     if not np.isfinite(arrivals).all() or (arrivals < 0).any():
         raise InputError("arrival times must be finite and non-negative", field="trace")
     if (np.diff(arrivals) < 0).any():
         row = int(np.flatnonzero(np.diff(arrivals) < 0)[0]) + 1
         raise InputError(f"arrival times must be sorted: row {row} (0-based) is earlier than "
                          "the one before", field="trace")
+    return arrivals, paths
+
+
+def _check_paths(bank: Bank, paths: Any, name: str) -> np.ndarray:
+    """Paths given to the API: a non-empty (n, depths) array of whole block numbers, each in
+    its level's range; as int64."""
+    try:
+        paths = np.asarray(paths)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"paths must be an (n, depths) array, got {type(paths).__name__}: "
+                         f"{exc}", field=name) from None
+    depths = len(bank.levels)
+    if paths.ndim != 2 or paths.shape[0] == 0 or paths.shape[1] != depths:
+        raise InputError(f"paths must be a non-empty array with one column per level of bank "
+                         f"'{bank.name}' ({depths}); got shape {paths.shape}", field=name)
+    if not (np.issubdtype(paths.dtype, np.integer)
+            or (np.issubdtype(paths.dtype, np.floating) and np.isfinite(paths).all()
+                and (paths == np.floor(paths)).all())):
+        raise InputError(f"paths must hold whole block numbers, got {paths.dtype}",
+                         field=name)
+    paths = paths.astype(np.int64)
     for depth in range(1, depths + 1):
         column = paths[:, depth - 1]
         if (column < 0).any() or (column >= min(bank.branching ** depth, 2**63 - 1)).any():
             raise InputError(f"level {depth}: a block number is outside 0.."
-                             f"{bank.branching ** depth - 1:,}", field="trace")
-    return arrivals, paths
+                             f"{bank.branching ** depth - 1:,}", field=name)
+    return paths
 
 
 def _layout_prefetch(layout: Layout, bank: Bank, workload: Workload | None, plan: QueryPlan
@@ -285,6 +309,7 @@ def simulate(
     progress: Callable[[int], None] | None = None,
     batch: int = 1,
     prefetch: PrefetchConfig | None | str = "layout",
+    paths: np.ndarray | None = None,
 ) -> SimulationResult:
     """Simulate `queries` queries of `workload` (or replay `trace`: arrival times and paths).
 
@@ -306,6 +331,10 @@ def simulate(
     this run's own paths (trace: the trace's, or those drawn from the workload), as `replay`
     builds it; a `PrefetchConfig` or None overrides it. None, policy "none" or no section:
     no prefetch, exactly the run without it.
+
+    `paths` (an (n, depths) array, with a workload) are the queries' paths in this order
+    instead of the workload's draws, its arrivals still applying (at most n queries): e.g.
+    a closed loop over the very paths serve-bench served.
     """
     if isinstance(batch, bool) or not isinstance(batch, int | np.integer) or batch < 1:
         raise InputError(f"batch must be a whole number of queries, at least 1, got "
@@ -324,7 +353,7 @@ def simulate(
     # an explicit prefetch (or None) replaces the layout's section, which is then not checked
     (layout if from_layout or layout.prefetch is None else
      layout.model_copy(update={"prefetch": None})).check(bank, profile)
-    plan = plan_queries(bank, workload, trace, queries, seed, warmup)
+    plan = plan_queries(bank, workload, trace, queries, seed, warmup, paths)
     if from_layout:
         prefetch = _layout_prefetch(layout, bank, workload, plan)
     queries, closed, arrivals, paths = plan.queries, plan.closed, plan.arrivals, plan.paths
