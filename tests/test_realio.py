@@ -465,29 +465,29 @@ def test_closed_loop_replay(tmp_path):
 
 
 def test_a_local_tier_serves_at_most_concurrency_requests(tmp_path, monkeypatch):
-    """The store's threads are the tier's channels: the disk tier (concurrency 2) never has
-    more than 2 reads in flight, and queued reads show up as waiting time."""
+    """The client's channels are the tier's: the disk tier (concurrency 2) never has more
+    than 2 reads in flight, and queued reads show up as waiting time."""
     import threading
 
-    from memsim.stores.local import LocalByteStore
+    import memsim.client.bank as client_bank
 
     bank, prof, lay = tiny_bank(), profile_for(tmp_path), layout()
     materialize(prof, bank, lay)
     lock, inflight, peak = threading.Lock(), {}, {}
-    original = LocalByteStore._pread
+    original = client_bank._pread_into
 
-    def slow(self, key, start, length):
+    def slow(store, *args):
         with lock:
-            inflight[self.url] = inflight.get(self.url, 0) + 1
-            peak[self.url] = max(peak.get(self.url, 0), inflight[self.url])
+            inflight[store.url] = inflight.get(store.url, 0) + 1
+            peak[store.url] = max(peak.get(store.url, 0), inflight[store.url])
         time.sleep(0.01)
         try:
-            return original(self, key, start, length)
+            return original(store, *args)
         finally:
             with lock:
-                inflight[self.url] -= 1
+                inflight[store.url] -= 1
 
-    monkeypatch.setattr(LocalByteStore, "_pread", slow)
+    monkeypatch.setattr(client_bank, "_pread_into", slow)
     wl = memsim.workload_from_dict({"name": "w", "arrivals": {"kind": "poisson",
                                                               "rate": "1000/s"}})
     result = replay(prof, bank, lay, wl, queries=60, check_rate=0.0)

@@ -267,6 +267,63 @@ def test_validate_end_to_end_on_the_emulated_cloud(local_s3, tmp_path):
     assert data["real"]["replay"]["read_mode"]["cloud"] == "s3"
 
 
+def test_validate_drives_the_client_and_predicts_its_prefetch(local_s3, tmp_path,
+                                                              monkeypatch):
+    """validate's reads are the client's (ServedBank.afetch, once per query), and with
+    prefetch the simulator, driving the same policy, counts the same cache and prefetch hits.
+    A closed loop of one client whose think time outlasts every read makes those counts
+    independent of timing: each query's prefetches are issued before the next query starts,
+    and the budget (16 reads) never binds."""
+    from memsim.client.bank import ServedBank
+    from memsim.client.prefetch import PrefetchConfig
+
+    bank = tiny_bank()
+    prof = memsim.profile_from_dict({"name": "p", "tiers": [
+        {"name": "ram", "kind": "ram", "bandwidth": "10 GB/s"},
+        {"name": "cloud", "kind": "cloud", "bandwidth": "100 MB/s", "latency": "46 ms",
+         "concurrency": 8, "store": "s3://memsim/validate-prefetch"},
+    ]})
+    lay = memsim.layout_from_dict({"name": "l", "placement": {1: "ram", 2: "cloud",
+                                                              3: "cloud"},
+                                   "cache": {"budget": "150 kB"}})
+    materialize(prof, bank, lay)
+    wl = memsim.workload_from_dict({"name": "topics", "arrivals": {
+        "kind": "closed", "clients": 1, "think_time": "120 ms"},
+        "routing": {"kind": "zipf", "s": 1.0}, "locality": {"p": 0.9, "depth": 2}})
+    calls = [0]
+    afetch = ServedBank.afetch
+
+    async def counted(self, *args, **kwargs):
+        calls[0] += 1
+        return await afetch(self, *args, **kwargs)
+
+    monkeypatch.setattr(ServedBank, "afetch", counted)
+    config = PrefetchConfig("children", max_inflight=16, max_bytes=1 << 20, workload=wl)
+    runs = {}
+    for name, prefetch in (("none", None), ("children", config)):
+        calls[0] = 0
+        runs[name] = validate(prof, bank, lay, wl, queries=24, seed=5, warmup=0.0,
+                              prefetch=prefetch)
+        assert calls[0] == 24
+    plain, ahead = runs["none"], runs["children"]
+    assert ahead.real.prefetch_config is config and plain.real.prefetch_config is None
+    assert "prefetch hit ratio" not in plain.ratios
+    real, sim = ahead.real.served, ahead.simulated.served
+    assert real.prefetch_issued > 0 and real.prefetch_hits > 0
+    counted_fields = ("prefetch_issued", "prefetch_hits", "prefetch_wasted", "cache_hits",
+                      "cache_misses", "reads")
+    assert {f: getattr(real, f) for f in counted_fields} == \
+        {f: getattr(sim, f) for f in counted_fields}
+    assert ahead.ratios["prefetch hit ratio"].error == 0
+    assert ahead.ratios["cache hit ratio"].error == 0
+    assert ahead.real.cache_hit_ratio > plain.real.cache_hit_ratio
+    # every cloud request the client made is one the simulator made (demand and prefetch)
+    assert real.requests == sim.requests
+    data = json.loads(json.dumps(ahead.to_json(), allow_nan=False))
+    assert set(data["ratios"]) == {"mean_fetch_time", "cache_hit_ratio", "prefetch_hit_ratio"}
+    assert "prefetch hit ratio" in ahead.text()
+
+
 # ----------------------------------------------------------------------------- command
 
 

@@ -1,48 +1,53 @@
-"""Replay: run a workload against the materialized bank with real reads, timing everything.
+"""Replay: run a workload through the client (`memsim.open_bank`'s `ServedBank`) with real
+reads, timing everything.
 
 Queries arrive as the workload says (open loop: at their arrival times; closed loop: clients
 that think, query and wait), exactly as `simulate` would draw them for the same seed, so the
-two can be compared query by query. Each query reads one block per level through the
-`BankReader`, in parallel or in sequence as the layout says, at most `concurrency` requests
-at once per tier (a request waits for a channel, as in the simulator's FCFS channels: a local
-store's threads, or a slot here for other stores). Local
-tiers read cold by default. Resident levels cost nothing; a RAM-cache hit costs a real copy
-of the block in RAM. Statistics and JSON keys are those of `simulate`, plus `replay`.
+two can be compared query by query. Each query is one `ServedBank.afetch(path, timed=True)`:
+the client an inference server uses does every read, with its RAM cache, resident levels,
+prefetch, checks, access control and tier channels (at most `concurrency` requests at once per
+tier, demand before prefetch). There is no second read path to keep in step with the client:
+what `validate` compares with the simulator is what a server sees. Statistics and JSON keys
+are those of `simulate`, plus `replay`.
 
-Times are taken as the model takes them: a level's time ends when its bytes are in memory,
-stamped by the thread that read them (`TimedRead.done`), not when the event loop next looks;
-a query's time starts when it really started, which the trace records as its arrival. The
-harness keeps its own costs off the clock: buffers are paged in beforehand, the heap that
-existed before the run is frozen (a full garbage collection would stall every reading thread)
-and a query's path is drawn before it arrives.
+Times are the client's own: a level's time ends when its bytes are in memory, stamped by the
+thread that read them (`FetchTimings`), and per-tier service and wait times come from its
+request log. A query's time starts when it really started, which the trace records as its
+arrival. The harness keeps its own costs off the clock: the heap that existed before the run
+is frozen (a full garbage collection would stall every reading thread) and a query's path is
+drawn before it arrives.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from memsim.aio import frozen_heap, run_sync
 from memsim.bank import Bank
 from memsim.blockmap import Subtree
-from memsim.errors import DataError
+from memsim.errors import DataError, InputError
 from memsim.layout import Layout
 from memsim.materialize import load_content, materialize_plan
 from memsim.materialize.manifest import placement_plan
 from memsim.profile import Profile
-from memsim.replay.reader import BadBlock, BankReader, Location
+from memsim.replay.reader import BadBlock, BankReader
 from memsim.simulate import SimulationResult, _Paths, plan_queries
-from memsim.simulate.cache import BlockCache
+from memsim.simulate.batch import ServedCounters
 from memsim.simulate.stats import PERCENTILES, BatchedSeries, Series
 from memsim.stores import ByteStore, tier_stores
 from memsim.trace import write_trace
 from memsim.workload import Workload
+
+if TYPE_CHECKING:
+    from memsim.client.bank import ServedBank
 
 __all__ = ["BadBlock", "BankReader", "ReplayResult", "replay"]
 
@@ -64,6 +69,9 @@ class ReplayResult(SimulationResult):
     arrival_lag_s: dict[str, float] = field(default_factory=dict)  # open loop: p50/p99/max
     # tier -> each request's service time (s), in the order they finished: is the tier steady?
     service_times: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    # the client's prefetch (a memsim.client.prefetch.PrefetchConfig, or None), for simulating
+    # the same run
+    prefetch_config: Any = field(default=None, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         out = super().to_json()
@@ -78,147 +86,77 @@ class ReplayResult(SimulationResult):
         return out
 
 
-@dataclass
-class _TierStats:
-    requests: int = 0
-    bytes: int = 0
-    service: float = 0.0
-    wait: float = 0.0
-    services: list[float] = field(default_factory=list)
-
-
 class _Run:
-    """One replay: the reader, per-tier request slots, the cache and the statistics."""
+    """One replay: the client serving each query, the clock, and what is measured.
 
-    def __init__(self, profile: Profile, bank: Bank, layout: Layout, reader: BankReader,
-                 queries: int, warmup: int, keep: bool,
+    Every read is the client's (`ServedBank.afetch`): its RAM cache and resident levels,
+    prefetch, tier channels and checks. This harness only issues the queries on time and
+    records the client's own per-level stamps (`FetchTimings`) and request log."""
+
+    def __init__(self, served: ServedBank, queries: int, warmup: int, keep: bool,
                  progress: Callable[[int], None] | None) -> None:
-        self.profile, self.bank, self.layout, self.reader = profile, bank, layout, reader
+        self.served = served
+        self.profile, self.bank, self.layout = served.profile, served.bank, served.layout
         self.queries, self.warmup = queries, warmup
-        self.levels = [(lv.depth, lv.depth - 1, lv.block_bytes) for lv in bank.active_levels]
-        self.slots = {t.name: asyncio.Semaphore(t.concurrency) for t in profile.tiers}
-        self.tier_stats = {t.name: _TierStats() for t in profile.tiers}
+        self.levels = [(lv.depth, lv.depth - 1, lv.block_bytes)
+                       for lv in self.bank.active_levels]
+        self.resident = set(self.layout.resident)
+        self.sequential = self.layout.fetch == "sequential"
         measured = max(queries - warmup, 1)
         self.fetch = BatchedSeries(batch_size=max(1, -(-measured // BATCHES)))
         self.per_level = {d: Series() for d, *_ in self.levels}
-        self.hits: dict[int, int] = {}
-        self.lookups: dict[int, int] = {}
         self.routed: dict[tuple[int, str], int] = {}
-        self.blocked: dict[int, int] = {}
         self.completed = 0
         self.progress = progress
-        cache = layout.cache
-        self.cache: BlockCache | None = None
-        if cache is not None or layout.resident:
-            self.cache = BlockCache(budget=cache.budget if cache else 0,
-                                    policy=cache.policy if cache else "lru",
-                                    levels=(cache.levels if cache else []),
-                                    resident=layout.resident)
-        biggest = max((b for *_, b in self.levels), default=1)
-        self._ram_src = bytearray(biggest) if self.cache is not None else bytearray()
+        names = self.profile.tier_names
+        self.tier_index = {name: i for i, name in enumerate(names)}
         self.fetch_times = np.full(queries, np.nan) if keep else None
         self.level_times = np.full((queries, len(self.levels)), np.nan) if keep else None
-        self.paths_out = np.zeros((queries, len(bank.levels)), dtype=np.int64) if keep else None
+        # per query and level, the tier the client served the block from (-1: nothing read)
+        self.sources = np.full((queries, len(self.levels)), -1, dtype=np.int64) \
+            if keep else None
+        self.paths_out = np.zeros((queries, len(self.bank.levels)), dtype=np.int64) \
+            if keep else None
         self.issued_at = np.full(queries, np.nan) if keep else None
         self.started = 0.0
         self.lag: list[float] = []  # open loop: how late each query was issued (s)
 
-    async def _request(self, loc: Location, start: int, length: int) -> tuple[Any, float]:
-        """One byte range: (data, when its last byte was in memory)."""
-        stats = self.tier_stats[loc.tier]
-        store = self.reader.stores[loc.tier]
-        asked = time.perf_counter()
-        if store.channels is not None:  # the store queues requests for its own channels
-            data, service, done = await store.read_range_timed(loc.key, start, length)
-        else:
-            async with self.slots[loc.tier]:
-                data, service, done = await store.read_range_timed(loc.key, start, length)
-        stats.wait += done - asked - service
-        stats.service += service
-        stats.services.append(service)
-        stats.requests += 1
-        stats.bytes += length
-        return data, done
-
-    async def _level(self, depth: int, block: int, nbytes: int, measured: bool
-                     ) -> float | None:
-        """Fetch one block: when it was in memory, or None if it cost nothing."""
-        reader = self.reader
-        if reader.blocked and reader.is_blocked(depth, block):
-            # never looked up, admitted nor requested, as in the simulator
-            reader.blocked_reads[depth] = reader.blocked_reads.get(depth, 0) + 1
-            if measured:
-                self.blocked[depth] = self.blocked.get(depth, 0) + 1
-            return None
-        cache = self.cache
-        if cache is not None:
-            hit = cache.lookup(depth, block)
-            if measured and cache.covers(depth):
-                self.lookups[depth] = self.lookups.get(depth, 0) + 1
-                self.hits[depth] = self.hits.get(depth, 0) + hit
-            if hit:
-                if depth in cache.resident:
-                    return None
-                bytes(memoryview(self._ram_src)[:nbytes])  # the copy out of the RAM cache
-                return time.perf_counter()
-            # admitted at lookup, as the simulator does: a query that arrives while the
-            # block is being read finds it (and waits for nothing, as in the model)
-            cache.insert(depth, block, nbytes)
-        try:
-            loc = await self.reader.locate(depth, block)
-        except DataError as exc:
-            self.reader.report_missing(depth, block, exc)
-            return time.perf_counter()
-        if loc is None:
-            if measured:
-                self.blocked[depth] = self.blocked.get(depth, 0) + 1
-            return None
-        if measured:
-            key = (depth, loc.tier)
-            self.routed[key] = self.routed.get(key, 0) + 1
-        try:
-            if len(loc.ranges) == 1:
-                got = [await self._request(loc, *loc.ranges[0])]
-            else:
-                got = list(await asyncio.gather(*(self._request(loc, s, n)
-                                                  for s, n in loc.ranges)))
-        except DataError as exc:
-            self.reader.report_missing(depth, block, exc)
-            return time.perf_counter()
-        parts = [data for data, _done in got]
-        if self.reader.should_check():
-            self.reader.check(loc, parts)
-        self.reader.release(loc, parts)
-        return max(done for _data, done in got)
+    def mark_measured(self) -> None:
+        """The first measured query starts: the client's counters count from here, as the
+        simulator's do (warm-up reads still in flight are counted with them)."""
+        self.served.stats.reset()
 
     async def query(self, index: int, path: np.ndarray, arrived: float) -> None:
         measured = index >= self.warmup
+        if index == self.warmup:
+            self.mark_measured()
         if self.paths_out is not None:
             self.paths_out[index] = path
         times = [0.0] * len(self.levels)
         last = arrived
-        if self.layout.fetch == "sequential":
-            for j, (depth, col, nbytes) in enumerate(self.levels):
-                t0 = time.perf_counter()
-                done = await self._level(depth, int(path[col]), nbytes, measured)
-                if done is not None:
-                    times[j] = done - t0
-                    last = done
+        try:
+            got = await self.served.afetch(path, timed=True)
+        except DataError:  # a missing or corrupt block: in reader.bad, the query ends here
+            last = time.perf_counter()
+            times = [math.nan] * len(self.levels)
         else:
-            async def timed(j: int, depth: int, block: int, nbytes: int) -> float:
-                done = await self._level(depth, block, nbytes, measured)
-                if done is None:
-                    return arrived
-                times[j] = done - arrived
-                return done
-
-            steps = [timed(j, d, int(path[c]), b) for j, (d, c, b) in enumerate(self.levels)]
-            if steps:
-                # the others as tasks, the first inline: a task starts only on the event
-                # loop's next round, a delay that is the harness's, not the tier's
-                others = [asyncio.ensure_future(step) for step in steps[1:]]
-                first = await steps[0]
-                last = max([first, *(await asyncio.gather(*others))])
+            timing = got.timings
+            start, levels, tiers = timing.start, timing.levels, timing.tiers
+            started = getattr(timing, "started", {})
+            cached = set(timing.cached)
+            for j, (depth, *_r) in enumerate(self.levels):
+                at = levels.get(depth)
+                if at is None or (depth in cached and depth in self.resident):
+                    continue  # blocked, or a resident level's block: it cost nothing
+                done = start + at
+                last = max(last, done)
+                times[j] = (at - started.get(depth, 0.0)) if self.sequential \
+                    else done - arrived
+                if self.sources is not None:
+                    self.sources[index, j] = self.tier_index.get(tiers[depth], -1)
+                if measured and depth not in cached:
+                    key = (depth, tiers[depth])
+                    self.routed[key] = self.routed.get(key, 0) + 1
         total = last - arrived
         self.completed += 1
         if self.fetch_times is not None:
@@ -227,7 +165,8 @@ class _Run:
         if measured:
             self.fetch.add(total)
             for (depth, *_), t in zip(self.levels, times, strict=True):
-                self.per_level[depth].add(t)
+                if not math.isnan(t):
+                    self.per_level[depth].add(t)
         if self.progress is not None:
             self.progress(1)
 
@@ -317,6 +256,27 @@ def fill_memory_tiers(profile: Profile, bank: Bank, layout: Layout,
                      {t: stores[t] for t in empty}, content)
 
 
+def _prefetch_config(prefetch: Any, layout: Layout, workload: Workload | None,
+                     paths: Callable[[int], np.ndarray], queries: int
+                     ) -> tuple[Any, Callable[[int], np.ndarray]]:
+    """The client's prefetch for this run ("layout": the layout's `prefetch:` section, built
+    with the workload, or with this run's own paths for the trace policy), and the paths."""
+    if isinstance(prefetch, str):
+        if prefetch != "layout":
+            raise InputError(f"prefetch must be 'layout', a PrefetchConfig or None, got "
+                             f"{prefetch!r}", field="prefetch")
+        section = getattr(layout, "prefetch", None)
+        if section is None:
+            return None, paths
+        trace = None
+        if section.policy == "trace":  # the run's own paths are the trace it follows
+            fixed = np.stack([paths(i) for i in range(queries)]) if queries else \
+                np.zeros((0, 0), dtype=np.int64)
+            trace, paths = fixed, fixed.__getitem__
+        return section.config(workload=workload, trace=trace), paths
+    return prefetch, paths
+
+
 def replay(
     profile: Profile,
     bank: Bank,
@@ -335,26 +295,35 @@ def replay(
     weights: str | Path | None = None,
     trace_out: str | Path | None = None,
     progress: Callable[[int], None] | None = None,
+    prefetch: Any = "layout",
 ) -> ReplayResult:
-    """Replay `queries` queries of `workload` (or `trace`) with real reads from the stores.
+    """Replay `queries` queries of `workload` (or `trace`) through the client, with real
+    reads from the stores.
 
-    The same seed draws the same arrivals and paths as `simulate`. `check_rate` is the
-    fraction of blocks checked against the manifest; `blocked` adds subtrees (a policy) to the
-    layout's. Missing or corrupt blocks are collected in `bad_blocks`, not raised.
+    The same seed draws the same arrivals and paths as `simulate`. The client is opened on
+    the layout (its cache, resident levels and, by default, its `prefetch:` section; or a
+    `PrefetchConfig`, or None). `check_rate` is the fraction of blocks checked against the
+    manifest; `blocked` adds subtrees (a policy) to the layout's. Missing or corrupt blocks
+    are collected in `bad_blocks`, not raised.
     """
+    from memsim.client.bank import ServedBank
+
     layout.check(bank, profile)
     queries_plan = plan_queries(bank, workload, trace, queries, seed, warmup)
     queries, closed = queries_plan.queries, queries_plan.closed
     arrivals, paths = queries_plan.arrivals, queries_plan.paths
+    config, paths = _prefetch_config(prefetch, layout, workload, paths, queries)
     plan = placement_plan(profile, bank, layout)
     opened = tier_stores(profile, plan, stores, cold=cold, seed=seed)
     try:
         fill_memory_tiers(profile, bank, layout, opened, weights)
         reader = BankReader(profile, bank, layout, opened, blocked=blocked,
                             check_rate=check_rate, seed=seed).open(plan)
+        served = ServedBank(reader, check_rate=check_rate, seed=seed, cache=layout.cache,
+                            resident=layout.resident, prefetch=config)
+        log = served.log_requests()
         warm = int(queries * warmup)
-        run = _Run(profile, bank, layout, reader, queries, warm, trace_out is not None,
-                   progress)
+        run = _Run(served, queries, warm, trace_out is not None, progress)
 
         async def main() -> tuple[int, float]:
             preloaded = await reader.preload_indexes() if preload_index else 0
@@ -364,12 +333,18 @@ def replay(
                 await run.closed_loop(queries_plan.clients, queries_plan.think, paths)
             else:
                 await run.open_loop(arrivals, paths)
-            return preloaded, time.perf_counter() - t0
+            wall = time.perf_counter() - t0
+            if served.prefetcher is not None:  # reads ahead that no query will use
+                await served.prefetcher.cancel_tasks()
+            return preloaded, wall
 
         with frozen_heap():
             preloaded, wall = run_sync(main())
-        return _result(run, reader, opened, profile, bank, layout, seed, warm, wall, preloaded,
-                       closed, arrivals, trace_out)
+        try:
+            return _result(run, reader, opened, log, profile, bank, layout, seed, warm, wall,
+                           preloaded, closed, arrivals, trace_out, config)
+        finally:
+            served.close()
     finally:
         for store in opened.values():
             store.close()
@@ -384,53 +359,68 @@ def _lag(lag: list[float]) -> dict[str, float]:
             "max": float(x.max())}
 
 
-def _result(run: _Run, reader: BankReader, stores: dict[str, ByteStore], profile: Profile,
-            bank: Bank, layout: Layout, seed: int, warm: int, wall: float, preloaded: int,
-            closed: bool, arrivals: np.ndarray | None, trace_out: str | Path | None
-            ) -> ReplayResult:
+def _result(run: _Run, reader: BankReader, stores: dict[str, ByteStore], log: dict[str, Any],
+            profile: Profile, bank: Bank, layout: Layout, seed: int, warm: int, wall: float,
+            preloaded: int, closed: bool, arrivals: np.ndarray | None,
+            trace_out: str | Path | None, prefetch: Any) -> ReplayResult:
     span = wall if closed or arrivals is None or len(arrivals) < 2 else float(
         arrivals[-1] - arrivals[0])
+    stats = run.served.stats  # the client's counters, since the first measured query
     per_level: dict[int, dict[str, Any]] = {}
     block_level = layout.block_map(profile) is not None or bool(reader.blocked)
     measured = max(run.fetch.count, 1)
+    resident = set(layout.resident)
     for depth, series in run.per_level.items():
         per_level[depth] = {"tier": layout.placement[depth],
                             "bytes": bank.level(depth).block_bytes,
-                            "resident": depth in layout.resident,
+                            "resident": depth in resident,
                             "time_s": series.mean, "p99_s": series.quantile(0.99)}
         if block_level:
-            per_level[depth]["blocked_fraction"] = run.blocked.get(depth, 0) / measured
+            per_level[depth]["blocked_fraction"] = stats.blocked.get(depth, 0) / measured
             per_level[depth]["tiers"] = {name: run.routed[(depth, name)] / measured
                                          for name in profile.tier_names
                                          if (depth, name) in run.routed}
-        if depth in run.lookups:
-            per_level[depth]["cache_hit_ratio"] = run.hits[depth] / run.lookups[depth]
+        lookups = stats.cache_lookups.get(depth, 0)
+        if lookups:
+            key = "resident_hit_ratio" if depth in resident else "cache_hit_ratio"
+            per_level[depth][key] = stats.cache_level_hits.get(depth, 0) / lookups
     per_tier: dict[str, dict[str, float]] = {}
     utilization: dict[str, float] = {}
     offered: dict[str, float] = {}
-    for name, s in run.tier_stats.items():
-        if not s.requests:
+    for name, entries in log.items():
+        requests = len(entries.service)
+        if not requests:
             continue
+        service, waited, nbytes = sum(entries.service), sum(entries.wait), sum(entries.nbytes)
         tier = profile.tier(name)
-        channel = s.service / (tier.concurrency * wall) if wall > 0 else 0.0
-        bandwidth = s.bytes / (tier.total_bandwidth * wall) if wall > 0 else 0.0
+        channel = service / (tier.concurrency * wall) if wall > 0 else 0.0
+        bandwidth = nbytes / (tier.total_bandwidth * wall) if wall > 0 else 0.0
         utilization[name] = max(channel, bandwidth)
         if span > 0:
-            offered[name] = max(s.service / (tier.concurrency * span),
-                                s.bytes / (tier.total_bandwidth * span))
-        per_tier[name] = {"requests": s.requests, "bytes": s.bytes,
+            offered[name] = max(service / (tier.concurrency * span),
+                                nbytes / (tier.total_bandwidth * span))
+        per_tier[name] = {"requests": requests, "bytes": nbytes,
                           # as the simulator's: from asking the tier to the last byte
-                          "time_s": (s.service + s.wait) / s.requests,
-                          "wait_s": s.wait / s.requests,
+                          "time_s": (service + waited) / requests,
+                          "wait_s": waited / requests,
                           "channel_utilization": channel, "bandwidth_utilization": bandwidth}
     unstable = [] if closed else [
         f"tier '{name}' is overloaded: measured utilisation {rho:.2f} >= 1; its queue grew "
         "during the run, so the fetch times describe this run's length, not a steady state"
         for name, rho in offered.items() if rho >= 1.0]
-    hit_ratio = None
-    if run.cache is not None:
-        lookups = sum(run.lookups.values())
-        hit_ratio = sum(run.hits.values()) / lookups if lookups else 0.0
+    hit_ratio = stats.cache_hit_ratio if layout.cache is not None else None
+    if layout.cache is not None and hit_ratio is None:
+        hit_ratio = 0.0
+    served = ServedCounters(
+        fetches=stats.fetches, blocks=stats.blocks, reads=stats.reads,
+        requests=dict(stats.requests), bytes=dict(stats.bytes),
+        dedup_blocks_saved=stats.dedup_blocks_saved,
+        dedup_requests_saved=stats.dedup_requests_saved, blocked=dict(stats.blocked),
+        cache_hits=stats.cache_hits, cache_misses=stats.cache_misses,
+        resident_hits=stats.resident_hits, resident_misses=stats.resident_misses,
+        prefetch_issued=stats.prefetch_issued, prefetch_hits=stats.prefetch_hits,
+        prefetch_wasted=stats.prefetch_wasted,
+        prefetching=run.served.prefetcher is not None)
     ci = {k: (list(v) if (v := run.fetch.interval(k)) else None)
           for k in ("mean", *PERCENTILES)}
     out_path = None
@@ -438,6 +428,8 @@ def _result(run: _Run, reader: BankReader, stores: dict[str, ByteStore], profile
         columns = {"fetch_time_s": run.fetch_times}
         for j, (depth, *_r) in enumerate(run.levels):
             columns[f"time_L{depth}_s"] = run.level_times[:, j]
+        for j, (depth, *_r) in enumerate(run.levels):
+            columns[f"source_L{depth}"] = run.sources[:, j]
         arrival_col = run.issued_at  # as issued (late timers and all), so a simulation of
         # the trace sees the arrivals the reads saw
         out_path = str(write_trace(trace_out, np.asarray(arrival_col, dtype=float),
@@ -447,7 +439,7 @@ def _result(run: _Run, reader: BankReader, stores: dict[str, ByteStore], profile
         fetch_time_s=run.fetch.summary(), fetch_time_ci_s=ci, per_level=per_level,
         per_tier=per_tier, utilization=utilization, offered_load=offered,
         cache_hit_ratio=hit_ratio, unstable=unstable, trace_out=out_path,
-        fetch_stats=run.fetch, wall_s=wall,
+        fetch_stats=run.fetch, served=served, wall_s=wall,
         read_mode={name: getattr(s, "mode", s.kind) for name, s in stores.items()},
         retries={name: s.counters.retries for name, s in stores.items()
                  if s.counters.retries},
@@ -455,7 +447,7 @@ def _result(run: _Run, reader: BankReader, stores: dict[str, ByteStore], profile
                         if s.counters.errors},
         checked_blocks=reader.checked, blocked_reads=dict(reader.blocked_reads),
         bad_blocks=list(reader.bad), indexes_preloaded=preloaded,
-        service_times={name: np.asarray(s.services) for name, s in run.tier_stats.items()
-                       if s.services},
-        arrival_lag_s=_lag(run.lag),
+        service_times={name: np.asarray(entries.service) for name, entries in log.items()
+                       if entries.service},
+        arrival_lag_s=_lag(run.lag), prefetch_config=prefetch,
     )

@@ -1,16 +1,20 @@
 """Validate: does the simulator predict what real reads do? Replay, simulate, compare.
 
-`validate(profile, bank, layout, workload)` replays the workload with real reads against the
-materialized bank, then simulates exactly the queries replay issued (the arrival times and
-paths of its Parquet trace: for closed loops these are replay's own issue times), and
-compares the two response-time distributions per tier, per level and for the whole fetch:
-median and 99th-percentile errors and DiskSim's CDF demerit (`memsim.validate.metrics`).
+`validate(profile, bank, layout, workload)` replays the workload through the client
+(`replay` drives `memsim.open_bank`'s `ServedBank`: real reads, with the layout's cache,
+resident levels and prefetch) against the materialized bank, then simulates exactly the
+queries replay issued (the arrival times and paths of its Parquet trace: for closed loops
+these are replay's own issue times) with the same cache and prefetch, and compares the two
+response-time distributions per tier, per level and for the whole fetch: median and
+99th-percentile errors and DiskSim's CDF demerit (`memsim.validate.metrics`), and the whole
+run's mean fetch time and hit ratios (cache, prefetch), all held to the targets.
 
 Samples are the traces' per-level times (for parallel fetch, from query start until that
 level's block is in RAM), after the warm-up queries. A (query, level) pair that cost nothing
 in either run (a resident level's current block, a blocked subtree) is left out of both. A
-tier's samples are the level times of the blocks read from it: the level's tier, the block
-map's, or RAM for a cache hit (decided as the simulator does); resident levels give none.
+tier's samples are the level times of the blocks the client served from it (replay's trace
+records each block's tier: the level's, the block map's, or RAM for a cache hit); resident
+levels give none.
 """
 
 from __future__ import annotations
@@ -38,7 +42,8 @@ from memsim.validate.metrics import Comparison, compare, demerit, quantile_error
 from memsim.validate.metrics import percent as _pct
 from memsim.workload import Workload
 
-__all__ = ["DEMERIT_TARGET", "MEDIAN_TARGET", "Comparison", "ValidationResult",
+__all__ = ["DEMERIT_TARGET", "MEDIAN_TARGET", "Comparison", "RatioComparison",
+           "ValidationResult",
            "check_plot_path", "compare", "compare_replay", "demerit", "quantile_error",
            "tier_sources", "validate"]
 
@@ -62,6 +67,38 @@ def _finite(data: Any) -> Any:
     return data
 
 
+@dataclass(frozen=True)
+class RatioComparison:
+    """One figure of the whole run, real against simulated: the mean fetch time, the RAM
+    cache's hit ratio, the prefetch hit ratio."""
+
+    real: float
+    sim: float
+
+    @property
+    def error(self) -> float:
+        """(simulated - real) / real; 0 when both are 0."""
+        if self.real == 0:
+            return 0.0 if self.sim == 0 else math.inf
+        return (self.sim - self.real) / self.real
+
+    def to_json(self) -> dict[str, float]:
+        return {"real": self.real, "sim": self.sim, "error": self.error}
+
+
+def _ratios(real: ReplayResult, sim: SimulationResult) -> dict[str, RatioComparison]:
+    """The run's mean fetch time, and the hit ratios where there is a cache or prefetch."""
+    out = {"mean fetch time": RatioComparison(real.mean_s, sim.mean_s)}
+    if real.cache_hit_ratio is not None and sim.cache_hit_ratio is not None:
+        out["cache hit ratio"] = RatioComparison(real.cache_hit_ratio, sim.cache_hit_ratio)
+    if real.served.prefetching and sim.served.prefetching:
+        def ratio(c: Any) -> float:
+            return c.prefetch_hits / c.prefetch_issued if c.prefetch_issued else 0.0
+
+        out["prefetch hit ratio"] = RatioComparison(ratio(real.served), ratio(sim.served))
+    return out
+
+
 @dataclass
 class ValidationResult:
     """Real vs simulated response times of one workload on one layout."""
@@ -83,9 +120,12 @@ class ValidationResult:
     fetch_samples: Samples | None = field(default=None, repr=False)
     diagnostics: list[str] = field(default_factory=list)  # why the model and reads may differ
     recalibrated: dict[str, Any] = field(default_factory=dict)  # tier -> BankCalibration
+    # the mean fetch time and the hit ratios (cache, prefetch), held to the median target
+    ratios: dict[str, RatioComparison] = field(default_factory=dict)
 
     def misses(self) -> list[str]:
-        """What misses the targets (per tier and the fetch time), one phrase each."""
+        """What misses the targets (per tier, the fetch time, the mean and the hit ratios),
+        one phrase each."""
         out = []
         checked = [(f"tier {name}", c) for name, c in self.per_tier.items()]
         if self.fetch is not None:
@@ -97,6 +137,9 @@ class ValidationResult:
             if not c.demerit <= self.demerit_target:
                 out.append(f"{what}: demerit {_pct(c.demerit, sign=False)} "
                            f"(target {self.demerit_target:.0%})")
+        for what, r in self.ratios.items():
+            if not abs(r.error) <= self.median_target:
+                out.append(f"{what}: error {_pct(r.error)} (target {self.median_target:.0%})")
         return out
 
     @property
@@ -123,6 +166,7 @@ class ValidationResult:
             "warmup": self.real.warmup, "seed": self.real.seed,
             "per_tier": per_tier, "per_level": per_level,
             "fetch": self.fetch.to_json() if self.fetch else None,
+            "ratios": {k.replace(" ", "_"): r.to_json() for k, r in self.ratios.items()},
             "targets": {"median_error": self.median_target, "demerit": self.demerit_target},
             "meets_targets": self.meets_targets, "misses": self.misses(),
             "diagnostics": list(self.diagnostics),
@@ -165,6 +209,13 @@ class ValidationResult:
         lines.append(table(headers, _right(headers, [row([str(d), self.level_tiers.get(d, "")],
                                                          c) for d, c in self.per_level.items()])))
         lines.append("")
+        if self.ratios:
+            headers = ["whole run", "real", "sim", "error"]
+            rows = [[what, *(format_time(v) if what.startswith("mean") else f"{v:.3f}"
+                             for v in (r.real, r.sim)), _pct(r.error)]
+                    for what, r in self.ratios.items()]
+            lines.append(table(headers, _right(headers, rows)))
+            lines.append("")
         target = (f"median error <= {self.median_target:.0%}, demerit <= "
                   f"{self.demerit_target:.0%}")
         lines.extend(f"note: {d}" for d in self.diagnostics)
@@ -274,13 +325,22 @@ def _level_tiers(profile: Profile, bank: Bank, layout: Layout, paths: np.ndarray
     return out
 
 
-def _times(path: Path, bank: Bank) -> tuple[np.ndarray, np.ndarray]:
-    """(fetch times, level times with one column per active level) of a trace."""
+def _times(path: Path, bank: Bank) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(fetch times, level times with one column per active level, and the tier each block
+    was served from when the trace records it: replay's `source_L<d>`) of a trace."""
+    from memsim.trace import read_schema
+
     wanted: dict[str, Any] = {"fetch_time_s": "number"}
     wanted.update({f"time_L{lv.depth}_s": "number" for lv in bank.active_levels})
-    cols = read_columns(path, wanted, what="trace")
+    sources = [f"source_L{lv.depth}" for lv in bank.active_levels]
+    schema = read_schema(path, "trace")
+    recorded = all(name in schema.names for name in sources)
+    if recorded:
+        wanted.update(dict.fromkeys(sources, "int"))
+    cols = read_columns(path, wanted, what="trace", schema=schema)
     levels = np.column_stack([cols[f"time_L{lv.depth}_s"] for lv in bank.active_levels])
-    return cols["fetch_time_s"], levels
+    served = np.column_stack([cols[name] for name in sources]) if recorded else None
+    return cols["fetch_time_s"], levels, served
 
 
 def _paired(real: np.ndarray, sim: np.ndarray, keep: np.ndarray) -> Samples:
@@ -304,6 +364,7 @@ def validate(
     recalibrate: bool | list[str] = False,
     recalibrate_samples: int = 200,
     progress: Callable[[int], None] | None = None,
+    prefetch: Any = "layout",
 ) -> ValidationResult:
     """Replay `queries` queries of `workload` with real reads, simulate the same queries, and
     compare the response times per tier, per level and for the whole fetch.
@@ -315,6 +376,10 @@ def validate(
     of tiers) first refits those tiers' latency and request overhead from
     `recalibrate_samples` reads of the bank's own blocks each (`memsim.calibrate.onbank`); the
     comparison is then against that profile.
+
+    The reads are the client's (`memsim.open_bank`'s `ServedBank`, driven by `replay`): its
+    RAM cache, resident levels and `prefetch` (the layout's `prefetch:` section by default, a
+    `PrefetchConfig`, or None), which the simulation then models with the same parameters.
     """
     layout.check(bank, profile)
     recalibrated: dict[str, Any] = {}
@@ -328,7 +393,7 @@ def validate(
         real_path = Path(tmp) / "real.parquet"
         real = replay(profile, bank, layout, workload, queries=queries, seed=seed,
                       warmup=warmup, stores=stores, cold=cold, check_rate=check_rate,
-                      trace_out=real_path, progress=progress)
+                      trace_out=real_path, progress=progress, prefetch=prefetch)
         if real.bad_blocks:
             listed = "; ".join(str(b) for b in real.bad_blocks[:MAX_LISTED])
             more = len(real.bad_blocks) - MAX_LISTED
@@ -382,12 +447,16 @@ def compare_replay(profile: Profile, bank: Bank, layout: Layout, real: ReplayRes
         sim_path = Path(tmp) / "simulated.parquet"
         arrivals, paths = read_trace(real_trace, bank)
         sim = simulate(profile, bank, layout, trace=(arrivals, paths), queries=len(arrivals),
-                       seed=seed, warmup=warmup, trace_out=sim_path)
-        real_fetch, real_levels = _times(Path(real_trace), bank)
-        sim_fetch, sim_levels = _times(sim_path, bank)
+                       seed=seed, warmup=warmup, trace_out=sim_path,
+                       prefetch=real.prefetch_config)
+        real_fetch, real_levels, served_from = _times(Path(real_trace), bank)
+        sim_fetch, sim_levels, _ = _times(sim_path, bank)
     sim.trace_out = None  # the file is gone with the temporary directory
     keep = np.arange(len(arrivals)) >= real.warmup
-    sources = tier_sources(profile, bank, layout, paths)
+    # a tier's samples: the blocks the client served from it (a trace of another replay
+    # without that record: the tiers the simulator's cache would have used)
+    sources = served_from if served_from is not None else \
+        tier_sources(profile, bank, layout, paths)
     names = profile.tier_names
 
     level_samples: dict[int, Samples] = {}
@@ -419,4 +488,5 @@ def compare_replay(profile: Profile, bank: Bank, layout: Layout, real: ReplayRes
         fetch=compare(*fetch_samples) if fetch_samples is not None else None,
         level_tiers=level_tiers, real=real, simulated=sim,
         tier_samples=tier_samples, level_samples=level_samples, fetch_samples=fetch_samples,
+        ratios=_ratios(real, sim),
     )
