@@ -390,3 +390,45 @@ def test_validate_rejects_bad_arguments(tmp_path):
         validate(prof, bank, lay, poisson(10), queries=10, warmup=1.5)
     with pytest.raises(InputError):
         validate(prof, bank, memsim.layout_from_dict({"placement": {1: "tape"}}), poisson(10))
+
+
+def test_command_prefetch_and_trace(tmp_path):
+    """--prefetch runs the client's prefetch in the reads and the simulation alike; --trace
+    validates a trace's queries; a prefetch budget without a policy is one line."""
+    from memsim.cli.realio import replay_cmd
+
+    bank, prof = tiny_bank(), local_profile(tmp_path / "data")
+    lay = local_layout().model_copy(update={"cache": memsim.layout.CacheConfig(
+        budget=60_000)})
+    materialize(prof, bank, lay)
+    args = _files(tmp_path, prof, bank, lay)
+    runner = CliRunner()
+    out = runner.invoke(_group(), [*args, "--queries", "60", "--json", "--prefetch",
+                                   "children", "--prefetch-inflight", "2"])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.stdout)
+    expected = {"policy": "children", "max_inflight": 2, "max_bytes": 64 << 20,
+                "lookahead": 1}
+    assert data["real"]["prefetch"] == expected == data["simulated"]["prefetch"]
+    assert set(data["ratios"]) == {"mean_fetch_time", "cache_hit_ratio",
+                                   "prefetch_hit_ratio"}
+    assert data["real"]["served"]["prefetch_issued"] > 0
+    # the trace replay writes, validated as such
+    group = click.Group()
+    group.add_command(replay_cmd)
+    trace = tmp_path / "t.parquet"
+    replayed = runner.invoke(group, ["replay", *args[1:], "--queries", "30", "--prefetch",
+                                     "children", "--trace-out", str(trace)])
+    assert replayed.exit_code == 0, replayed.output
+    assert "prefetch (children, 4 in flight, 67.11 MB unused at most): " in replayed.output
+    traced = [*args[:-2], "--trace", str(trace)]
+    out = runner.invoke(_group(), [*traced, "--json"])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.stdout)
+    assert data["workload"] == str(trace) and data["queries"] == 27  # 30, 3 warm-up
+    assert "prefetch" not in data["real"]  # the layout has no prefetch: section
+    bad = runner.invoke(_group(), [*traced, "--prefetch-bytes", "1 MB"])
+    assert bad.exit_code == 2 and "Traceback" not in bad.output
+    assert len(bad.output.strip().splitlines()) == 1 and "prefetch" in bad.output
+    bad = runner.invoke(_group(), [*traced, "--workload", str(tmp_path / "w.yaml")])
+    assert bad.exit_code == 2 and "one of them" in bad.output

@@ -21,7 +21,12 @@ from memsim.cli.common import (
     load_trio,
     read_run_options,
 )
-from memsim.cli.simulate import report_run
+from memsim.cli.simulate import (
+    layout_with_prefetch,
+    prefetch_options,
+    prefetch_text,
+    report_run,
+)
 from memsim.errors import DataError, InputError
 from memsim.layout import SubtreeRef
 from memsim.units import format_rate, format_size, format_time
@@ -205,6 +210,7 @@ def verify_cmd(profile_ref: str | None, bank_ref: str | None, layout_ref: str,
               "reader must never fetch (added to the layout's).")
 @click.option("--weights", metavar="FILE", type=click.Path(dir_okay=False),
               help="The weights file the bank was written from (to fill RAM tiers).")
+@prefetch_options
 @click.option("--trace-out", metavar="FILE", type=OutputFile(),
               help="Write every query (arrival, path, fetch and level times) to Parquet.")
 @json_option
@@ -213,12 +219,15 @@ def replay_cmd(profile_ref: str | None, bank_ref: str | None, layout_ref: str,
                store: tuple[str, ...], workload_ref: str | None, trace_in: str | None,
                queries: int, warmup: float, seed: int, warm: bool, check_rate: float,
                lazy_index: bool, policy: str | None, weights: str | None,
-               trace_out: str | None, as_json: bool) -> None:
+               prefetch_policy: str | None, prefetch_inflight: int | None,
+               prefetch_bytes: str | None, trace_out: str | None, as_json: bool) -> None:
     """Run a workload against the materialized bank with real reads, timing each request.
 
-    Open-loop workloads keep their arrival times, closed loops their clients. Output has
-    the statistics and JSON keys of `memsim simulate`, plus retries, read mode and
-    checks. A missing or corrupt block is named and the exit code is 6.
+    The reads are the client's (`memsim.open_bank`), with the layout's cache, resident
+    levels and prefetch (--prefetch changes it). Open-loop workloads keep their arrival
+    times, closed loops their clients. Output has the statistics and JSON keys of `memsim
+    simulate`, plus retries, read mode and checks. A missing or corrupt block is named and
+    the exit code is 6.
     """
     from memsim.cli.tables import simulation_text
     from memsim.replay import replay
@@ -234,6 +243,8 @@ def replay_cmd(profile_ref: str | None, bank_ref: str | None, layout_ref: str,
     blocked = load_policy(policy, b) if policy else None
     wl = load_workload(workload_ref) if workload_ref else None
     trace = read_trace(trace_in, b) if trace_in else None
+    lay, by_options = layout_with_prefetch(lay, prefetch_policy, prefetch_inflight,
+                                           prefetch_bytes)
     # the bar counts every finished query (replay reports each one), warm-up included; a
     # trace shorter than --queries replays all of its queries and no more
     update, close = progress_bar(min(queries, len(trace[0])) if trace is not None else queries)
@@ -243,6 +254,10 @@ def replay_cmd(profile_ref: str | None, bank_ref: str | None, layout_ref: str,
                         check_rate=check_rate, preload_index=not lazy_index,
                         blocked=blocked, weights=weights, trace_out=trace_out,
                         progress=update)
+    except InputError as exc:
+        if (exc.field or "").startswith("prefetch") and (by_options or exc.file is None):
+            raise InputError(f"option --prefetch: {exc.message}") from None
+        raise
     finally:
         close()
     if not report_run(result, p, b, lay, layout_ref, wl, trace_in, as_json):
@@ -250,6 +265,11 @@ def replay_cmd(profile_ref: str | None, bank_ref: str | None, layout_ref: str,
                                            f"{p.name}, bank {b.name}, workload "
                                            f"{wl.name if wl else trace_in} (real reads)",
                                    clock="wall time"))
+        if result.prefetch is not None:
+            served = result.served
+            click.echo(f"prefetch ({prefetch_text(result.prefetch)}): "
+                       f"{served.prefetch_issued:,} issued, {served.prefetch_hits:,} hits, "
+                       f"{served.prefetch_wasted:,} wasted")
         modes = ", ".join(f"{t} {m}" for t, m in result.read_mode.items())
         click.echo(f"reads: {modes}; {result.checked_blocks:,} blocks checked")
         if result.retries:

@@ -33,13 +33,20 @@ import numpy as np
 from memsim.aio import frozen_heap, run_sync
 from memsim.bank import Bank
 from memsim.blockmap import Subtree
-from memsim.errors import DataError, InputError
+from memsim.errors import DataError
 from memsim.layout import Layout
 from memsim.materialize import load_content, materialize_plan
 from memsim.materialize.manifest import placement_plan
 from memsim.profile import Profile
 from memsim.replay.reader import BadBlock, BankReader
-from memsim.simulate import SimulationResult, _Paths, plan_queries
+from memsim.simulate import (
+    SimulationResult,
+    _Paths,
+    check_prefetch,
+    plan_queries,
+    prefetch_parameters,
+    run_prefetch,
+)
 from memsim.simulate.batch import ServedCounters
 from memsim.simulate.stats import PERCENTILES, BatchedSeries, Series
 from memsim.stores import ByteStore, tier_stores
@@ -256,27 +263,6 @@ def fill_memory_tiers(profile: Profile, bank: Bank, layout: Layout,
                      {t: stores[t] for t in empty}, content)
 
 
-def _prefetch_config(prefetch: Any, layout: Layout, workload: Workload | None,
-                     paths: Callable[[int], np.ndarray], queries: int
-                     ) -> tuple[Any, Callable[[int], np.ndarray]]:
-    """The client's prefetch for this run ("layout": the layout's `prefetch:` section, built
-    with the workload, or with this run's own paths for the trace policy), and the paths."""
-    if isinstance(prefetch, str):
-        if prefetch != "layout":
-            raise InputError(f"prefetch must be 'layout', a PrefetchConfig or None, got "
-                             f"{prefetch!r}", field="prefetch")
-        section = getattr(layout, "prefetch", None)
-        if section is None:
-            return None, paths
-        trace = None
-        if section.policy == "trace":  # the run's own paths are the trace it follows
-            fixed = np.stack([paths(i) for i in range(queries)]) if queries else \
-                np.zeros((0, 0), dtype=np.int64)
-            trace, paths = fixed, fixed.__getitem__
-        return section.config(workload=workload, trace=trace), paths
-    return prefetch, paths
-
-
 def replay(
     profile: Profile,
     bank: Bank,
@@ -308,11 +294,12 @@ def replay(
     """
     from memsim.client.bank import ServedBank
 
-    layout.check(bank, profile)
+    check_prefetch(prefetch, layout, bank, profile)
     queries_plan = plan_queries(bank, workload, trace, queries, seed, warmup)
     queries, closed = queries_plan.queries, queries_plan.closed
+    # the layout's section as simulate builds it (the trace policy follows these very paths)
+    config = run_prefetch(prefetch, layout, bank, workload, queries_plan)
     arrivals, paths = queries_plan.arrivals, queries_plan.paths
-    config, paths = _prefetch_config(prefetch, layout, workload, paths, queries)
     plan = placement_plan(profile, bank, layout)
     opened = tier_stores(profile, plan, stores, cold=cold, seed=seed)
     try:
@@ -450,4 +437,5 @@ def _result(run: _Run, reader: BankReader, stores: dict[str, ByteStore], log: di
         service_times={name: np.asarray(entries.service) for name, entries in log.items()
                        if entries.service},
         arrival_lag_s=_lag(run.lag), prefetch_config=prefetch,
+        prefetch=prefetch_parameters(prefetch) if prefetch is not None else None,
     )

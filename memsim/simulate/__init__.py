@@ -40,8 +40,9 @@ from memsim.workload import PathSampler, Workload
 if TYPE_CHECKING:
     from memsim.client.prefetch import PrefetchConfig
 
-__all__ = ["QueryPlan", "ServedCounters", "SimulationResult", "plan_queries",
-           "prefetch_parameters", "simulate", "saturation_rate", "tier_load"]
+__all__ = ["QueryPlan", "ServedCounters", "SimulationResult", "check_prefetch",
+           "layout_prefetch", "plan_queries", "prefetch_parameters", "run_prefetch",
+           "saturation_rate", "simulate", "tier_load"]
 
 CHUNK = 1 << 16
 
@@ -264,8 +265,35 @@ def _check_paths(bank: Bank, paths: Any, name: str) -> np.ndarray:
     return paths
 
 
-def _layout_prefetch(layout: Layout, bank: Bank, workload: Workload | None, plan: QueryPlan
-                     ) -> PrefetchConfig | None:
+def check_prefetch(prefetch: Any, layout: Layout, bank: Bank, profile: Profile) -> None:
+    """Check a run's `prefetch` argument ("layout", a PrefetchConfig or None) and the layout:
+    an explicit prefetch (or None) replaces the layout's section, which is then not checked."""
+    from_layout = isinstance(prefetch, str)
+    if from_layout and prefetch != "layout":
+        raise InputError(f"prefetch must be 'layout', a PrefetchConfig or None, got "
+                         f"{prefetch!r}", field="prefetch")
+    if not from_layout and prefetch is not None:
+        from memsim.client.prefetch import PrefetchConfig
+
+        if not isinstance(prefetch, PrefetchConfig):
+            raise InputError(f"prefetch must be 'layout', a PrefetchConfig or None, got "
+                             f"{prefetch!r}", field="prefetch")
+    (layout if from_layout or layout.prefetch is None else
+     layout.model_copy(update={"prefetch": None})).check(bank, profile)
+
+
+def run_prefetch(prefetch: Any, layout: Layout, bank: Bank, workload: Workload | None,
+                 plan: QueryPlan) -> PrefetchConfig | None:
+    """The PrefetchConfig a run uses (checked by `check_prefetch`): the one given, or for
+    "layout" the layout's section built for this run (`layout_prefetch`). Replay and
+    simulate both call it, so a layout's section means the same prefetch in both."""
+    if isinstance(prefetch, str):
+        return layout_prefetch(layout, bank, workload, plan)
+    return prefetch
+
+
+def layout_prefetch(layout: Layout, bank: Bank, workload: Workload | None, plan: QueryPlan
+                    ) -> PrefetchConfig | None:
     """The layout's `prefetch:` section as this run's PrefetchConfig: children with the
     workload's routing; trace following the run's own paths (drawn here, then handed out from
     the same array, so the run and the policy see the same sequence)."""
@@ -340,22 +368,9 @@ def simulate(
         raise InputError(f"batch must be a whole number of queries, at least 1, got "
                          f"{batch!r}", field="batch")
     batch = int(batch)
-    from_layout = isinstance(prefetch, str)
-    if from_layout and prefetch != "layout":
-        raise InputError(f"prefetch must be 'layout', a PrefetchConfig or None, got "
-                         f"{prefetch!r}", field="prefetch")
-    if not from_layout and prefetch is not None:
-        from memsim.client.prefetch import PrefetchConfig
-
-        if not isinstance(prefetch, PrefetchConfig):
-            raise InputError(f"prefetch must be 'layout', a PrefetchConfig or None, got "
-                             f"{prefetch!r}", field="prefetch")
-    # an explicit prefetch (or None) replaces the layout's section, which is then not checked
-    (layout if from_layout or layout.prefetch is None else
-     layout.model_copy(update={"prefetch": None})).check(bank, profile)
+    check_prefetch(prefetch, layout, bank, profile)
     plan = plan_queries(bank, workload, trace, queries, seed, warmup, paths)
-    if from_layout:
-        prefetch = _layout_prefetch(layout, bank, workload, plan)
+    prefetch = run_prefetch(prefetch, layout, bank, workload, plan)
     queries, closed, arrivals, paths = plan.queries, plan.closed, plan.arrivals, plan.paths
     warm = int(queries * warmup)
     keep = trace_out is not None

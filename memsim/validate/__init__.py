@@ -353,8 +353,9 @@ def validate(
     profile: Profile,
     bank: Bank,
     layout: Layout,
-    workload: Workload,
+    workload: Workload | None = None,
     *,
+    trace: tuple[np.ndarray, np.ndarray] | None = None,
     queries: int = 1000,
     seed: int = 0,
     stores: Mapping[str, str] | None = None,
@@ -366,8 +367,9 @@ def validate(
     progress: Callable[[int], None] | None = None,
     prefetch: Any = "layout",
 ) -> ValidationResult:
-    """Replay `queries` queries of `workload` with real reads, simulate the same queries, and
-    compare the response times per tier, per level and for the whole fetch.
+    """Replay `queries` queries of `workload` (or of `trace`: arrivals and paths, e.g. routed
+    embeddings) with real reads, simulate the same queries, and compare the response times
+    per tier, per level and for the whole fetch.
 
     `check_rate` (the fraction of blocks checked against the manifest) defaults to 0: a check
     costs CPU time inside the measured level time that the model does not have. A missing or
@@ -391,7 +393,7 @@ def validate(
             stores=stores, cold=cold, samples=recalibrate_samples, seed=seed)
     with tempfile.TemporaryDirectory(prefix="memsim-validate-") as tmp:
         real_path = Path(tmp) / "real.parquet"
-        real = replay(profile, bank, layout, workload, queries=queries, seed=seed,
+        real = replay(profile, bank, layout, workload, trace=trace, queries=queries, seed=seed,
                       warmup=warmup, stores=stores, cold=cold, check_rate=check_rate,
                       trace_out=real_path, progress=progress, prefetch=prefetch)
         if real.bad_blocks:
@@ -401,7 +403,8 @@ def validate(
                             f"its timings cannot be trusted: {listed}"
                             + (f"; and {more} more" if more > 0 else ""))
         result = compare_replay(profile, bank, layout, real, real_path,
-                                workload.name or "workload", seed=seed, warmup=warmup)
+                                workload.name or "workload" if workload is not None
+                                else "trace", seed=seed, warmup=warmup)
     result.recalibrated = recalibrated
     real.trace_out = None  # the file is gone with the temporary directory
     return result
