@@ -27,6 +27,7 @@ from memsim import resources, yamlio
 from memsim.bank import Bank
 from memsim.blockmap import BlockMap, Subtree, outermost
 from memsim.errors import InputError
+from memsim.limits import MAX_PREFETCH_INFLIGHT, MAX_PREFETCH_LOOKAHEAD
 from memsim.profile import Profile
 from memsim.units import format_size, parse_size
 from memsim.yamlio import validate_model
@@ -76,8 +77,6 @@ class CacheConfig(BaseModel):
 
 
 PREFETCH_POLICIES = ("none", "children", "trace")
-MAX_PREFETCH_INFLIGHT = 4096  # prefetch reads in flight (the client's prefetch threads)
-MAX_PREFETCH_LOOKAHEAD = 4096  # trace policy: queries proposed after each one (work per fetch)
 
 
 class PrefetchSection(BaseModel):

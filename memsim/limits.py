@@ -41,6 +41,8 @@ MAX_SWEEP_POINTS = 100_000           # points of one sweep (each runs the optimi
 MAX_CENTROID_BYTES = 2**33           # routing: all levels' centroids as float32 (8 GiB)
 MAX_EMBEDDING_BYTES = 2**33          # routing: the embeddings as float32 in memory
 MAX_DIM = 1 << 16                    # routing: embedding dimension
+MAX_PREFETCH_INFLIGHT = 4096         # prefetch reads in flight (the client's prefetch threads)
+MAX_PREFETCH_LOOKAHEAD = 4096        # trace prefetch: queries proposed after each (work/fetch)
 
 
 def check_at_most(value: int | float, limit: int | float, what: str, *,

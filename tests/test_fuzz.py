@@ -57,6 +57,8 @@ BANK: dict[str, Any] = {"name": "fuzzbank", "branching": 16, "levels": [0, 1024,
 LAYOUT: dict[str, Any] = {"name": "fuzzlayout", "fetch": "parallel",
                           "placement": {2: "flash", 3: "disk", 4: "cloud"}, "resident": [2],
                           "cache": {"budget": "2 GB", "policy": "lru", "levels": [3, 4]},
+                          "prefetch": {"policy": "children", "max_inflight": 4,
+                                       "max_bytes": "64 MB", "lookahead": 1},
                           "blocked": [{"level": 2, "block": 3}], "chunking": {4: 16}}
 WORKLOADS: list[dict[str, Any]] = [
     {"name": "w", "arrivals": {"kind": "poisson", "rate": "20/s"},

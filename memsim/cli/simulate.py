@@ -19,8 +19,8 @@ from memsim.cli.common import (
 )
 from memsim.cli.tables import simulation_text
 from memsim.errors import InputError
-from memsim.layout import MAX_PREFETCH_INFLIGHT, CacheConfig, Layout
-from memsim.limits import MAX_QUERIES
+from memsim.layout import CacheConfig, Layout
+from memsim.limits import MAX_PREFETCH_INFLIGHT, MAX_QUERIES
 from memsim.profile import Profile
 from memsim.simulate import SimulationResult, progress_bar, simulate
 from memsim.trace import read_trace

@@ -63,11 +63,18 @@ class PrefetchConfig:
         if self.policy not in POLICIES:
             raise InputError(f"prefetch policy must be one of {', '.join(POLICIES)}, got "
                              f"{self.policy!r}", field="prefetch.policy")
-        for name in ("max_inflight", "max_bytes", "lookahead"):
+        from memsim import limits
+
+        caps = {"max_inflight": limits.MAX_PREFETCH_INFLIGHT, "max_bytes": None,
+                "lookahead": limits.MAX_PREFETCH_LOOKAHEAD}
+        for name, cap in caps.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
                 raise InputError(f"prefetch {name} must be a whole number >= 0, got {value!r}",
                                  field=f"prefetch.{name}")
+            if cap is not None:
+                limits.check_at_most(int(value), cap, f"prefetch {name}",
+                                     field=f"prefetch.{name}")
         if self.policy == "trace" and self.trace is None:
             raise InputError("the trace prefetch policy needs trace= (paths or a trace file)",
                              field="prefetch.trace")
