@@ -3,8 +3,9 @@
 The Python API mirrors the CLI: load a profile, a bank and a layout, then `estimate` a layout's
 fetch time, `optimize` a new one, or `simulate` it under a workload.
 
-`memsim.estimate`, `memsim.optimize`, `memsim.simulate` and `memsim.sweep` are the engines'
-modules, and each can be called as its main function: `memsim.optimize(profile, bank)` runs
+`memsim.estimate`, `memsim.optimize`, `memsim.simulate`, `memsim.sweep`, `memsim.materialize`,
+`memsim.replay` and `memsim.validate` are the engines' modules, and each can be called as its
+main function: `memsim.optimize(profile, bank)` runs
 `memsim.optimize.optimize`, while `memsim.optimize.optimize_blocks` and
 `memsim.optimize.Policy` are there as in any module.
 
@@ -32,6 +33,8 @@ _EXPORTS: dict[str, str] = {
     "Layout": "memsim.layout", "layout_from_dict": "memsim.layout",
     "load_layout": "memsim.layout",
     "OptimizeResult": "memsim.optimize", "open_bank": "memsim.client.bank",
+    "load_centroids": "memsim.client.route", "route": "memsim.client.route",
+    "serve_bench": "memsim.client.servebench",
     "Profile": "memsim.profile", "Tier": "memsim.profile", "load_profile": "memsim.profile",
     "profile_from_dict": "memsim.profile",
     "SimulationResult": "memsim.simulate", "saturation_rate": "memsim.simulate",
@@ -43,22 +46,25 @@ _EXPORTS: dict[str, str] = {
     "workload_from_dict": "memsim.workload",
 }
 # the engines: a module that is also callable as its main function of the same name
-_ENGINES = ("estimate", "optimize", "simulate", "sweep")
+_ENGINES = ("estimate", "materialize", "optimize", "replay", "simulate", "sweep", "validate")
 
 __all__ = [  # the keys of _EXPORTS and the engines (a test keeps them equal)
     "ANCHORS", "Bank", "DataError", "Estimate", "InfeasibleError", "InputError", "Layout",
     "MemsimError", "OptimizeResult", "Profile", "SimulationResult", "SolverError", "StoreError",
     "Tier", "Workload", "bank_from_dict", "estimate", "format_rate", "format_size",
-    "format_time", "layout_from_dict", "load_bank", "load_layout", "load_profile",
-    "load_workload", "open_bank", "optimize", "parse_rate", "parse_size", "parse_time",
-    "profile_from_dict", "read_trace", "saturation_rate", "simulate", "sweep", "tier_load",
+    "format_time", "layout_from_dict", "load_bank", "load_centroids", "load_layout",
+    "load_profile", "load_workload", "materialize", "open_bank", "optimize", "parse_rate",
+    "parse_size", "parse_time", "profile_from_dict", "read_trace", "replay", "route",
+    "saturation_rate", "serve_bench", "simulate", "sweep", "tier_load", "validate",
     "workload_from_dict", "write_trace",
 ]
 
 if TYPE_CHECKING:
-    from memsim import estimate, optimize, simulate, sweep
+    from memsim import estimate, materialize, optimize, replay, simulate, sweep, validate
     from memsim.bank import ANCHORS, Bank, bank_from_dict, load_bank
     from memsim.client.bank import open_bank
+    from memsim.client.route import load_centroids, route
+    from memsim.client.servebench import serve_bench
     from memsim.errors import (
         DataError,
         InfeasibleError,

@@ -439,3 +439,9 @@ def _result(run: _Run, reader: BankReader, stores: dict[str, ByteStore], log: di
         arrival_lag_s=_lag(run.lag), prefetch_config=prefetch,
         prefetch=prefetch_parameters(prefetch) if prefetch is not None else None,
     )
+
+
+# `memsim.replay(...)` calls replay(); the module stays a module (`memsim.replay.<name>`)
+from memsim import make_callable  # noqa: E402
+
+make_callable(__name__, "replay")

@@ -493,3 +493,9 @@ def compare_replay(profile: Profile, bank: Bank, layout: Layout, real: ReplayRes
         tier_samples=tier_samples, level_samples=level_samples, fetch_samples=fetch_samples,
         ratios=_ratios(real, sim),
     )
+
+
+# `memsim.validate(...)` calls validate(); the module stays a module (`memsim.validate.<name>`)
+from memsim import make_callable  # noqa: E402
+
+make_callable(__name__, "validate")
