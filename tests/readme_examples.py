@@ -56,7 +56,8 @@ MASKS: list[tuple[str, re.Pattern[str], str]] = [
 ]
 # (why, pattern, replacement), also applied to the output of commands that time real reads:
 # their times, rates and the fractions derived from them (utilisation) are this machine's.
-REAL_IO_COMMANDS = {"materialize", "replay", "validate", "calibrate", "cloud-emulator"}
+REAL_IO_COMMANDS = {"materialize", "replay", "validate", "calibrate", "cloud-emulator",
+                    "serve-bench"}
 REAL_IO_MASKS: list[tuple[str, re.Pattern[str], str]] = [
     ("rates of real reads", re.compile(_RATE), "<rate>"),
     ("times of real reads", re.compile(_TIME), "<time>"),
