@@ -6,8 +6,9 @@ and returns a `ServedBank`. `fetch(path)` returns `{level: array}` for one query
 same array to every query that needs it. The async twins (`afetch`, `afetch_many`) run on the
 caller's event loop.
 
-The read path is lean. A local block is read with `os.preadv` straight into a fresh numpy
-buffer (page-aligned, O_DIRECT when cold); a block of a memory store or S3 is viewed with
+The read path is lean. A local block is read with `os.preadv` straight into a pooled
+buffer (page-aligned, on transparent huge pages, O_DIRECT when cold; reused once no array
+handed out views it: `_BufferPool`); a block of a memory store or S3 is viewed with
 `np.frombuffer` over the bytes the store returned (one copy only when a block is split into
 several requests). CRC32C is checked on that buffer. A sync fetch whose blocks are all on
 local or memory stores uses no event loop: the first read runs in the caller's thread, the
@@ -41,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import mmap
 import operator
 import os
 import queue
@@ -380,11 +382,71 @@ def _pread_into(store: LocalByteStore, key: str, buf: np.ndarray, base: int, sta
             os.close(fd)
 
 
-def _aligned(nbytes: int) -> np.ndarray:
-    """A page-aligned uint8 buffer (O_DIRECT needs one)."""
-    raw = np.empty(nbytes + ALIGN, dtype=np.uint8)
-    pad = -raw.ctypes.data % ALIGN
-    return raw[pad:pad + nbytes]
+POOL_BYTES = 256 << 20  # idle read buffers a bank keeps for reuse, at most
+HUGE_PAGE = 2 << 20  # a transparent huge page (x86-64, arm64 with 4 KiB pages)
+
+
+class _BufferPool:
+    """A bank's buffers for local reads, reused: page-aligned (O_DIRECT needs it), their
+    pages mapped once (a fresh buffer's first touch costs a fault and zeroing per page, as
+    much CPU as the read itself for big blocks), and cut from arenas of whole transparent
+    huge pages (one O_DIRECT read into physically contiguous memory is much cheaper for the
+    kernel and a virtual disk than into scattered 4 KiB pages: 1.5x the throughput of 1 MiB
+    reads on a 2-core VM).
+
+    `get` hands out a new uint8 array over a free slot of the size's arenas; every array a
+    fetch returns is a view of it (numpy points views at that array, and the array at the
+    arena). When the last of them is gone a finalizer puts the slot back on its size's free
+    list: a buffer any array still views is never read into again. At most `keep` bytes of
+    slots wait idle (others are dropped; an arena is unmapped when none of its slots is in
+    use or kept); buffers in use are the callers' and unbounded."""
+
+    def __init__(self, keep: int = POOL_BYTES) -> None:
+        self.keep = keep
+        self.idle = 0  # bytes of the slots on the free lists
+        self.free: dict[int, list[tuple[mmap.mmap, int]]] = {}  # size -> (arena, offset)
+        self.lock = threading.RLock()  # a finalizer may run while this thread holds it
+        self.arenas = 0  # arenas ever mapped (for tests and diagnostics)
+
+    def get(self, size: int) -> np.ndarray:
+        """A page-aligned uint8 array of `size` bytes (a multiple of ALIGN)."""
+        with self.lock:
+            free = self.free.get(size)
+            if not free:
+                free = self.free[size] = self._arena(size)
+                self.idle += size * len(free)
+                self.arenas += 1
+            arena, offset = free.pop()
+            self.idle -= size
+        # its base is a memoryview, not an array: numpy stops there, so every view of it
+        # (every array handed out) holds `owner` itself, and the slot stays taken
+        owner = np.frombuffer(arena, dtype=np.uint8, count=size, offset=offset)
+        done = weakref.finalize(owner, self._put, size, arena, offset)
+        done.atexit = False
+        return owner
+
+    @staticmethod
+    def _arena(size: int) -> list[tuple[mmap.mmap, int]]:
+        """A new arena's slots of `size` bytes: whole huge pages (at least two slots when a
+        slot is under one), starting on a huge-page boundary, touched now."""
+        per = max(1, -(-HUGE_PAGE // size)) if size < HUGE_PAGE else 1
+        length = -(-(size * per) // HUGE_PAGE) * HUGE_PAGE
+        per = length // size
+        mapped = mmap.mmap(-1, length + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        if hasattr(mmap, "MADV_HUGEPAGE"):
+            mapped.madvise(mmap.MADV_HUGEPAGE)
+        whole = np.frombuffer(mapped, dtype=np.uint8)
+        pad = -whole.ctypes.data % HUGE_PAGE  # only [pad, pad + length) is ever touched
+        whole[pad:pad + length:ALIGN] = 0
+        del whole
+        return [(mapped, pad + k * size) for k in reversed(range(per))]
+
+    def _put(self, size: int, arena: mmap.mmap, offset: int) -> None:
+        """The last array over a slot is gone: keep it for the next read (within `keep`)."""
+        with self.lock:
+            if self.idle + size <= self.keep:
+                self.free.setdefault(size, []).append((arena, offset))
+                self.idle += size
 
 
 class ServedBank:
@@ -431,6 +493,7 @@ class ServedBank:
         self._channels: dict[str, Any] = {name: make(store.channels or 1)
                                           for name, store in self.stores.items()
                                           if isinstance(store, LocalByteStore)}
+        self._pool = _BufferPool()
         self.closed = False
         # where blocks on local and memory stores are (fixed once the indexes are read)
         self._locations: dict[tuple[int, int], Location] = {}
@@ -984,13 +1047,13 @@ class ServedBank:
         return np.frombuffer(b"".join(parts), dtype=np.uint8), loc.ranges[0][0], done
 
     def _buffer(self, loc: Location) -> tuple[np.ndarray, int]:
-        """A buffer for a local block and the file offset of its byte 0 (pages, for
-        O_DIRECT)."""
-        first, end = loc.ranges[0][0], loc.ranges[0][0] + loc.nbytes
+        """A pooled buffer for a local block and the file offset of its byte 0 (its page's,
+        for O_DIRECT): the whole pages the block spans."""
+        first = loc.ranges[0][0]
         if self.stores[loc.tier].mode == "o_direct":  # type: ignore[attr-defined]
             base = first - first % ALIGN
-            return _aligned(-(-end // ALIGN) * ALIGN - base), base
-        return np.empty(end - first, dtype=np.uint8), first
+            return self._pool.get(-(-(first + loc.nbytes) // ALIGN) * ALIGN - base), base
+        return self._pool.get(-(-loc.nbytes // ALIGN) * ALIGN), first
 
     def _tier_slots(self, tier: str) -> Any:
         """At most the tier's concurrency requests in flight (per event loop), for stores
