@@ -277,3 +277,49 @@ def test_a_held_array_is_never_read_into_again(local_bank, how):
         assert kept[0].tobytes() == want(3, 37).tobytes()
         assert kept[1].tobytes() == want(2, 9).tobytes()
         assert len(seen) <= 32  # without reuse: a new buffer per block fetched (240 or more)
+
+
+def test_sync_s3_fetches_on_several_threads_overlap_on_the_banks_loop(s3, clean_s3, tmp_path):
+    """Two threads fetch S3 blocks at once: each request waits until the other is in flight
+    too (they would wait forever, up to the guard, if sync callers took turns); close() stops
+    the bank's loop thread."""
+    prof = s3_profile(tmp_path, "overlap")
+    materialize(prof, BANK, S3_LAYOUT)
+    with open_bank(S3_LAYOUT, profile=prof, bank=BANK) as served:
+        store = served.stores["cloud"]
+        original = store.read_range
+        lock = threading.Lock()
+        state = {"inflight": 0, "peak": 0}
+
+        async def read_range(key: str, start: int, length: int) -> Any:
+            with lock:
+                state["inflight"] += 1
+                state["peak"] = max(state["peak"], state["inflight"])
+            try:
+                deadline = time.monotonic() + 20  # a guard, not a timing assertion
+                while state["peak"] < 2 and time.monotonic() < deadline:
+                    await asyncio.sleep(0.001)
+                return await original(key, start, length)
+            finally:
+                with lock:
+                    state["inflight"] -= 1
+
+        store.read_range = read_range
+        got: dict[int, Any] = {}
+        threads = [threading.Thread(target=lambda x=x: got.update({x: served.fetch(
+            leaf_path(x))})) for x in (12, 50)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert state["peak"] == 2
+        for leaf in (12, 50):
+            assert_exact(got[leaf], leaf_path(leaf))
+        loop_thread = served._loop_thread
+        assert loop_thread is not None and loop_thread.is_alive()
+
+        async def inside_a_running_loop() -> Any:  # as in Jupyter: the sync call still works
+            return served.fetch(leaf_path(33))
+
+        assert_exact(asyncio.run(inside_a_running_loop()), leaf_path(33))
+    assert not loop_thread.is_alive() and served._loop is None
