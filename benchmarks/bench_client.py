@@ -9,10 +9,11 @@ is materialized into a temporary directory (removed at the end; --dir to choose 
 accept O_DIRECT). For each concurrency C (--concurrency) these programs read --mib-per-run MiB
 of blocks, each block equally often in a shuffled order (the same order for all programs):
 
-* `preadv`: C threads, each with its own preallocated page-aligned private mmap buffer
-  (advised MADV_HUGEPAGE: numpy advises its arrays of 4 MiB and more so, hence the client's
-  16 MiB buffers are transparent huge pages; `preadv_4k`, printed for information, is the same
-  with 4 KiB pages, which cost the kernel more to pin per O_DIRECT read), `os.preadv`
+* `preadv`: C threads, each with its own preallocated private mmap buffer, starting on a
+  2 MiB boundary and advised MADV_HUGEPAGE, its pages mapped before timing (transparent huge
+  pages, as the client's pooled read buffers are: an O_DIRECT read into physically contiguous
+  memory costs the kernel and the virtual disk far less than into scattered 4 KiB pages;
+  `preadv_4k`, printed for information, is the same with 4 KiB pages), `os.preadv`
   on O_DIRECT descriptors opened beforehand, of the very ranges the client reads (found with
   `BankReader.locate`, widened to 4 KiB pages as the client widens them);
 * `fetch`: C threads calling `ServedBank.fetch([block])` on one bank opened cold (O_DIRECT, the
@@ -49,6 +50,7 @@ from _common import format_load, load_average
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
+import ctypes  # noqa: E402
 import itertools  # noqa: E402
 import json  # noqa: E402
 import mmap  # noqa: E402
@@ -71,6 +73,7 @@ from memsim.replay.reader import BankReader, Location  # noqa: E402
 from memsim.stores import tier_stores  # noqa: E402
 
 ALIGN = 4096
+HUGE_PAGE = 2 << 20  # a transparent huge page
 MIB = 1 << 20
 SEED = 20261202
 TARGET = 0.9
@@ -222,8 +225,8 @@ class Bench:
     # --- local programs
     def preadv(self, conc: int, seed: int, huge: bool = True) -> Result:
         """Raw O_DIRECT os.preadv into preallocated page-aligned buffers, one per thread
-        (`huge`: advised to be transparent huge pages, as numpy advises arrays of 4 MiB and
-        more, so the client's own 16 MiB buffers are; an O_DIRECT read pins fewer pages)."""
+        (`huge`: on a 2 MiB boundary and advised to be transparent huge pages, as the
+        client's pooled buffers are; an O_DIRECT read then pins a few contiguous pages)."""
         root = Path(self.profile.tier(self.tier).store[len("file://"):])
         fds: dict[str, int] = {}
         jobs: list[tuple[int, int, int, int]] = []
@@ -237,14 +240,21 @@ class Bench:
                 jobs.append((fds[loc.key], lo, hi - lo, length))
             biggest = max(j[2] for j in jobs)
             # private: an anonymous mmap is shared by default, and shared memory gets no THP
-            buffers = [mmap.mmap(-1, biggest, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+            # whole huge pages (one more: where a mapping starts is the kernel's choice)
+            span = -(-biggest // HUGE_PAGE) * HUGE_PAGE + HUGE_PAGE
+            buffers = [mmap.mmap(-1, span, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
                        for _ in range(conc)]
-            if huge and hasattr(mmap, "MADV_HUGEPAGE"):
-                for b in buffers:
+            views = []
+            for b in buffers:
+                if huge and hasattr(mmap, "MADV_HUGEPAGE"):
                     b.madvise(mmap.MADV_HUGEPAGE)
-            views = [memoryview(b) for b in buffers]
-            for b in buffers:  # pages mapped before timing, as a server's buffers would be
-                b.write(b"\0" * biggest)
+                whole = memoryview(b)
+                pad = -ctypes.addressof(ctypes.c_char.from_buffer(b)) % HUGE_PAGE if huge \
+                    else 0
+                views.append(whole[pad:pad + biggest])
+                whole.release()
+                # pages mapped before timing, as a server's buffers would be
+                views[-1][:] = bytes(biggest)
 
             def body(k: int, i: int) -> int:
                 fd, lo, n, nbytes = jobs[i]

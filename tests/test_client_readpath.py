@@ -13,7 +13,15 @@ from typing import Any
 import numpy as np
 import pytest
 from realio_helpers import fresh_memory  # noqa: F401 (an autouse fixture)
-from test_client import LAYOUT, S3_LAYOUT, assert_exact, leaf_path, local_profile, s3_profile
+from test_client import (
+    LAYOUT,
+    S3_LAYOUT,
+    assert_exact,
+    leaf_path,
+    local_profile,
+    s3_profile,
+    want,
+)
 from tiny_bank import BANK
 
 from memsim.client import bank as client_bank
@@ -218,3 +226,100 @@ def test_the_request_log_from_s3(s3, clean_s3, tmp_path):
         asyncio.run(served.afetch(leaf_path(50)))
         assert served.stats.requests["cloud"] == 4
         assert_log_matches(logs, served.stats)
+
+
+def span(array: np.ndarray) -> tuple[int, int]:
+    start = array.__array_interface__["data"][0]
+    return start, start + array.nbytes
+
+
+def test_the_buffer_pool_reuses_a_slot_only_once_no_array_views_it():
+    pool = client_bank._BufferPool()
+    size = 1 << 20
+    first = pool.get(size)
+    where = span(first)[0]
+    assert where % 4096 == 0
+    kept = first[100:].view(np.uint16)[3:]  # a view of a view: numpy points it at `first`
+    del first
+    second = pool.get(size)
+    assert span(second)[0] != where  # `kept` still views the first slot
+    del kept
+    assert span(pool.get(size))[0] == where  # now free again
+    assert pool.arenas == 1  # two 1 MiB slots per 2 MiB arena
+    small = client_bank._BufferPool(keep=2 * size)
+    got = [small.get(size) for _ in range(5)]
+    del got
+    assert small.idle == 2 * size  # the rest dropped
+
+
+@pytest.mark.parametrize("how", CALLS)
+def test_a_held_array_is_never_read_into_again(local_bank, how):
+    """Fetch a path and keep its arrays, then fetch other blocks many times, dropping them:
+    the kept arrays still hold their blocks' bytes, no array fetched meanwhile overlaps
+    them, and the others' buffers are reused (a few addresses, not one per fetch)."""
+    with open_bank(LAYOUT, profile=local_bank, bank=BANK) as served:
+        (held,) = call(served, how, [leaf_path(37)])
+        kept = held.blocks[3], held.blocks[2]
+        del held
+        seen: set[int] = set()
+        for k in range(120):
+            leaves = [(7 * k + j) % 64 for j in range(3 if how.endswith("_many") else 1)]
+            for leaf, got in zip(leaves, call(served, how, [leaf_path(x) for x in leaves]),
+                                 strict=True):
+                assert_exact(got.blocks, leaf_path(leaf))
+                for depth in (2, 3):
+                    lo, hi = span(got.blocks[depth])
+                    seen.add(lo // 4096)  # the buffer's first page
+                    for mine in kept:
+                        a, b = span(mine)
+                        assert hi <= a or b <= lo, "a held buffer was handed out again"
+            del got
+        assert kept[0].tobytes() == want(3, 37).tobytes()
+        assert kept[1].tobytes() == want(2, 9).tobytes()
+        assert len(seen) <= 32  # without reuse: a new buffer per block fetched (240 or more)
+
+
+def test_sync_s3_fetches_on_several_threads_overlap_on_the_banks_loop(s3, clean_s3, tmp_path):
+    """Two threads fetch S3 blocks at once: each request waits until the other is in flight
+    too (they would wait forever, up to the guard, if sync callers took turns); close() stops
+    the bank's loop thread."""
+    prof = s3_profile(tmp_path, "overlap")
+    materialize(prof, BANK, S3_LAYOUT)
+    with open_bank(S3_LAYOUT, profile=prof, bank=BANK) as served:
+        store = served.stores["cloud"]
+        original = store.read_range
+        lock = threading.Lock()
+        state = {"inflight": 0, "peak": 0}
+
+        async def read_range(key: str, start: int, length: int) -> Any:
+            with lock:
+                state["inflight"] += 1
+                state["peak"] = max(state["peak"], state["inflight"])
+            try:
+                deadline = time.monotonic() + 20  # a guard, not a timing assertion
+                while state["peak"] < 2 and time.monotonic() < deadline:
+                    await asyncio.sleep(0.001)
+                return await original(key, start, length)
+            finally:
+                with lock:
+                    state["inflight"] -= 1
+
+        store.read_range = read_range
+        got: dict[int, Any] = {}
+        threads = [threading.Thread(target=lambda x=x: got.update({x: served.fetch(
+            leaf_path(x))})) for x in (12, 50)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert state["peak"] == 2
+        for leaf in (12, 50):
+            assert_exact(got[leaf], leaf_path(leaf))
+        loop_thread = served._loop_thread
+        assert loop_thread is not None and loop_thread.is_alive()
+
+        async def inside_a_running_loop() -> Any:  # as in Jupyter: the sync call still works
+            return served.fetch(leaf_path(33))
+
+        assert_exact(asyncio.run(inside_a_running_loop()), leaf_path(33))
+    assert not loop_thread.is_alive() and served._loop is None

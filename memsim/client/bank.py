@@ -6,15 +6,24 @@ and returns a `ServedBank`. `fetch(path)` returns `{level: array}` for one query
 same array to every query that needs it. The async twins (`afetch`, `afetch_many`) run on the
 caller's event loop.
 
-The read path is lean. A local block is read with `os.preadv` straight into a fresh numpy
-buffer (page-aligned, O_DIRECT when cold); a block of a memory store or S3 is viewed with
+The read path is lean. A local block is read with `os.preadv` straight into a pooled
+buffer (page-aligned, on transparent huge pages, O_DIRECT when cold; reused once no array
+handed out views it: `_BufferPool`); a block of a memory store or S3 is viewed with
 `np.frombuffer` over the bytes the store returned (one copy only when a block is split into
 several requests). CRC32C is checked on that buffer. A sync fetch whose blocks are all on
 local or memory stores uses no event loop: the first read runs in the caller's thread, the
-others on the tier's reading threads, all within the tier's channels (its concurrency);
-other stores go through a private event loop (or, inside a running loop such as Jupyter's, a
-helper thread's). Access control is the reader's: a blocked block is never located nor
-requested, and is absent from the result.
+others on the tier's reading threads (`_Readers`), all within the tier's channels (its
+concurrency); other stores go through the bank's one event loop thread, shared by every sync
+caller so that their requests overlap (inside a running loop such as Jupyter's too). An
+async fetch hands its local ranges to the reading threads (the one idle most recently
+first: it wakes fastest) and is woken once, by the thread that finishes the last block
+(`_LocalReads`); it never reads on the event loop. Access control is the reader's: a
+blocked block is never located nor requested, and is absent from the result.
+
+`layout.fetch == "sequential"` reads the levels one after another, in level order (a
+batch: each level's distinct blocks at once, then the next level), as the simulator does;
+`FetchTimings.started` says when each level began. `log_requests()` turns on a per-request
+log of each tier's waits and service times (`RequestLog`).
 
 Every block read goes through `ServedBank._read_distinct` (or its sync twin). With a RAM
 cache or resident levels (the layout's `cache:` and `resident:`, or open_bank's overrides), a
@@ -40,7 +49,9 @@ prefetch; one already reading keeps its channel until done.
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
+import mmap
 import operator
 import os
 import queue
@@ -380,11 +391,71 @@ def _pread_into(store: LocalByteStore, key: str, buf: np.ndarray, base: int, sta
             os.close(fd)
 
 
-def _aligned(nbytes: int) -> np.ndarray:
-    """A page-aligned uint8 buffer (O_DIRECT needs one)."""
-    raw = np.empty(nbytes + ALIGN, dtype=np.uint8)
-    pad = -raw.ctypes.data % ALIGN
-    return raw[pad:pad + nbytes]
+POOL_BYTES = 256 << 20  # idle read buffers a bank keeps for reuse, at most
+HUGE_PAGE = 2 << 20  # a transparent huge page (x86-64, arm64 with 4 KiB pages)
+
+
+class _BufferPool:
+    """A bank's buffers for local reads, reused: page-aligned (O_DIRECT needs it), their
+    pages mapped once (a fresh buffer's first touch costs a fault and zeroing per page, as
+    much CPU as the read itself for big blocks), and cut from arenas of whole transparent
+    huge pages (one O_DIRECT read into physically contiguous memory is much cheaper for the
+    kernel and a virtual disk than into scattered 4 KiB pages: 1.5x the throughput of 1 MiB
+    reads on a 2-core VM).
+
+    `get` hands out a new uint8 array over a free slot of the size's arenas; every array a
+    fetch returns is a view of it (numpy points views at that array, and the array at the
+    arena). When the last of them is gone a finalizer puts the slot back on its size's free
+    list: a buffer any array still views is never read into again. At most `keep` bytes of
+    slots wait idle (others are dropped; an arena is unmapped when none of its slots is in
+    use or kept); buffers in use are the callers' and unbounded."""
+
+    def __init__(self, keep: int = POOL_BYTES) -> None:
+        self.keep = keep
+        self.idle = 0  # bytes of the slots on the free lists
+        self.free: dict[int, list[tuple[mmap.mmap, int]]] = {}  # size -> (arena, offset)
+        self.lock = threading.RLock()  # a finalizer may run while this thread holds it
+        self.arenas = 0  # arenas ever mapped (for tests and diagnostics)
+
+    def get(self, size: int) -> np.ndarray:
+        """A page-aligned uint8 array of `size` bytes (a multiple of ALIGN)."""
+        with self.lock:
+            free = self.free.get(size)
+            if not free:
+                free = self.free[size] = self._arena(size)
+                self.idle += size * len(free)
+                self.arenas += 1
+            arena, offset = free.pop()
+            self.idle -= size
+        # its base is a memoryview, not an array: numpy stops there, so every view of it
+        # (every array handed out) holds `owner` itself, and the slot stays taken
+        owner = np.frombuffer(arena, dtype=np.uint8, count=size, offset=offset)
+        done = weakref.finalize(owner, self._put, size, arena, offset)
+        done.atexit = False
+        return owner
+
+    @staticmethod
+    def _arena(size: int) -> list[tuple[mmap.mmap, int]]:
+        """A new arena's slots of `size` bytes: whole huge pages (at least two slots when a
+        slot is under one), starting on a huge-page boundary, touched now."""
+        per = max(1, -(-HUGE_PAGE // size)) if size < HUGE_PAGE else 1
+        length = -(-(size * per) // HUGE_PAGE) * HUGE_PAGE
+        per = length // size
+        mapped = mmap.mmap(-1, length + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        if hasattr(mmap, "MADV_HUGEPAGE"):
+            mapped.madvise(mmap.MADV_HUGEPAGE)
+        whole = np.frombuffer(mapped, dtype=np.uint8)
+        pad = -whole.ctypes.data % HUGE_PAGE  # only [pad, pad + length) is ever touched
+        whole[pad:pad + length:ALIGN] = 0
+        del whole
+        return [(mapped, pad + k * size) for k in reversed(range(per))]
+
+    def _put(self, size: int, arena: mmap.mmap, offset: int) -> None:
+        """The last array over a slot is gone: keep it for the next read (within `keep`)."""
+        with self.lock:
+            if self.idle + size <= self.keep:
+                self.free.setdefault(size, []).append((arena, offset))
+                self.idle += size
 
 
 class ServedBank:
@@ -419,7 +490,9 @@ class ServedBank:
         self._slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop,
                                                dict[str, asyncio.Semaphore]] = \
             weakref.WeakKeyDictionary()
+        # the bank's event loop thread, for sync fetches of blocks on stores read on loops
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
         self._loop_channels: dict[str, _LoopChannel] = {} if prefetch is None else {
             name: _LoopChannel(self.profile.tier(name).concurrency) for name in self.stores
             if not isinstance(self.stores[name], LocalByteStore | MemoryByteStore)}
@@ -431,6 +504,9 @@ class ServedBank:
         self._channels: dict[str, Any] = {name: make(store.channels or 1)
                                           for name, store in self.stores.items()
                                           if isinstance(store, LocalByteStore)}
+        self._readers = {name: _Readers(name, self.stores[name].channels or 1)  # type: ignore
+                         for name in self._channels}
+        self._pool = _BufferPool()
         self.closed = False
         # where blocks on local and memory stores are (fixed once the indexes are read)
         self._locations: dict[tuple[int, int], Location] = {}
@@ -452,16 +528,17 @@ class ServedBank:
 
     # ------------------------------------------------------------------ life cycle
     def close(self) -> None:
-        """Close every store and the private event loop (idempotent)."""
+        """Stop prefetching, the reading threads and the bank's event loop thread, and close
+        every store (idempotent)."""
         if self.closed:
             return
         self.closed = True
         if self.prefetcher is not None:
             self.prefetcher.close()
+        for readers in self._readers.values():
+            readers.close()
+        self._stop_loop()
         self.reader.close()
-        if self._loop is not None:
-            self._loop.close()
-            self._loop = None
 
     def log_requests(self) -> dict[str, RequestLog]:
         """Turn on the per-request log (off by default) and return it: tier -> `RequestLog`,
@@ -505,18 +582,55 @@ class ServedBank:
                 f"tiers={sorted(self.stores)})")
 
     def _run(self, coro: Any) -> Any:
-        """Run a coroutine for a sync call: on the private loop, or on a helper thread's loop
-        when this thread already runs one (Jupyter)."""
+        """Run a coroutine for a sync call (or a prefetch thread) on the bank's event loop
+        thread, started on first use: sync callers on several threads overlap there, their
+        requests bounded by each tier's concurrency. Works inside a running loop (Jupyter)
+        too: this thread waits, as a sync call does."""
+        loop = self._loop
+        if loop is None:
+            with self._loop_lock:
+                if self._loop is None:
+                    if self.closed:
+                        coro.close()
+                        raise InputError("this bank is closed", field="bank")
+                    loop = asyncio.new_event_loop()
+                    thread = threading.Thread(target=loop.run_forever, daemon=True,
+                                              name="memsim-loop")
+                    thread.start()
+                    self._loop, self._loop_thread = loop, thread
+                loop = self._loop
+        if threading.current_thread() is self._loop_thread:
+            coro.close()
+            raise RuntimeError("a sync fetch cannot wait on the bank's own loop thread")
+        job = asyncio.run_coroutine_threadsafe(coro, loop)
         try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            pass
-        else:
-            return run_sync(coro)
-        with self._loop_lock:  # one sync caller at a time on the private loop
-            if self._loop is None:
-                self._loop = asyncio.new_event_loop()
-            return self._loop.run_until_complete(coro)
+            return job.result()
+        except BaseException:
+            job.cancel()  # interrupted (or failed): nothing left running for this call
+            raise
+
+    def _stop_loop(self) -> None:
+        """Cancel what still runs on the bank's loop, stop its thread and close it."""
+        with self._loop_lock:
+            loop, thread = self._loop, self._loop_thread
+            self._loop = self._loop_thread = None
+        if loop is None or thread is None:
+            return
+
+        async def drain() -> None:
+            mine = asyncio.current_task()
+            tasks = [t for t in asyncio.all_tasks() if t is not mine]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await loop.shutdown_asyncgens()
+
+        try:
+            asyncio.run_coroutine_threadsafe(drain(), loop).result()
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join()
+            loop.close()
 
     # ------------------------------------------------------------------ paths
     def _matrix(self, paths: Any) -> np.ndarray:
@@ -891,25 +1005,52 @@ class ServedBank:
     # Every demand block read goes through _read_distinct (or its sync twin), called by _get
     # (or _get_sync) with the RAM cache's misses; prefetch reads go through _Prefetcher._read.
     async def _read_distinct(self, keys: list[tuple[int, int]]) -> dict[tuple[int, int], _Read]:
-        """Read each (level, block) of `keys` once, all in parallel, on the event loop."""
+        """Read each (level, block) of `keys` once, all in parallel, on the event loop:
+        local blocks on their tiers' reading threads (`_LocalReads`: one wake-up of the loop
+        when all are in), memory blocks at once, the others (S3) as the loop's requests."""
         if not keys:
             return {}
-        locs = [loc for d, blk in keys if (loc := await self.reader.locate(d, blk))]
-        jobs = [self._read_block(loc) for loc in locs]
-        if len(jobs) == 1:
-            got = [await jobs[0]]
-        else:
-            # the first inline, the others as tasks (a task starts on the loop's next round)
-            others = [asyncio.ensure_future(job) for job in jobs[1:]]
-            try:
-                got = [await jobs[0], *(await asyncio.gather(*others))]
-            except BaseException:
-                for task in others:
-                    task.cancel()
-                raise
+        locs: list[Location] = []
+        known = self._locations
+        for key in keys:
+            loc = known.get(key)
+            if loc is None:
+                loc = await self.reader.locate(*key)
+                if loc is None:
+                    continue
+                if isinstance(self.stores[loc.tier], LocalByteStore | MemoryByteStore):
+                    if len(known) >= LOCATIONS:
+                        known.clear()
+                    known[key] = loc
+            locs.append(loc)
+        local = [loc for loc in locs if loc.tier in self._channels]
+        others = [loc for loc in locs if loc.tier not in self._channels]
+        waiting = _LocalReads(self, local).start() if local else None
+        got: dict[tuple[int, int], _Read] = {}
+        try:
+            if others:
+                jobs = [self._read_block(loc) for loc in others]
+                # the first inline, the others as tasks (a task starts on the loop's next
+                # round)
+                tasks = [asyncio.ensure_future(job) for job in jobs[1:]]
+                try:
+                    reads = [await jobs[0], *(await asyncio.gather(*tasks))]
+                except BaseException:
+                    for task in tasks:
+                        task.cancel()
+                    raise
+                got.update(((loc.depth, loc.block), r)
+                           for loc, r in zip(others, reads, strict=True))
+            if waiting is not None:
+                got.update(((loc.depth, loc.block), r)
+                           for loc, r in zip(local, await waiting, strict=True))
+        except BaseException:
+            if waiting is not None:
+                waiting.cancel()  # its reads finish on their threads, unheard
+            raise
         with self._lock:
             self.stats.reads += len(got)
-        return {(loc.depth, loc.block): r for loc, r in zip(locs, got, strict=True)}
+        return got
 
     def _read_distinct_sync(self, keys: list[tuple[int, int]]
                             ) -> dict[tuple[int, int], _Read] | None:
@@ -942,9 +1083,14 @@ class ServedBank:
                 if inline is None and not memory:
                     inline = (i, s, n)
                     continue
-                futures.append((i, store._executor_().submit(
-                    _channel_pread, self._channels[loc.tier], store, loc.key, buf, base, s, n,
-                    self._log(loc.tier))))
+                fut: Future[float] = Future()
+                futures.append((i, fut))
+                try:
+                    self._readers[loc.tier].submit(
+                        _settle_pread, fut, self._channels[loc.tier], store, loc.key, buf, base,
+                        s, n, self._log(loc.tier))
+                except RuntimeError as exc:  # the bank is closed
+                    fut.set_exception(exc)
         got_memory = [self._finish_block(loc, *self._memory_read(loc)) for loc in memory]
         done = [0.0] * len(locs)
         try:
@@ -984,13 +1130,13 @@ class ServedBank:
         return np.frombuffer(b"".join(parts), dtype=np.uint8), loc.ranges[0][0], done
 
     def _buffer(self, loc: Location) -> tuple[np.ndarray, int]:
-        """A buffer for a local block and the file offset of its byte 0 (pages, for
-        O_DIRECT)."""
-        first, end = loc.ranges[0][0], loc.ranges[0][0] + loc.nbytes
+        """A pooled buffer for a local block and the file offset of its byte 0 (its page's,
+        for O_DIRECT): the whole pages the block spans."""
+        first = loc.ranges[0][0]
         if self.stores[loc.tier].mode == "o_direct":  # type: ignore[attr-defined]
             base = first - first % ALIGN
-            return _aligned(-(-end // ALIGN) * ALIGN - base), base
-        return np.empty(end - first, dtype=np.uint8), first
+            return self._pool.get(-(-(first + loc.nbytes) // ALIGN) * ALIGN - base), base
+        return self._pool.get(-(-loc.nbytes // ALIGN) * ALIGN), first
 
     def _tier_slots(self, tier: str) -> Any:
         """At most the tier's concurrency requests in flight (per event loop), for stores
@@ -1014,15 +1160,6 @@ class ServedBank:
         store = self.stores[loc.tier]
         nbytes = loc.nbytes
         first = loc.ranges[0][0]
-        if isinstance(store, LocalByteStore) and loc.tier in self._channels:
-            buf, base = self._buffer(loc)
-            loop = asyncio.get_running_loop()
-            pool, channel = store._executor_(), self._channels[loc.tier]
-            log = self._log(loc.tier)
-            done = max(await asyncio.gather(*(
-                loop.run_in_executor(pool, _channel_pread, channel, store, loc.key, buf, base,
-                                     s, n, log) for s, n in loc.ranges)))
-            return self._finish_block(loc, buf, base, done)
         if isinstance(store, MemoryByteStore):  # never waits: no slot, no loop round
             return self._finish_block(loc, *self._memory_read(loc, prefetch))
         slots = self._tier_slots(loc.tier)
@@ -1085,6 +1222,160 @@ class ServedBank:
             raise DataError(str(bad))
 
 
+class _Readers:
+    """A local tier's reading threads, for reads not made inline (async fetches, and a sync
+    batch's reads beyond the first): up to `threads` threads, started as needed, and the
+    thread idle most recently takes the next job (a stack, not a queue). On a small VM a
+    thread that just ran wakes several times faster than one idle for long, and the event
+    loop it wakes in turn too: the hop to a reading thread and back is most of what an async
+    fetch of one block costs beyond the read."""
+
+    def __init__(self, name: str, threads: int) -> None:
+        self.name, self.count = name, max(1, threads)
+        self.lock = threading.Lock()
+        self.idle: list[_Reader] = []  # the most recently idle last
+        self.backlog: collections.deque[tuple[Any, tuple[Any, ...]]] = collections.deque()
+        self.threads: list[threading.Thread] = []
+        self.closed = False
+
+    def submit(self, fn: Any, *args: Any) -> None:
+        """Run fn(*args) on a reading thread (its errors are fn's to handle)."""
+        with self.lock:
+            if self.closed:
+                raise RuntimeError("the bank is closed")
+            if self.idle:
+                reader = self.idle.pop()
+                reader.job = (fn, args)
+                reader.wake.release()
+                return
+            if len(self.threads) >= self.count:
+                self.backlog.append((fn, args))
+                return
+            reader = _Reader()
+            reader.job = (fn, args)
+            thread = threading.Thread(target=self._work, args=(reader,), daemon=True,
+                                      name=f"memsim-read-{self.name}-{len(self.threads)}")
+            self.threads.append(thread)
+        thread.start()
+
+    def _work(self, reader: _Reader) -> None:
+        while True:
+            job, reader.job = reader.job, None
+            if job is None:
+                return
+            fn, args = job
+            fn(*args)
+            del job, fn, args  # no buffer kept alive while idle
+            with self.lock:
+                if self.backlog:
+                    reader.job = self.backlog.popleft()
+                    continue
+                if self.closed:
+                    return
+                self.idle.append(reader)
+            reader.wake.acquire()
+
+    def close(self) -> None:
+        """Stop the threads once the jobs submitted before are done."""
+        with self.lock:
+            self.closed = True
+            threads, self.threads = self.threads, []
+            idle, self.idle = self.idle, []
+        for reader in idle:
+            reader.wake.release()  # its job is None: it returns
+        for thread in threads:
+            thread.join()
+
+
+class _Reader:
+    """One reading thread's job slot and its wake-up (a lock held while it has none)."""
+
+    __slots__ = ("job", "wake")
+
+    def __init__(self) -> None:
+        self.job: tuple[Any, tuple[Any, ...]] | None = None
+        self.wake = threading.Lock()
+        self.wake.acquire()
+
+
+class _LocalReads:
+    """An async fetch's local blocks, read on their tiers' reading threads while the event
+    loop runs on: every range is submitted at once, the thread that reads a block's last
+    range checks and counts it, and the one that finishes the last block wakes the loop once
+    (`call_soon_threadsafe`) for them all, with no executor future per range."""
+
+    def __init__(self, bank: ServedBank, locs: list[Location]) -> None:
+        self.bank, self.locs = bank, locs
+        self.lock = threading.Lock()
+        self.bufs = [bank._buffer(loc) for loc in locs]
+        self.ranges_left = [len(loc.ranges) for loc in locs]
+        self.done = [0.0] * len(locs)
+        self.blocks_left = len(locs)
+        self.reads: list[_Read | None] = [None] * len(locs)
+        self.error: BaseException | None = None
+        self.loop = asyncio.get_running_loop()
+        self.future: asyncio.Future[list[_Read]] = self.loop.create_future()
+
+    def start(self) -> asyncio.Future[list[_Read]]:
+        bank = self.bank
+        for i, loc in enumerate(self.locs):
+            readers = bank._readers[loc.tier]
+            for s, n in loc.ranges:
+                try:
+                    readers.submit(self._read, i, s, n)
+                except BaseException as exc:  # noqa: BLE001 - the bank is closed
+                    self._range_done(i, None, exc)
+        return self.future
+
+    def _read(self, i: int, start: int, length: int) -> None:
+        loc = self.locs[i]
+        bank = self.bank
+        buf, base = self.bufs[i]
+        try:
+            done = _channel_pread(bank._channels[loc.tier], bank.stores[loc.tier], loc.key,
+                                  buf, base, start, length, bank._log(loc.tier))
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
+            self._range_done(i, None, exc)
+        else:
+            self._range_done(i, done, None)
+
+    def _range_done(self, i: int, done: float | None, error: BaseException | None) -> None:
+        with self.lock:
+            if error is not None and self.error is None:
+                self.error = error
+            if done is not None and done > self.done[i]:
+                self.done[i] = done
+            self.ranges_left[i] -= 1
+            if self.ranges_left[i]:
+                return
+            failed = self.error is not None
+        if not failed:
+            try:
+                buf, base = self.bufs[i]
+                self.reads[i] = self.bank._finish_block(self.locs[i], buf, base, self.done[i])
+            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
+                with self.lock:
+                    if self.error is None:
+                        self.error = exc
+        with self.lock:
+            self.blocks_left -= 1
+            if self.blocks_left:
+                return
+        try:
+            self.loop.call_soon_threadsafe(self._settle)
+        except RuntimeError:  # the loop is closed: nobody waits
+            pass
+
+    def _settle(self) -> None:
+        """On the loop: hand the reads (or the first error) to the awaiting task."""
+        if self.future.cancelled():
+            return
+        if self.error is not None:
+            self.future.set_exception(self.error)
+        else:
+            self.future.set_result(self.reads)  # type: ignore[arg-type]
+
+
 class _Batch(NamedTuple):
     """A batch between checking its paths and handing out its arrays."""
 
@@ -1139,6 +1430,14 @@ def _channel_pread(channel: queue.SimpleQueue[None], store: LocalByteStore, key:
         channel.put(None)
     log.add(got - asked, done - got, length, False)
     return done
+
+
+def _settle_pread(fut: Future[float], *args: Any) -> None:
+    """`_channel_pread(*args)` on a reading thread, for a sync fetch waiting on `fut`."""
+    try:
+        fut.set_result(_channel_pread(*args))
+    except BaseException as exc:  # noqa: BLE001 - raised in the waiting thread
+        fut.set_exception(exc)
 
 
 def _torch_converter() -> Any:
@@ -1445,7 +1744,7 @@ class _Prefetcher:
         if loc is None:
             loc = _drive(bank.reader.locate(*key))
             if loc is _SUSPENDED:
-                loc = asyncio.run(bank.reader.locate(*key))
+                loc = bank._run(bank.reader.locate(*key))
             if loc is None:
                 raise LookupError("the block is not placed")
         store = bank.stores[loc.tier]
@@ -1457,7 +1756,7 @@ class _Prefetcher:
             return bank._finish_block(loc, buf, base, done)
         if isinstance(store, MemoryByteStore):
             return bank._finish_block(loc, *bank._memory_read(loc, True))
-        return asyncio.run(bank._read_block(loc, prefetch=True))
+        return bank._run(bank._read_block(loc, prefetch=True))
 
     async def _aread(self, key: tuple[int, int]) -> _Read:
         """`_read` as a task on the event loop of the async fetch that started it (local
