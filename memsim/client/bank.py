@@ -1088,7 +1088,7 @@ class ServedBank:
                 try:
                     self._readers[loc.tier].submit(
                         _settle_pread, fut, self._channels[loc.tier], store, loc.key, buf, base,
-                        s, n, self._log(loc.tier))
+                        s, n, self._log(loc.tier), time.perf_counter())
                 except RuntimeError as exc:  # the bank is closed
                     fut.set_exception(exc)
         got_memory = [self._finish_block(loc, *self._memory_read(loc)) for loc in memory]
@@ -1322,18 +1322,18 @@ class _LocalReads:
             readers = bank._readers[loc.tier]
             for s, n in loc.ranges:
                 try:
-                    readers.submit(self._read, i, s, n)
+                    readers.submit(self._read, i, s, n, time.perf_counter())
                 except BaseException as exc:  # noqa: BLE001 - the bank is closed
                     self._range_done(i, None, exc)
         return self.future
 
-    def _read(self, i: int, start: int, length: int) -> None:
+    def _read(self, i: int, start: int, length: int, asked: float) -> None:
         loc = self.locs[i]
         bank = self.bank
         buf, base = self.bufs[i]
         try:
             done = _channel_pread(bank._channels[loc.tier], bank.stores[loc.tier], loc.key,
-                                  buf, base, start, length, bank._log(loc.tier))
+                                  buf, base, start, length, bank._log(loc.tier), asked)
         except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
             self._range_done(i, None, exc)
         else:
@@ -1411,17 +1411,20 @@ def _channel(slots: int) -> queue.SimpleQueue[None]:
 
 def _channel_pread(channel: queue.SimpleQueue[None], store: LocalByteStore, key: str,
                    buf: np.ndarray, base: int, start: int, length: int,
-                   log: RequestLog | None = None) -> float:
+                   log: RequestLog | None = None, asked: float | None = None) -> float:
     """`_pread_into` holding one of the tier's channels (its reading threads, or the caller's
     own thread for the first read of a sync fetch): at most `concurrency` reads at once.
-    With a `log`, the request's wait for the channel and its service are appended."""
+    With a `log`, the request's wait (from `asked`, when it was handed to the reading
+    threads, which queue it while all are busy; else from now) and its service are
+    appended."""
     if log is None:
         channel.get()
         try:
             return _pread_into(store, key, buf, base, start, length)
         finally:
             channel.put(None)
-    asked = time.perf_counter()
+    if asked is None:
+        asked = time.perf_counter()
     channel.get()
     try:
         got = time.perf_counter()
