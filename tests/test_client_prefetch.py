@@ -499,3 +499,35 @@ def test_prefetch_from_s3_is_exact_and_never_requests_blocked_blocks(s3, clean_s
     for depth, block in zip((1, 2, 3), trace[1].tolist(), strict=True):
         want = SyntheticContent(BANK).blocks(depth, np.array([block]))[0]
         assert got[depth].tobytes() == want.tobytes()
+
+
+def test_open_bank_takes_the_layouts_prefetch_section(tmp_path):
+    """open_bank's default is the layout's prefetch: section, built as simulate builds it;
+    None turns it off, and cache=None leaves nothing to prefetch into."""
+    from memsim.client.bank import open_bank
+    from memsim.materialize import materialize
+
+    bank = BANK
+    prof = memsim.profile_from_dict({"name": "p", "tiers": [
+        {"name": "ram", "kind": "ram", "bandwidth": "10 GB/s"},
+        {"name": "flash", "kind": "flash", "bandwidth": "1 GB/s", "latency": "100 us",
+         "concurrency": 2, "store": f"file://{tmp_path}/flash"}]})
+    lay = memsim.layout_from_dict({"name": "l", "placement": {1: "flash", 2: "flash",
+                                                              3: "flash"},
+                                   "cache": {"budget": "100 kB"},
+                                   "prefetch": {"policy": "children", "max_inflight": 3}})
+    materialize(prof, bank, lay)
+    wl = memsim.workload_from_dict({"name": "w", "arrivals": {"kind": "poisson",
+                                                              "rate": "10/s"},
+                                    "routing": {"kind": "zipf", "s": 1.0}})
+    with open_bank(lay, profile=prof, bank=bank, workload=wl) as served:
+        assert served.prefetcher is not None
+        assert served.prefetcher.config.max_inflight == 3
+        assert served.prefetcher.config.workload is wl
+        served.fetch([0, 0, 0])
+        served.wait_prefetches()
+        assert served.stats.prefetch_issued > 0
+    with open_bank(lay, profile=prof, bank=bank, prefetch=None) as served:
+        assert served.prefetcher is None
+    with open_bank(lay, profile=prof, bank=bank, cache=None) as served:
+        assert served.prefetcher is None and served.cache is None

@@ -83,6 +83,7 @@ from memsim.stores.local import ALIGN
 if TYPE_CHECKING:
     from memsim.client.cache import Claim, ClientCache
     from memsim.client.prefetch import PrefetchConfig, PrefetchPolicy
+    from memsim.workload import Workload
 
 __all__ = ["BlockArrays", "ClientStats", "FetchTimings", "RequestLog", "ServedBank",
            "TimedFetch", "open_bank"]
@@ -261,7 +262,9 @@ def open_bank(layout: Layout | str | Path, *, profile: Profile | str | Path | No
               cold: bool = True, weights: str | Path | None = None, seed: int = 0,
               cache: CacheConfig | None | str = "layout",
               resident: Sequence[int] | str = "layout",
-              prefetch: PrefetchConfig | None | str = None) -> ServedBank:
+              prefetch: PrefetchConfig | None | str = "layout",
+              workload: Workload | str | Path | None = None,
+              trace: Any = None) -> ServedBank:
     """Open the bank `layout` places, for fetching; use it as a (sync or async) context
     manager, or call `close()`.
 
@@ -278,9 +281,12 @@ def open_bank(layout: Layout | str | Path, *, profile: Profile | str | Path | No
     (the layout's, or a list). Both behave as the simulator models them (`memsim.client.cache`);
     a cache that overfills the RAM tier is an `OverloadWarning`, as `simulate` gives.
 
-    `prefetch` reads likely next blocks into that cache after each fetch (a
-    `memsim.client.prefetch.PrefetchConfig`; "layout": the layout's `prefetch:` if it has one;
-    None: no prefetch); it needs a cache with a budget. After a sync fetch prefetch reads run
+    `prefetch` reads likely next blocks into that cache after each fetch: "layout" (the
+    default) the layout's `prefetch:` section if it has one, built as `simulate` builds it
+    (the children policy scores by `workload`'s routing, a workload object, file or shipped
+    name, else by counts learned online; the trace policy follows `trace`, paths or a trace
+    file); a `memsim.client.prefetch.PrefetchConfig`; or None, no prefetch. It needs a cache
+    with a budget. After a sync fetch prefetch reads run
     on background threads, after an async one as tasks on its loop (`max_inflight` at most);
     on every tier a queued demand request takes a freed channel before any prefetch.
     `wait_prefetches()` (or `await await_prefetches()`) waits for them; close() cancels those
@@ -292,7 +298,12 @@ def open_bank(layout: Layout | str | Path, *, profile: Profile | str | Path | No
         if prefetch != "layout":
             raise InputError(f"prefetch must be 'layout', a PrefetchConfig or None, got "
                              f"{prefetch!r}", field="prefetch")
-        prefetch = getattr(lay, "prefetch", None)
+        if isinstance(workload, str | Path):
+            from memsim.workload import load_workload
+
+            workload = load_workload(workload)
+        prefetch = lay.prefetch_config(workload=workload, trace=trace) \
+            if config is not None and config.budget > 0 else None
     if prefetch is not None:
         from memsim.client.prefetch import PrefetchConfig
 
@@ -304,8 +315,10 @@ def open_bank(layout: Layout | str | Path, *, profile: Profile | str | Path | No
         elif config is None or config.budget <= 0:
             raise InputError("prefetch needs a RAM cache to prefetch into: give the layout a "
                              "cache: section or pass cache=CacheConfig(...)", field="prefetch")
+    # the layout as opened: its cache and residency, or the overrides; its prefetch section
+    # is checked only when it is the one used
     effective = lay if config is lay.cache and levels == list(lay.resident) else \
-        lay.model_copy(update={"cache": config, "resident": levels})
+        lay.model_copy(update={"cache": config, "resident": levels, "prefetch": None})
     effective.check(bk, prof)
     for problem in effective.overfilled(bk, prof):
         warnings.warn(problem, OverloadWarning, stacklevel=2)
