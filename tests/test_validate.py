@@ -432,3 +432,29 @@ def test_command_prefetch_and_trace(tmp_path):
     assert len(bad.output.strip().splitlines()) == 1 and "prefetch" in bad.output
     bad = runner.invoke(_group(), [*traced, "--workload", str(tmp_path / "w.yaml")])
     assert bad.exit_code == 2 and "one of them" in bad.output
+
+
+def test_differences_under_the_absolute_tolerance_are_not_misses():
+    """A cache hit costs the client tens of microseconds of CPU that the model leaves out:
+    huge relative errors on tiny times are not misses, the same relative errors on
+    milliseconds are."""
+    from memsim.validate import ABSOLUTE_TOLERANCE_S, RatioComparison
+
+    def comparison(real: float, sim: float, demerit: float) -> object:
+        return compare([real] * 10, [sim] * 10).__class__(
+            p50_error=(sim - real) / real, p99_error=(sim - real) / real, demerit=demerit,
+            real_p50_s=real, sim_p50_s=sim, real_p99_s=real, sim_p99_s=sim, samples=10,
+            sim_samples=10, real_mean_s=real)
+
+    tiny = 0.5 * ABSOLUTE_TOLERANCE_S
+    result = ValidationResult(
+        profile="p", bank="b", layout="l", workload="w", level_tiers={}, real=None,
+        simulated=None,
+        per_tier={"ram": comparison(tiny, tiny / 5, 0.8)},
+        per_level={}, fetch=comparison(0.010, 0.0095, 0.05),
+        ratios={"mean fetch time": RatioComparison(tiny, tiny / 5)})
+    assert result.misses() == [] and result.meets_targets
+    result.per_tier["disk"] = comparison(0.010, 0.002, 0.8)
+    result.ratios["cache hit ratio"] = RatioComparison(0.5, 0.4)
+    assert [m.split(":")[0] for m in result.misses()] == [
+        "tier disk", "tier disk", "cache hit ratio"]

@@ -42,13 +42,17 @@ from memsim.validate.metrics import Comparison, compare, demerit, quantile_error
 from memsim.validate.metrics import percent as _pct
 from memsim.workload import Workload
 
-__all__ = ["DEMERIT_TARGET", "MEDIAN_TARGET", "Comparison", "RatioComparison",
-           "ValidationResult",
+__all__ = ["ABSOLUTE_TOLERANCE_S", "DEMERIT_TARGET", "MEDIAN_TARGET", "Comparison",
+           "RatioComparison", "ValidationResult",
            "check_plot_path", "compare", "compare_replay", "demerit", "quantile_error",
            "tier_sources", "validate"]
 
 MEDIAN_TARGET = 0.10  # |median error| the model should stay within
 DEMERIT_TARGET = 0.10  # CDF demerit the model should stay within
+# A difference this small is not a miss, whatever it is relatively: the client's own CPU time
+# per fetch (its path check, cache lookup and event loop, tens of microseconds in Python),
+# which the model leaves out, is all a cache hit or a resident-level fetch costs.
+ABSOLUTE_TOLERANCE_S = 100e-6
 MAX_LISTED = 5
 SPEED_RATIO = 1.25  # a tier this much slower or faster than modelled (or than itself) is named
 MIN_STEADY = 40  # requests of a tier before its steadiness is judged
@@ -130,21 +134,25 @@ class ValidationResult:
         checked = [(f"tier {name}", c) for name, c in self.per_tier.items()]
         if self.fetch is not None:
             checked.append(("fetch time", self.fetch))
+        close = ABSOLUTE_TOLERANCE_S
         for what, c in checked:
-            if not abs(c.p50_error) <= self.median_target:
+            if not (abs(c.p50_error) <= self.median_target
+                    or abs(c.sim_p50_s - c.real_p50_s) <= close):
                 out.append(f"{what}: median error {_pct(c.p50_error)} "
                            f"(target {self.median_target:.0%})")
-            if not c.demerit <= self.demerit_target:
+            if not (c.demerit <= self.demerit_target or c.demerit * c.real_mean_s <= close):
                 out.append(f"{what}: demerit {_pct(c.demerit, sign=False)} "
                            f"(target {self.demerit_target:.0%})")
         for what, r in self.ratios.items():
-            if not abs(r.error) <= self.median_target:
+            near = what.startswith("mean") and abs(r.sim - r.real) <= close
+            if not (abs(r.error) <= self.median_target or near):
                 out.append(f"{what}: error {_pct(r.error)} (target {self.median_target:.0%})")
         return out
 
     @property
     def meets_targets(self) -> bool:
-        """Every tier and the fetch time within the median-error and demerit targets."""
+        """Every tier, the fetch time and the whole-run figures within the targets (or
+        within ABSOLUTE_TOLERANCE_S of the real times)."""
         return bool(self.per_tier or self.fetch) and not self.misses()
 
     def to_json(self) -> dict[str, Any]:
@@ -167,7 +175,8 @@ class ValidationResult:
             "per_tier": per_tier, "per_level": per_level,
             "fetch": self.fetch.to_json() if self.fetch else None,
             "ratios": {k.replace(" ", "_"): r.to_json() for k, r in self.ratios.items()},
-            "targets": {"median_error": self.median_target, "demerit": self.demerit_target},
+            "targets": {"median_error": self.median_target, "demerit": self.demerit_target,
+                        "absolute_s": ABSOLUTE_TOLERANCE_S},
             "meets_targets": self.meets_targets, "misses": self.misses(),
             "diagnostics": list(self.diagnostics),
             "recalibrated": {k: v.to_json() for k, v in self.recalibrated.items()},
@@ -217,7 +226,8 @@ class ValidationResult:
             lines.append(table(headers, _right(headers, rows)))
             lines.append("")
         target = (f"median error <= {self.median_target:.0%}, demerit <= "
-                  f"{self.demerit_target:.0%}")
+                  f"{self.demerit_target:.0%}, or within "
+                  f"{ABSOLUTE_TOLERANCE_S * 1e6:.0f} us")
         lines.extend(f"note: {d}" for d in self.diagnostics)
         if self.diagnostics:
             lines.append("")

@@ -88,6 +88,7 @@ class Comparison:
     sim_p99_s: float
     samples: int  # real samples (the simulated sample may differ in size)
     sim_samples: int
+    real_mean_s: float = 0.0  # the demerit's scale: its RMS distance is demerit x this
 
     def meets(self, median: float, demerit: float) -> bool:
         """Whether |p50 error| <= median and demerit <= demerit (the validation targets)."""
@@ -107,5 +108,5 @@ def compare(real: np.ndarray | list[float], sim: np.ndarray | list[float],
         p50_error=quantile_error(r, s, 0.5), p99_error=quantile_error(r, s, 0.99),
         demerit=demerit(r, s, grid), real_p50_s=float(rq[0]), sim_p50_s=float(sq[0]),
         real_p99_s=float(rq[1]), sim_p99_s=float(sq[1]), samples=int(r.size),
-        sim_samples=int(s.size),
+        sim_samples=int(s.size), real_mean_s=float(r.mean()),
     )
