@@ -1025,7 +1025,7 @@ class ServedBank:
             locs.append(loc)
         local = [loc for loc in locs if loc.tier in self._channels]
         others = [loc for loc in locs if loc.tier not in self._channels]
-        waiting = _LocalReads(self, local).start() if local else None
+        waiting = _LocalReads(self, local) if local else None
         got: dict[tuple[int, int], _Read] = {}
         try:
             if others:
@@ -1043,7 +1043,7 @@ class ServedBank:
                            for loc, r in zip(others, reads, strict=True))
             if waiting is not None:
                 got.update(((loc.depth, loc.block), r)
-                           for loc, r in zip(local, await waiting, strict=True))
+                           for loc, r in zip(local, await waiting.wait(), strict=True))
         except BaseException:
             if waiting is not None:
                 waiting.cancel()  # its reads finish on their threads, unheard
@@ -1087,8 +1087,8 @@ class ServedBank:
                 futures.append((i, fut))
                 try:
                     self._readers[loc.tier].submit(
-                        _settle_pread, fut, self._channels[loc.tier], store, loc.key, buf, base,
-                        s, n, self._log(loc.tier))
+                        _settle_pread, fut, self._channels[loc.tier], store, loc.key,
+                        [(buf, base)], s, n, self._log(loc.tier))
                 except RuntimeError as exc:  # the bank is closed
                     fut.set_exception(exc)
         got_memory = [self._finish_block(loc, *self._memory_read(loc)) for loc in memory]
@@ -1311,12 +1311,26 @@ class _LocalReads:
         self.ranges_left = [len(loc.ranges) for loc in locs]
         self.done = [0.0] * len(locs)
         self.blocks_left = len(locs)
-        self.reads: list[_Read | None] = [None] * len(locs)
+        self.reads: list[Any] = [None] * len(locs)
         self.error: BaseException | None = None
         self.loop = asyncio.get_running_loop()
-        self.future: asyncio.Future[list[_Read]] = self.loop.create_future()
+        self.future: asyncio.Future[None] = self.loop.create_future()
+        self._start()
 
-    def start(self) -> asyncio.Future[list[_Read]]:
+    async def wait(self) -> list[_Read]:
+        """The reads, once all are in (the first error if one failed). They are handed over
+        here, not as the future's result: the event loop keeps the handle that wakes this
+        task, and with it that result, until the task yields again, usually inside the
+        caller's next fetch, whose buffers could then not reuse this fetch's."""
+        await self.future
+        reads, self.reads = self.reads, []
+        return reads
+
+    def cancel(self) -> None:
+        """Nobody waits any more: the reads finish on their threads, unheard."""
+        self.future.cancel()
+
+    def _start(self) -> None:
         bank = self.bank
         for i, loc in enumerate(self.locs):
             readers = bank._readers[loc.tier]
@@ -1325,19 +1339,20 @@ class _LocalReads:
                     readers.submit(self._read, i, s, n)
                 except BaseException as exc:  # noqa: BLE001 - the bank is closed
                     self._range_done(i, None, exc)
-        return self.future
 
     def _read(self, i: int, start: int, length: int) -> None:
         loc = self.locs[i]
         bank = self.bank
         buf, base = self.bufs[i]
+        error: BaseException | None = None
+        done: float | None = None
         try:
             done = _channel_pread(bank._channels[loc.tier], bank.stores[loc.tier], loc.key,
                                   buf, base, start, length, bank._log(loc.tier))
         except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
-            self._range_done(i, None, exc)
-        else:
-            self._range_done(i, done, None)
+            error = exc
+        del buf  # not held while the loop wakes (see _range_done)
+        self._range_done(i, done, error)
 
     def _range_done(self, i: int, done: float | None, error: BaseException | None) -> None:
         with self.lock:
@@ -1351,8 +1366,8 @@ class _LocalReads:
             failed = self.error is not None
         if not failed:
             try:
-                buf, base = self.bufs[i]
-                self.reads[i] = self.bank._finish_block(self.locs[i], buf, base, self.done[i])
+                self.reads[i] = self.bank._finish_block(self.locs[i], *self.bufs[i],
+                                                        self.done[i])
             except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
                 with self.lock:
                     if self.error is None:
@@ -1361,19 +1376,25 @@ class _LocalReads:
             self.blocks_left -= 1
             if self.blocks_left:
                 return
+        # From here on only the reads (their arrays) reference the buffers, not this thread:
+        # the caller's next fetch finds them free once it drops the arrays, and reads into
+        # the same memory again (still in the host's caches: 15% faster at 16 MiB on a VM)
+        # rather than into other buffers.
+        self.bufs = []
         try:
             self.loop.call_soon_threadsafe(self._settle)
         except RuntimeError:  # the loop is closed: nobody waits
             pass
 
     def _settle(self) -> None:
-        """On the loop: hand the reads (or the first error) to the awaiting task."""
+        """On the loop: wake the awaiting task (with the first error if a read failed)."""
         if self.future.cancelled():
-            return
-        if self.error is not None:
+            self.reads = []
+        elif self.error is not None:
+            self.reads = []
             self.future.set_exception(self.error)
         else:
-            self.future.set_result(self.reads)  # type: ignore[arg-type]
+            self.future.set_result(None)
 
 
 class _Batch(NamedTuple):
@@ -1432,12 +1453,20 @@ def _channel_pread(channel: queue.SimpleQueue[None], store: LocalByteStore, key:
     return done
 
 
-def _settle_pread(fut: Future[float], *args: Any) -> None:
-    """`_channel_pread(*args)` on a reading thread, for a sync fetch waiting on `fut`."""
+def _settle_pread(fut: Future[float], channel: Any, store: LocalByteStore, key: str,
+                  holder: list[tuple[np.ndarray, int]], start: int, length: int,
+                  log: RequestLog | None) -> None:
+    """`_channel_pread` on a reading thread for a sync fetch waiting on `fut`; the buffer
+    (in `holder`, emptied first) is no longer referenced here when the caller wakes."""
+    buf, base = holder.pop()
     try:
-        fut.set_result(_channel_pread(*args))
+        done = _channel_pread(channel, store, key, buf, base, start, length, log)
     except BaseException as exc:  # noqa: BLE001 - raised in the waiting thread
+        del buf
         fut.set_exception(exc)
+    else:
+        del buf
+        fut.set_result(done)
 
 
 def _torch_converter() -> Any:
