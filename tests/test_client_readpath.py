@@ -401,3 +401,33 @@ def test_sync_s3_fetches_on_several_threads_overlap_on_the_banks_loop(s3, clean_
 
         assert_exact(asyncio.run(inside_a_running_loop()), leaf_path(33))
     assert not loop_thread.is_alive() and served._loop is None
+
+
+def test_as_torch_is_zero_copy_through_dlpack(local_bank, monkeypatch):
+    """`as_="torch"` with a stand-in torch whose from_dlpack is numpy's: the result views
+    the very memory of the block fetched (local stores), as bf16, with the block's values;
+    a memory store's immutable bytes are the one case copied."""
+    import sys
+    import types
+
+    import ml_dtypes
+
+    fake = types.ModuleType("torch")
+    fake.from_dlpack = np.from_dlpack  # type: ignore[attr-defined]
+    fake.bfloat16 = ml_dtypes.bfloat16  # type: ignore[attr-defined]
+    fake.float8_e4m3fn = ml_dtypes.float8_e4m3fn  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "torch", fake)
+    with open_bank(LAYOUT, profile=local_bank, bank=BANK,
+                   cache=CacheConfig(budget="1 MB")) as served:
+        path = leaf_path(42)
+        arrays = served.fetch(path)  # read, and kept by the cache
+        for tensors in (served.fetch(path, as_="torch"),
+                        served.fetch_many([path], as_="torch")[0],
+                        asyncio.run(served.afetch(path, as_="torch"))):
+            assert sorted(tensors) == [1, 2, 3]
+            for depth in (1, 2, 3):
+                t = tensors[depth]
+                assert t.dtype == ml_dtypes.bfloat16 and t.shape == arrays[depth].shape
+                assert t.tobytes() == arrays[depth].tobytes() == want(depth, path[depth - 1]
+                                                                      ).tobytes()
+                assert np.shares_memory(t, arrays[depth]) == (depth != 1)  # ram: a copy

@@ -1486,6 +1486,19 @@ def _aio_detached(aio: _Aio) -> None:
         _AIO_FREE.append(aio)
 
 
+def _aio_forget() -> None:
+    """In a forked child: the parent's AIO contexts are not the child's (nor its lock's
+    state)."""
+    global _AIO_LOCK
+    _AIO_LOCK = threading.Lock()
+    _AIO_FREE.clear()
+    _AIO_OF.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_aio_forget)
+
+
 def _try_channel(channel: Any) -> bool:
     """Take one of a tier's channels for a demand read if one is free now."""
     if isinstance(channel, _PriorityChannel):
