@@ -1283,7 +1283,10 @@ class _Readers:
             if job is None:
                 return
             fn, args = job
-            fn(*args)
+            try:
+                fn(*args)
+            except BaseException:  # noqa: BLE001, S110 - jobs report their own errors; a
+                pass  # thread that died would leave the jobs queued behind it unread
             del job, fn, args  # no buffer kept alive while idle
             with self.lock:
                 if self.backlog:
