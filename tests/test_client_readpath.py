@@ -42,12 +42,22 @@ def local_bank(tmp_path):
     return prof
 
 
-class Recorder:
-    """Every byte-range read's level, begin and end (perf_counter), local and memory."""
+AIO_HERE = client_bank._aio_syscalls() is not None  # Linux on x86-64 or arm64
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+
+class Recorder:
+    """Every byte-range read's level, begin and end (perf_counter), local and memory: local
+    reads seen through `_pread_into` (which makes async fetches read on threads), or with
+    `aio`, through native AIO's submissions and completions (`served` set once open)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, aio: bool = False) -> None:
         self.reads: list[tuple[int, float, float]] = []
         self.lock = threading.Lock()
+        self.served: Any = None
+        self.aio = 0  # reads seen through native AIO
+        if aio:
+            self._watch_aio(monkeypatch)
+            return
         original = client_bank._pread_into
 
         def pread(store: Any, key: str, *args: Any) -> float:
@@ -57,6 +67,24 @@ class Recorder:
             return done
 
         monkeypatch.setattr(client_bank, "_pread_into", pread)
+
+    def _watch_aio(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        original = client_bank._Aio.submit
+
+        def submit(aio: Any, fd: int, address: int, nbytes: int, offset: int,
+                   done: Any) -> bool:
+            key = next(k for store in self.served.stores.values()
+                       for k, (f, _d) in getattr(store, "_fds", {}).items() if f == fd)
+            began = time.perf_counter()
+
+            def recorded(result: int, when: float) -> None:
+                self.add(key, began)
+                self.aio += 1
+                done(result, when)
+
+            return original(aio, fd, address, nbytes, offset, recorded)
+
+        monkeypatch.setattr(client_bank._Aio, "submit", submit)
 
     def add(self, key: str, began: float) -> None:
         with self.lock:
@@ -104,11 +132,13 @@ def assert_level_after_level(reads: list[tuple[int, float, float]],
         assert timings.start + timings.started[b] <= began
 
 
-@pytest.mark.parametrize("how", CALLS)
-def test_a_sequential_layout_reads_level_after_level(local_bank, monkeypatch, how):
-    recorder = Recorder(monkeypatch)
+@pytest.mark.parametrize("how,aio", [(how, False) for how in CALLS]
+                         + [("afetch", True), ("afetch_many", True)])
+def test_a_sequential_layout_reads_level_after_level(local_bank, monkeypatch, how, aio):
+    recorder = Recorder(monkeypatch, aio)
     with open_bank(SEQUENTIAL, profile=local_bank, bank=BANK) as served:
         assert served.sequential
+        recorder.served = served
         recorder.watch_memory(served.stores["ram"])
         batches = ([7], [5, 6, 40, 41, 63]) if how.endswith("_many") else ([7], [40], [63])
         for leaves in batches:
@@ -120,6 +150,7 @@ def test_a_sequential_layout_reads_level_after_level(local_bank, monkeypatch, ho
                 assert_exact(one.blocks, path)
                 assert sorted(one.timings.started) == [1, 2, 3]
                 assert_level_after_level(reads, one.timings)
+    assert (recorder.aio > 0) == (aio and AIO_HERE)
 
 
 @pytest.mark.parametrize("how", ["fetch", "afetch"])
@@ -160,6 +191,53 @@ def test_a_parallel_layout_reads_levels_at_once(local_bank, monkeypatch, how):
         (got,) = call(served, how, [leaf_path(11)])
     assert_exact(got.blocks, leaf_path(11))
     assert got.timings.started == {1: 0.0, 2: 0.0, 3: 0.0}
+
+
+@pytest.mark.parametrize("how", ["afetch", "afetch_many"])
+def test_async_local_reads_use_native_aio_and_levels_overlap(local_bank, monkeypatch, how):
+    """Where the kernel has native AIO, every local range of an async fetch is submitted
+    before any completes (the levels overlap), and the blocks are exact."""
+    recorder = Recorder(monkeypatch, aio=True)
+    with open_bank(LAYOUT, profile=local_bank, bank=BANK) as served:
+        recorder.served = served
+        for leaves in ([13], [20, 57]):  # within the tiers' channels (flash 4, disk 2)
+            paths = [leaf_path(x) for x in leaves]
+            got = call(served, how, paths[:1] if how == "afetch" else paths)
+            for path, one in zip(paths, got, strict=False):
+                assert_exact(one.blocks, path)
+            reads = recorder.take()
+            if AIO_HERE:  # level 2 on flash (two 4 KiB requests a block), 3 on disk
+                blocks = len(got)
+                assert sorted(d for d, _b, _e in reads) == [2] * 2 * blocks + [3] * blocks
+                assert max(b for _d, b, _e in reads) < min(e for _d, _b, e in reads)
+            else:
+                assert reads == []
+
+
+def test_aio_channels_are_given_back_once_even_when_cancelled(local_bank):
+    """A fetch cancelled with AIO reads in flight gives its channels back at once, and
+    their later completions do not give them back again."""
+    with open_bank(LAYOUT, profile=local_bank, bank=BANK) as served:
+        disk, flash = served._channels["disk"], served._channels["flash"]
+
+        async def run() -> None:
+            task = asyncio.ensure_future(served.afetch(leaf_path(6)))
+            await asyncio.sleep(0)  # it submits its reads and waits
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            if AIO_HERE:  # (reads on threads give them back as each finishes)
+                assert disk.qsize() == 2 and flash.qsize() == 4  # given back on cancel
+            aio = client_bank._loop_aio(asyncio.get_running_loop())
+            deadline = time.monotonic() + 20  # a guard, not a timing assertion
+            while aio is not None and aio.pending and time.monotonic() < deadline:
+                await asyncio.sleep(0.001)  # the completions arrive and are reaped
+            assert aio is None or not aio.pending
+            assert_exact(await served.afetch(leaf_path(7)), leaf_path(7))
+
+        asyncio.run(run())
+        served.close()  # its reading threads are done
+        assert disk.qsize() == 2 and flash.qsize() == 4  # not given back twice
 
 
 def assert_log_matches(logs: dict[str, RequestLog], stats: Any) -> None:
@@ -323,3 +401,33 @@ def test_sync_s3_fetches_on_several_threads_overlap_on_the_banks_loop(s3, clean_
 
         assert_exact(asyncio.run(inside_a_running_loop()), leaf_path(33))
     assert not loop_thread.is_alive() and served._loop is None
+
+
+def test_as_torch_is_zero_copy_through_dlpack(local_bank, monkeypatch):
+    """`as_="torch"` with a stand-in torch whose from_dlpack is numpy's: the result views
+    the very memory of the block fetched (local stores), as bf16, with the block's values;
+    a memory store's immutable bytes are the one case copied."""
+    import sys
+    import types
+
+    import ml_dtypes
+
+    fake = types.ModuleType("torch")
+    fake.from_dlpack = np.from_dlpack  # type: ignore[attr-defined]
+    fake.bfloat16 = ml_dtypes.bfloat16  # type: ignore[attr-defined]
+    fake.float8_e4m3fn = ml_dtypes.float8_e4m3fn  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "torch", fake)
+    with open_bank(LAYOUT, profile=local_bank, bank=BANK,
+                   cache=CacheConfig(budget="1 MB")) as served:
+        path = leaf_path(42)
+        arrays = served.fetch(path)  # read, and kept by the cache
+        for tensors in (served.fetch(path, as_="torch"),
+                        served.fetch_many([path], as_="torch")[0],
+                        asyncio.run(served.afetch(path, as_="torch"))):
+            assert sorted(tensors) == [1, 2, 3]
+            for depth in (1, 2, 3):
+                t = tensors[depth]
+                assert t.dtype == ml_dtypes.bfloat16 and t.shape == arrays[depth].shape
+                assert t.tobytes() == arrays[depth].tobytes() == want(depth, path[depth - 1]
+                                                                      ).tobytes()
+                assert np.shares_memory(t, arrays[depth]) == (depth != 1)  # ram: a copy

@@ -15,10 +15,12 @@ local or memory stores uses no event loop: the first read runs in the caller's t
 others on the tier's reading threads (`_Readers`), all within the tier's channels (its
 concurrency); other stores go through the bank's one event loop thread, shared by every sync
 caller so that their requests overlap (inside a running loop such as Jupyter's too). An
-async fetch hands its local ranges to the reading threads (the one idle most recently
-first: it wakes fastest) and is woken once, by the thread that finishes the last block
-(`_LocalReads`); it never reads on the event loop. Access control is the reader's: a
-blocked block is never located nor requested, and is absent from the result.
+async fetch never reads on the event loop: its O_DIRECT ranges start with Linux native AIO
+(`_Aio`: io_submit from the loop, completions on an eventfd the loop watches, no thread
+hop), the others (no channel free, no AIO here, not O_DIRECT) go to the reading threads
+(the one idle most recently first: it wakes fastest), and the fetch is woken once all its
+blocks are in (`_LocalReads`). Access control is the reader's: a blocked block is never
+located nor requested, and is absent from the result.
 
 `layout.fetch == "sequential"` reads the levels one after another, in level order (a
 batch: each level's distinct blocks at once, then the next level), as the simulator does;
@@ -50,17 +52,20 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import ctypes
+import errno
 import itertools
 import mmap
 import operator
 import os
+import platform
 import queue
 import random
 import threading
 import time
 import warnings
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,7 +83,7 @@ from memsim.profile import Profile
 from memsim.replay import fill_memory_tiers
 from memsim.replay.reader import BadBlock, BankReader, Location
 from memsim.stores import LocalByteStore, MemoryByteStore, tier_stores
-from memsim.stores.local import ALIGN
+from memsim.stores.local import ALIGN, os_error
 
 if TYPE_CHECKING:
     from memsim.client.cache import Claim, ClientCache
@@ -404,6 +409,7 @@ def _pread_into(store: LocalByteStore, key: str, buf: np.ndarray, base: int, sta
             os.close(fd)
 
 
+_PREAD_INTO = _pread_into  # the module's own (see ServedBank._aio)
 POOL_BYTES = 256 << 20  # idle read buffers a bank keeps for reuse, at most
 HUGE_PAGE = 2 << 20  # a transparent huge page (x86-64, arm64 with 4 KiB pages)
 
@@ -428,6 +434,7 @@ class _BufferPool:
         self.idle = 0  # bytes of the slots on the free lists
         self.free: dict[int, list[tuple[mmap.mmap, int]]] = {}  # size -> (arena, offset)
         self.lock = threading.RLock()  # a finalizer may run while this thread holds it
+        self.taken: dict[int, tuple[weakref.ref[np.ndarray], int, mmap.mmap, int]] = {}
         self.arenas = 0  # arenas ever mapped (for tests and diagnostics)
 
     def get(self, size: int) -> np.ndarray:
@@ -443,9 +450,16 @@ class _BufferPool:
         # its base is a memoryview, not an array: numpy stops there, so every view of it
         # (every array handed out) holds `owner` itself, and the slot stays taken
         owner = np.frombuffer(arena, dtype=np.uint8, count=size, offset=offset)
-        done = weakref.finalize(owner, self._put, size, arena, offset)
-        done.atexit = False
+        ref = weakref.ref(owner, self._gone)
+        self.taken[id(ref)] = (ref, size, arena, offset)
         return owner
+
+    def _gone(self, ref: weakref.ref[np.ndarray]) -> None:
+        """The last array over a slot is gone (a weakref callback: cheaper than finalize;
+        the weakref lives in `taken` until then)."""
+        slot = self.taken.pop(id(ref), None)
+        if slot is not None:
+            self._put(*slot[1:])
 
     @staticmethod
     def _arena(size: int) -> list[tuple[mmap.mmap, int]]:
@@ -519,6 +533,7 @@ class ServedBank:
                                           if isinstance(store, LocalByteStore)}
         self._readers = {name: _Readers(name, self.stores[name].channels or 1)  # type: ignore
                          for name in self._channels}
+
         self._pool = _BufferPool()
         self.closed = False
         # where blocks on local and memory stores are (fixed once the indexes are read)
@@ -722,7 +737,11 @@ class ServedBank:
         """`fetch` on the running event loop."""
         start = time.perf_counter()
         keys = self._one_keys(path, as_)
-        out = self._one_result(keys, *await self._levels(keys, start), start, timed, as_)
+        if self.cache is None and not self.sequential:  # the lean path: nothing in between
+            out = self._one_result(keys, await self._read_distinct(keys), {}, start, timed,
+                                   as_)
+        else:
+            out = self._one_result(keys, *await self._levels(keys, start), start, timed, as_)
         if self.prefetcher is not None:
             self.prefetcher.trigger([keys], asyncio.get_running_loop())
         return out
@@ -1038,7 +1057,7 @@ class ServedBank:
             locs.append(loc)
         local = [loc for loc in locs if loc.tier in self._channels]
         others = [loc for loc in locs if loc.tier not in self._channels]
-        waiting = _LocalReads(self, local).start() if local else None
+        waiting = _LocalReads(self, local) if local else None
         got: dict[tuple[int, int], _Read] = {}
         try:
             if others:
@@ -1056,7 +1075,7 @@ class ServedBank:
                            for loc, r in zip(others, reads, strict=True))
             if waiting is not None:
                 got.update(((loc.depth, loc.block), r)
-                           for loc, r in zip(local, await waiting, strict=True))
+                           for loc, r in zip(local, await waiting.wait(), strict=True))
         except BaseException:
             if waiting is not None:
                 waiting.cancel()  # its reads finish on their threads, unheard
@@ -1100,8 +1119,8 @@ class ServedBank:
                 futures.append((i, fut))
                 try:
                     self._readers[loc.tier].submit(
-                        _settle_pread, fut, self._channels[loc.tier], store, loc.key, buf, base,
-                        s, n, self._log(loc.tier), time.perf_counter())
+                        _settle_pread, fut, self._channels[loc.tier], store, loc.key,
+                        [(buf, base)], s, n, self._log(loc.tier), time.perf_counter())
                 except RuntimeError as exc:  # the bank is closed
                     fut.set_exception(exc)
         got_memory = [self._finish_block(loc, *self._memory_read(loc)) for loc in memory]
@@ -1277,7 +1296,10 @@ class _Readers:
             if job is None:
                 return
             fn, args = job
-            fn(*args)
+            try:
+                fn(*args)
+            except BaseException:  # noqa: BLE001, S110 - jobs report their own errors; a
+                pass  # thread that died would leave the jobs queued behind it unread
             del job, fn, args  # no buffer kept alive while idle
             with self.lock:
                 if self.backlog:
@@ -1311,11 +1333,206 @@ class _Reader:
         self.wake.acquire()
 
 
+# ---------------------------------------------------------------------- Linux native AIO
+AIO = True  # async fetches read O_DIRECT ranges with native AIO where the kernel has it
+# io_setup, io_destroy, io_getevents, io_submit
+_AIO_SYSCALLS = {"x86_64": (206, 207, 208, 209), "aarch64": (0, 1, 4, 2)}
+_IOCB_CMD_PREAD = 0
+_IOCB_FLAG_RESFD = 1  # signal the completion on the eventfd in aio_resfd
+
+
+class _IOCB(ctypes.Structure):
+    """struct iocb of linux/aio_abi.h (little-endian layout)."""
+
+    _fields_ = [("aio_data", ctypes.c_uint64), ("aio_key", ctypes.c_uint32),
+                ("aio_rw_flags", ctypes.c_int32), ("aio_lio_opcode", ctypes.c_uint16),
+                ("aio_reqprio", ctypes.c_int16), ("aio_fildes", ctypes.c_uint32),
+                ("aio_buf", ctypes.c_uint64), ("aio_nbytes", ctypes.c_uint64),
+                ("aio_offset", ctypes.c_int64), ("aio_reserved2", ctypes.c_uint64),
+                ("aio_flags", ctypes.c_uint32), ("aio_resfd", ctypes.c_uint32)]
+
+
+class _IOEvent(ctypes.Structure):
+    """struct io_event of linux/aio_abi.h."""
+
+    _fields_ = [("data", ctypes.c_uint64), ("obj", ctypes.c_uint64),
+                ("res", ctypes.c_int64), ("res2", ctypes.c_int64)]
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+_LIBC: Any = None
+
+
+def _aio_syscalls() -> tuple[int, int, int, int] | None:
+    """The AIO system call numbers of this machine, or None (another OS or architecture)."""
+    global _LIBC
+    numbers = _AIO_SYSCALLS.get(platform.machine())
+    if numbers is None or not hasattr(os, "eventfd") or ctypes.sizeof(_IOCB) != 64 \
+            or ctypes.sizeof(_IOEvent) != 32:
+        return None
+    if _LIBC is None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syscall.restype = ctypes.c_long
+        _LIBC = libc
+    return numbers
+
+
+class _Aio:
+    """O_DIRECT reads submitted from one event loop's thread with Linux native AIO: a read
+    starts with io_submit (which does not wait for the device) and its completion is signalled
+    on an eventfd the loop watches. No reading thread, no lock, no interpreter-lock handoff:
+    one wake-up of the loop per batch of completions, the only hop an async read must pay.
+
+    One per event loop that reads (`_loop_aio`), shared by every bank; used only from that
+    loop's thread. When the loop is gone its context goes back to a process-wide free list
+    for the next loop (never destroyed: io_destroy waits for an RCU grace period, tens of
+    milliseconds, and `asyncio.run` makes a loop per call). `DEPTH` reads in flight at
+    most; more go to the reading threads."""
+
+    DEPTH = 128
+
+    def __init__(self) -> None:
+        numbers = _aio_syscalls()
+        if numbers is None:
+            raise OSError(errno.ENOSYS, "no native AIO here")
+        setup, destroy, getevents, submit = numbers
+        context = ctypes.c_ulong(0)
+        if _LIBC.syscall(ctypes.c_long(setup), ctypes.c_uint(self.DEPTH),
+                         ctypes.byref(context)):
+            raise OSError(ctypes.get_errno(), "io_setup failed")
+        try:
+            self.eventfd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        except OSError:
+            _LIBC.syscall(ctypes.c_long(destroy), context)
+            raise
+        self.context = context
+        self._getevents, self._submit = ctypes.c_long(getevents), ctypes.c_long(submit)
+        self._zero, self._one, self._depth = ctypes.c_long(0), ctypes.c_long(1), \
+            ctypes.c_long(self.DEPTH)
+        self.lock = threading.Lock()  # _reap: the loop's thread, or at the next attach
+        self.pending: dict[int, Callable[[int, float], None]] = {}
+        self.keys = itertools.count(1)
+        self.events = (_IOEvent * self.DEPTH)()
+        self.iocb = _IOCB(aio_lio_opcode=_IOCB_CMD_PREAD, aio_flags=_IOCB_FLAG_RESFD,
+                          aio_resfd=self.eventfd)
+        self.iocbs = (ctypes.POINTER(_IOCB) * 1)(ctypes.pointer(self.iocb))
+        self.timeout = ctypes.pointer(_Timespec(0, 0))  # io_getevents returns at once
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Watch the eventfd on `loop` (first reaping what a previous loop left)."""
+        self._reap()
+        loop.add_reader(self.eventfd, self._reap)
+
+    def submit(self, fd: int, address: int, nbytes: int, offset: int,
+               done: Callable[[int, float], None]) -> bool:
+        """Start reading `nbytes` at `offset` of `fd` into memory at `address` (which must
+        stay valid until `done` is called: `done` should hold what owns it). `done(result,
+        when)` is called on the loop with the bytes read (or -errno) and when they were in.
+        False when the kernel refused it (the caller reads another way)."""
+        if len(self.pending) >= self.DEPTH:
+            return False
+        key = next(self.keys)
+        iocb = self.iocb
+        iocb.aio_data, iocb.aio_fildes, iocb.aio_buf = key, fd, address
+        iocb.aio_nbytes, iocb.aio_offset = nbytes, offset
+        self.pending[key] = done
+        if _LIBC.syscall(self._submit, self.context, self._one, self.iocbs) != 1:
+            del self.pending[key]
+            return False
+        return True
+
+    def _reap(self) -> None:
+        """Hand every completed read to its callback."""
+        with self.lock:
+            try:
+                os.eventfd_read(self.eventfd)
+            except BlockingIOError:
+                pass
+            events, pending = self.events, self.pending
+            finished: list[tuple[Callable[[int, float], None], int]] = []
+            while True:
+                n = _LIBC.syscall(self._getevents, self.context, self._zero, self._depth,
+                                  events, self.timeout)
+                if n <= 0:
+                    break
+                for k in range(n):
+                    done = pending.pop(events[k].data, None)
+                    if done is not None:
+                        finished.append((done, events[k].res))
+                if n < self.DEPTH:
+                    break
+        if finished:
+            when = time.perf_counter()
+            for done, result in finished:
+                done(result, when)
+
+
+_AIO_LOCK = threading.Lock()
+_AIO_FREE: list[_Aio] = []
+_AIO_OF: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Aio | bool] = \
+    weakref.WeakKeyDictionary()
+
+
+def _loop_aio(loop: asyncio.AbstractEventLoop) -> _Aio | None:
+    """The running loop's native AIO (set up on first use), or None where there is none."""
+    aio = _AIO_OF.get(loop)
+    if aio is None:
+        with _AIO_LOCK:
+            aio = _AIO_FREE.pop() if _AIO_FREE else None
+        try:
+            if aio is None:
+                aio = _Aio()
+            aio.attach(loop)
+        except (OSError, NotImplementedError, RuntimeError, AttributeError):
+            if aio:
+                _aio_detached(aio)
+            aio = False
+        else:
+            weakref.finalize(loop, _aio_detached, aio)
+        _AIO_OF[loop] = aio
+    return aio or None
+
+
+def _aio_detached(aio: _Aio) -> None:
+    """Its loop is gone: back to the free list (what it left is reaped on next attach)."""
+    with _AIO_LOCK:
+        _AIO_FREE.append(aio)
+
+
+def _aio_forget() -> None:
+    """In a forked child: the parent's AIO contexts are not the child's (nor its lock's
+    state)."""
+    global _AIO_LOCK
+    _AIO_LOCK = threading.Lock()
+    _AIO_FREE.clear()
+    _AIO_OF.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_aio_forget)
+
+
+def _try_channel(channel: Any) -> bool:
+    """Take one of a tier's channels for a demand read if one is free now."""
+    if isinstance(channel, _PriorityChannel):
+        return channel.try_get()
+    try:
+        channel.get_nowait()
+    except queue.Empty:
+        return False
+    return True
+
+
 class _LocalReads:
-    """An async fetch's local blocks, read on their tiers' reading threads while the event
-    loop runs on: every range is submitted at once, the thread that reads a block's last
-    range checks and counts it, and the one that finishes the last block wakes the loop once
-    (`call_soon_threadsafe`) for them all, with no executor future per range."""
+    """An async fetch's local blocks, read while the event loop runs on: every range starts
+    at once, with native AIO when one of the tier's channels is free (taken without waiting;
+    given back at completion), else on the tier's reading threads (which wait for one). The
+    completion of a block's last range checks and counts it; that of the last block wakes the
+    awaiting task once (from a reading thread through `call_soon_threadsafe`), with no
+    executor future per range."""
 
     def __init__(self, bank: ServedBank, locs: list[Location]) -> None:
         self.bank, self.locs = bank, locs
@@ -1324,33 +1541,113 @@ class _LocalReads:
         self.ranges_left = [len(loc.ranges) for loc in locs]
         self.done = [0.0] * len(locs)
         self.blocks_left = len(locs)
-        self.reads: list[_Read | None] = [None] * len(locs)
+        self.reads: list[Any] = [None] * len(locs)
+        self.tokens: list[list[Any]] = []  # the channels of AIO reads, until given back
         self.error: BaseException | None = None
         self.loop = asyncio.get_running_loop()
-        self.future: asyncio.Future[list[_Read]] = self.loop.create_future()
+        self.future: asyncio.Future[None] = self.loop.create_future()
+        self._start()
 
-    def start(self) -> asyncio.Future[list[_Read]]:
+    async def wait(self) -> list[_Read]:
+        """The reads, once all are in (the first error if one failed). They are handed over
+        here, not as the future's result: the event loop keeps the handle that wakes this
+        task, and with it that result, until the task yields again, usually inside the
+        caller's next fetch, whose buffers could then not reuse this fetch's."""
+        await self.future
+        reads, self.reads = self.reads, []
+        return reads
+
+    def cancel(self) -> None:
+        """Nobody waits any more: the reads finish unheard (their buffers stay referenced
+        until then), and the channels of AIO reads in flight are given back now (their loop
+        may close before it reaps them)."""
+        self.future.cancel()
+        for token in self.tokens:
+            try:
+                token.pop().put(None)
+            except IndexError:
+                pass
+
+    def _start(self) -> None:
         bank = self.bank
+        aio = _loop_aio(self.loop) if AIO and _pread_into is _PREAD_INTO else None
         for i, loc in enumerate(self.locs):
             readers = bank._readers[loc.tier]
             for s, n in loc.ranges:
+                if aio is not None and self._submit(aio, i, s, n):
+                    continue
                 try:
                     readers.submit(self._read, i, s, n, time.perf_counter())
                 except BaseException as exc:  # noqa: BLE001 - the bank is closed
                     self._range_done(i, None, exc)
-        return self.future
+
+    def _submit(self, aio: _Aio, i: int, start: int, length: int) -> bool:
+        """One O_DIRECT range with native AIO, if one of the tier's channels is free now;
+        False (a reading thread reads it, waiting for a channel) otherwise, or if the store
+        does not read O_DIRECT, or the kernel refuses."""
+        bank, loc = self.bank, self.locs[i]
+        store = bank.stores[loc.tier]
+        if store.mode != "o_direct":  # type: ignore[attr-defined]
+            return False
+        channel = bank._channels[loc.tier]
+        if not _try_channel(channel):
+            return False
+        try:
+            fd, direct, kept = store._fd(loc.key)  # type: ignore[attr-defined]
+        except Exception:  # noqa: BLE001 - the reading thread reports it
+            channel.put(None)
+            return False
+        if not (direct and kept):
+            if not kept:
+                os.close(fd)
+            channel.put(None)
+            return False
+        buf, base = self.bufs[i]
+        lo = start - start % ALIGN
+        hi = min(-(-(start + length) // ALIGN) * ALIGN, base + buf.size)
+        log = bank._log(loc.tier)
+        asked = time.perf_counter()
+        token = [channel]  # given back once: at completion, or when the fetch is cancelled
+        self.tokens.append(token)
+
+        def done(result: int, when: float, buf: np.ndarray = buf) -> None:  # holds buf
+            try:
+                token.pop().put(None)
+            except IndexError:  # given back already (cancelled)
+                pass
+            if log is not None:
+                log.add(0.0, when - asked, length, False)
+            if result < 0:
+                code = -result
+                self._range_done(i, None, os_error(OSError(code, os.strerror(code)), "read",
+                                                   f"{store.url}/{loc.key}"))
+            elif lo + result < start + length:  # short: the thread path reads or reports it
+                try:
+                    bank._readers[loc.tier].submit(self._read, i, start, length)
+                except BaseException as exc:  # noqa: BLE001 - the bank is closed
+                    self._range_done(i, None, exc)
+            else:
+                self._range_done(i, when, None)
+
+        if not aio.submit(fd, buf.ctypes.data + (lo - base), hi - lo, lo, done):
+            self.tokens.pop()
+            channel.put(None)
+            return False
+        return True
 
     def _read(self, i: int, start: int, length: int, asked: float) -> None:
         loc = self.locs[i]
         bank = self.bank
         buf, base = self.bufs[i]
+        error: BaseException | None = None
+        done: float | None = None
         try:
             done = _channel_pread(bank._channels[loc.tier], bank.stores[loc.tier], loc.key,
                                   buf, base, start, length, bank._log(loc.tier), asked)
         except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
-            self._range_done(i, None, exc)
-        else:
-            self._range_done(i, done, None)
+            error = exc
+        del buf  # not held while the loop wakes (see _range_done)
+        self._range_done(i, done, error)
 
     def _range_done(self, i: int, done: float | None, error: BaseException | None) -> None:
         with self.lock:
@@ -1364,8 +1661,8 @@ class _LocalReads:
             failed = self.error is not None
         if not failed:
             try:
-                buf, base = self.bufs[i]
-                self.reads[i] = self.bank._finish_block(self.locs[i], buf, base, self.done[i])
+                self.reads[i] = self.bank._finish_block(self.locs[i], *self.bufs[i],
+                                                        self.done[i])
             except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
                 with self.lock:
                     if self.error is None:
@@ -1374,19 +1671,28 @@ class _LocalReads:
             self.blocks_left -= 1
             if self.blocks_left:
                 return
+        # From here on only the reads (their arrays) reference the buffers, not this thread:
+        # the caller's next fetch finds them free once it drops the arrays, and reads into
+        # the same memory again (still in the host's caches: 15% faster at 16 MiB on a VM)
+        # rather than into other buffers.
+        self.bufs = []
+        if asyncio._get_running_loop() is self.loop:  # an AIO completion, on the loop
+            self._settle()
+            return
         try:
             self.loop.call_soon_threadsafe(self._settle)
         except RuntimeError:  # the loop is closed: nobody waits
             pass
 
     def _settle(self) -> None:
-        """On the loop: hand the reads (or the first error) to the awaiting task."""
+        """On the loop: wake the awaiting task (with the first error if a read failed)."""
         if self.future.cancelled():
-            return
-        if self.error is not None:
+            self.reads = []
+        elif self.error is not None:
+            self.reads = []
             self.future.set_exception(self.error)
         else:
-            self.future.set_result(self.reads)  # type: ignore[arg-type]
+            self.future.set_result(None)
 
 
 class _Batch(NamedTuple):
@@ -1448,12 +1754,20 @@ def _channel_pread(channel: queue.SimpleQueue[None], store: LocalByteStore, key:
     return done
 
 
-def _settle_pread(fut: Future[float], *args: Any) -> None:
-    """`_channel_pread(*args)` on a reading thread, for a sync fetch waiting on `fut`."""
+def _settle_pread(fut: Future[float], channel: Any, store: LocalByteStore, key: str,
+                  holder: list[tuple[np.ndarray, int]], start: int, length: int,
+                  log: RequestLog | None, asked: float | None = None) -> None:
+    """`_channel_pread` on a reading thread for a sync fetch waiting on `fut`; the buffer
+    (in `holder`, emptied first) is no longer referenced here when the caller wakes."""
+    buf, base = holder.pop()
     try:
-        fut.set_result(_channel_pread(*args))
+        done = _channel_pread(channel, store, key, buf, base, start, length, log, asked)
     except BaseException as exc:  # noqa: BLE001 - raised in the waiting thread
+        del buf
         fut.set_exception(exc)
+    else:
+        del buf
+        fut.set_result(done)
 
 
 def _torch_converter() -> Any:
@@ -1523,6 +1837,16 @@ class _PriorityChannel:
                 self.log.append("demand")
             if self.queued == 0 and self.free:
                 self.cond.notify_all()  # prefetch may go now
+
+    def try_get(self) -> bool:
+        """`get` if a channel is free now, without waiting (False otherwise)."""
+        with self.cond:
+            if self.free <= 0:
+                return False
+            self.free -= 1
+            if self.log is not None:
+                self.log.append("demand")
+            return True
 
     def get_prefetch(self) -> None:
         with self.cond:
