@@ -21,7 +21,7 @@ ratio with their errors, and PASS/MISS against the 10% target; then, per policy,
 prefetch over the mean without, real and simulated. Nothing asserts. Timing on a shared
 two-core virtual machine is noisy; the load average is printed with the figures.
 
-    python benchmarks/bench_prefetch.py [--seeds 2] [--queries 400] [--util 0.3]
+    python benchmarks/bench_prefetch.py [--seeds 2] [--queries 400] [--util 0.3] [--recalibrate]
 """
 
 from __future__ import annotations
@@ -88,6 +88,9 @@ def main() -> None:
     parser.add_argument("--inflight", type=int, default=4)
     parser.add_argument("--latency-samples", type=int, default=100)
     parser.add_argument("--policies", default=",".join(POLICIES))
+    parser.add_argument("--recalibrate", action="store_true",
+                        help="validate(recalibrate=True): refit the cloud's latency on the "
+                        "bank's own blocks before each validation.")
     args = parser.parse_args()
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     if set(policies) - set(POLICIES) or "none" not in policies:
@@ -115,7 +118,8 @@ def main() -> None:
             paths = np.stack([plan.paths(i) for i in range(args.queries)])
             for policy in policies:
                 result = validate(prof, bank, lay, wl, queries=args.queries, seed=seed,
-                                  prefetch=_config(policy, args, wl, paths))
+                                  prefetch=_config(policy, args, wl, paths),
+                                  recalibrate=args.recalibrate)
                 r = result.ratios
                 mean = r["mean fetch time"]
                 means[policy].append((mean.real, mean.sim))
