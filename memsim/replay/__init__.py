@@ -226,18 +226,6 @@ class _Run:
         await asyncio.gather(*(client() for _ in range(clients)))
 
 
-def _prewarm(profile: Profile, bank: Bank, layout: Layout, stores: dict[str, ByteStore]
-             ) -> None:
-    """Let each store ready its read buffers before the clock starts: for every level, the
-    block size, as many as can be in flight (its channels, twice over: a block being read
-    while the one before is still being checked)."""
-    sizes = [lv.block_bytes for lv in bank.active_levels if lv.depth not in layout.resident]
-    for tier in profile.tiers:
-        store = stores.get(tier.name)
-        if store is not None:
-            store.prewarm(sizes, 2 * tier.concurrency + 2)
-
-
 def fill_memory_tiers(profile: Profile, bank: Bank, layout: Layout,
                       stores: dict[str, ByteStore], weights: str | Path | None, *,
                       invent: bool = True) -> None:
@@ -314,7 +302,6 @@ def replay(
 
         async def main() -> tuple[int, float]:
             preloaded = await reader.preload_indexes() if preload_index else 0
-            _prewarm(profile, bank, layout, opened)
             t0 = time.perf_counter()
             if closed:
                 await run.closed_loop(queries_plan.clients, queries_plan.think, paths)
