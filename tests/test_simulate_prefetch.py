@@ -203,9 +203,9 @@ def test_prefetch_needs_a_cache():
     assert info.value.field == "prefetch"
 
 
-def test_cli_prefetch_options(cli, tmp_path):
-    import json
-
+def _cli_files(tmp_path, layouts: dict[str, memsim.Layout]) -> tuple[tuple, list[str]]:
+    """A 40-query trace, the profile and bank files, and `layouts` by file name, for the
+    command's tests: (the trace, the files' arguments)."""
     import yaml
 
     from memsim.trace import write_trace
@@ -215,10 +215,17 @@ def test_cli_prefetch_options(cli, tmp_path):
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(PROFILE_DICT))
     (tmp_path / "b.yaml").write_text(yaml.safe_dump({"name": "tiny", "branching": 4,
                                                      "levels": [4, 2, 1], "anchor": ANCHOR}))
-    (tmp_path / "l.yaml").write_text(layout(24 * 1024).to_yaml())
-    args = ["simulate", "--profile", str(tmp_path / "p.yaml"), "--bank",
-            str(tmp_path / "b.yaml"), "--layout", str(tmp_path / "l.yaml"), "--trace",
-            str(tmp_path / "q.parquet"), "--warmup", "0"]
+    for name, lay in layouts.items():
+        (tmp_path / name).write_text(lay.to_yaml())
+    return trace, ["--profile", str(tmp_path / "p.yaml"), "--bank", str(tmp_path / "b.yaml"),
+                   "--trace", str(tmp_path / "q.parquet"), "--warmup", "0"]
+
+
+def test_cli_prefetch_options(cli, tmp_path):
+    import json
+
+    trace, files = _cli_files(tmp_path, {"l.yaml": layout(24 * 1024)})
+    args = ["simulate", *files, "--layout", str(tmp_path / "l.yaml")]
     plain = cli(*args)
     assert plain.exit_code == 0, plain.stderr
     assert "prefetch (" not in plain.stdout
@@ -302,21 +309,11 @@ def test_a_layout_prefetch_without_a_cache_names_the_field():
 def test_cli_applies_the_layouts_section_and_the_options_change_it(cli, tmp_path):
     import json
 
-    import yaml
-
-    from memsim.trace import write_trace
-
-    trace = local_trace(40, seed=2, spacing=20e-3)
-    write_trace(tmp_path / "q.parquet", *trace)
-    (tmp_path / "p.yaml").write_text(yaml.safe_dump(PROFILE_DICT))
-    (tmp_path / "b.yaml").write_text(yaml.safe_dump({"name": "tiny", "branching": 4,
-                                                     "levels": [4, 2, 1], "anchor": ANCHOR}))
-    (tmp_path / "plain.yaml").write_text(layout(24 * 1024).to_yaml())
-    (tmp_path / "l.yaml").write_text(layout(24 * 1024, {"policy": "trace", "max_inflight": 3,
-                                                         "max_bytes": "9 KiB"}).to_yaml())
-    base = ["simulate", "--profile", str(tmp_path / "p.yaml"), "--bank",
-            str(tmp_path / "b.yaml"), "--trace", str(tmp_path / "q.parquet"), "--warmup", "0",
-            "--seed", "3", "--json"]
+    trace, files = _cli_files(tmp_path, {
+        "plain.yaml": layout(24 * 1024),
+        "l.yaml": layout(24 * 1024, {"policy": "trace", "max_inflight": 3,
+                                     "max_bytes": "9 KiB"})})
+    base = ["simulate", *files, "--seed", "3", "--json"]
 
     def data(name: str, *args: str) -> dict:
         out = cli(*base, "--layout", str(tmp_path / name), *args)
