@@ -30,7 +30,7 @@ from memsim.limits import MAX_STALLED_QUERIES
 from memsim.profile import Profile
 from memsim.simulate.batch import ServedCounters
 from memsim.simulate.cache import BlockCache, count_lookup
-from memsim.simulate.prefetch import PENDING, SimPrefetcher, WaitServer
+from memsim.simulate.prefetch import PENDING, PendingRead, SimPrefetcher, WaitServer
 from memsim.simulate.stats import BatchedSeries, Series
 from memsim.simulate.tiers import TierServer
 
@@ -180,6 +180,9 @@ class Engine:
                       for t, r in zip(profile.tiers, tier_rngs, strict=True)}
         self.servers: dict[str, Any] = {**self.tiers, PENDING: WaitServer()}
         self.prefetcher: SimPrefetcher | None = None  # memsim.simulate.prefetch
+        # demand reads in flight, by (level, block): a cache hit on one waits for it, as the
+        # client's does (its claim waits for the read another query started)
+        self.reading: dict[tuple[int, int], PendingRead] = {}
         ram = profile.ram
         self.ram = self.tiers[ram.name] if ram is not None else None
         self.levels = [(lv.depth, lv.depth - 1, lv.block_bytes, layout.placement[lv.depth])
@@ -321,6 +324,9 @@ class Engine:
         if hit:
             if waiting is not None:  # a prefetch read in flight: wait for it
                 return depth, PENDING, [waiting]  # type: ignore[list-item]
+            reading = self.reading.get((depth, block))
+            if reading is not None:  # another query's read of it in flight: wait for it
+                return depth, PENDING, [reading]  # type: ignore[list-item]
             if depth in cache.resident or self.ram is None:
                 return depth, None, []
             ram = self.ram.tier.name
@@ -331,7 +337,14 @@ class Engine:
         parts = self.parts[(depth, tier)]
         if measured:
             self.stats.served.read(tier, len(parts), nbytes)
-        return depth, tier, parts
+        read = PendingRead()
+        self.reading[(depth, block)] = read
+        source = _DemandRead(self, (depth, block), read, self.tiers[tier], len(parts))
+        return depth, source, parts  # type: ignore[return-value]
+
+    def _server(self, source: Any) -> Any:
+        """The server of a plan's source: a tier or PENDING by name, or a `_DemandRead`."""
+        return self.servers[source] if isinstance(source, str) else source
 
     def _plan_blocks(self, path: Sequence[int], measured: bool
                      ) -> list[tuple[int, str | None, list[float]]]:
@@ -394,7 +407,7 @@ class Engine:
                         times[i] = env.now - level_start
                         run(k + 1)
 
-                server = self.servers[tier]
+                server = self._server(tier)
                 for part in parts:
                     server.fetch(part, part_done)
 
@@ -418,7 +431,7 @@ class Engine:
                 if outstanding[0] == 0:
                     finished()
 
-            server = self.servers[tier]
+            server = self._server(tier)
             for part in parts:
                 server.fetch(part, part_done)
 
@@ -562,7 +575,7 @@ class Engine:
                         if level_left[0] == 0:
                             run(k + 1)
 
-                    server = self.servers[source]
+                    server = self._server(source)
                     for part in parts:
                         server.fetch(part, part_done)
 
@@ -579,7 +592,7 @@ class Engine:
                     if left[0] == 0:
                         arrived_block(i, queries, None)
 
-                server = self.servers[source]
+                server = self._server(source)
                 for part in parts:
                     server.fetch(part, part_done)
 
@@ -668,3 +681,27 @@ class Engine:
         if self.stats.completed != self.queries:  # pragma: no cover - a bug, not user input
             raise RuntimeError(f"only {self.stats.completed} of {self.queries} queries ended")
         return self.env.now
+
+
+class _DemandRead:
+    """A plan's source for a cache miss: the block's tier, which also finishes the block's
+    `PendingRead` (for the queries that hit it meanwhile) when its last part is in."""
+
+    __slots__ = ("engine", "key", "read", "server", "left")
+
+    def __init__(self, engine: Engine, key: tuple[int, int], read: PendingRead, server: Any,
+                 parts: int) -> None:
+        self.engine, self.key, self.read, self.server, self.left = \
+            engine, key, read, server, parts
+
+    def fetch(self, part: float, done: Callable[[], None]) -> None:
+        def part_done() -> None:
+            self.left -= 1
+            if self.left == 0:
+                reading = self.engine.reading
+                if reading.get(self.key) is self.read:
+                    del reading[self.key]
+                self.read.finish()
+            done()
+
+        self.server.fetch(part, part_done)
