@@ -21,10 +21,11 @@ drawn before it arrives.
 from __future__ import annotations
 
 import asyncio
+import copy
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -149,7 +150,7 @@ class _Run:
         else:
             timing = got.timings
             start, levels, tiers = timing.start, timing.levels, timing.tiers
-            started = getattr(timing, "started", {})
+            started = timing.started
             cached = set(timing.cached)
             for j, (depth, *_r) in enumerate(self.levels):
                 at = levels.get(depth)
@@ -385,16 +386,10 @@ def _result(run: _Run, reader: BankReader, stores: dict[str, ByteStore], log: di
     hit_ratio = stats.cache_hit_ratio if layout.cache is not None else None
     if layout.cache is not None and hit_ratio is None:
         hit_ratio = 0.0
-    served = ServedCounters(
-        fetches=stats.fetches, blocks=stats.blocks, reads=stats.reads,
-        requests=dict(stats.requests), bytes=dict(stats.bytes),
-        dedup_blocks_saved=stats.dedup_blocks_saved,
-        dedup_requests_saved=stats.dedup_requests_saved, blocked=dict(stats.blocked),
-        cache_hits=stats.cache_hits, cache_misses=stats.cache_misses,
-        resident_hits=stats.resident_hits, resident_misses=stats.resident_misses,
-        prefetch_issued=stats.prefetch_issued, prefetch_hits=stats.prefetch_hits,
-        prefetch_wasted=stats.prefetch_wasted,
-        prefetching=run.served.prefetcher is not None)
+    # the client's counters under the simulator's names (ServedCounters mirrors ClientStats)
+    served = ServedCounters(prefetching=run.served.prefetcher is not None, **{
+        f.name: copy.copy(getattr(stats, f.name)) for f in fields(ServedCounters)
+        if f.name != "prefetching"})
     ci = {k: (list(v) if (v := run.fetch.interval(k)) else None)
           for k in ("mean", *PERCENTILES)}
     out_path = None
